@@ -1,0 +1,15 @@
+"""gclib: consistency models trained with generator-augmented flows (GC).
+
+Public pieces: ``schedules``, ``precond.ConsistencyModel``, ``nets`` (MLP, UNet), ``exact`` (ideal denoiser of a
+finite set), ``couplings.couple`` (ic | ot | gc), ``losses`` (one consistency loss), ``sampling``, ``EMA`` and
+``train_step``.
+"""
+from . import couplings, exact, losses, nets, precond, sampling, schedules
+from .couplings import Coupling, couple
+from .ema import EMA
+from .precond import ConsistencyModel
+from .step import NonFiniteLossError, StepResult, step_loss, train_step
+
+__version__ = "0.1.0"
+__all__ = ["couplings", "exact", "losses", "nets", "precond", "sampling", "schedules", "Coupling", "couple",
+           "EMA", "ConsistencyModel", "NonFiniteLossError", "StepResult", "step_loss", "train_step"]

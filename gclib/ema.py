@@ -1,0 +1,40 @@
+"""Exponential moving average of a model's weights with the iCT warm-up decay (METHOD.md section 2)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .schedules import ema_decay
+
+
+class EMA:
+    """Shadow copy of ``model`` updated every ``every`` steps with decay ``ema_decay(step)``.
+
+    ``ema.model`` is in eval mode with gradients off: use it for evaluation and as the GC predictor.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 5, max_decay: float = 0.9999, power: float = 2.0 / 3.0):
+        if every < 1:
+            raise ValueError(f"ema every={every} must be >= 1")
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.every, self.max_decay, self.power = every, max_decay, power
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> float | None:
+        """Blend at steps divisible by ``every``; returns the decay used (None when skipped)."""
+        if step % self.every:
+            return None
+        d = ema_decay(step, self.max_decay, self.power)
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1.0 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+        return d
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state)
