@@ -50,7 +50,7 @@ def test_toy_training_lowers_loss_and_samples_near_data(flow):
     z = torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))
     err_before, d_before = consistency_error(), dist_to_data(one_step(ema.model, z, SMAX))
     fracs = []
-    for k in range(300):
+    for k in range(500):
         r = gclib.train_step(model, opt, toy_batch(256, g), s, step=k, ema=ema, flow=flow, mu=0.5,
                              distance="l2", generator=g)
         fracs.append(r.gc_fraction)
