@@ -1,0 +1,202 @@
+r"""The CT/CD gap and its continuous-time limit (METHOD.md section 3, Theorem 1).
+
+Setting. f(x, t) a consistency model, data uniform on a finite point set (so the PF-ODE velocity
+v_t(x) = E[z | x_t = x] is exact, ``gclib.exact.velocity``), x_t = x + t z. Grid (equally spaced, on
+[sigma_min, T] because f is defined from sigma_min on; Theorem 1 writes t_i = i T / N, i.e. sigma_min = 0):
+
+    t_i = s + i h,  h = (T - s) / N,  i = 0..N,  s = sigma_min,
+
+interval i ~ Uniform{0..N-1}. Here i = floor(u N) with ONE u ~ U[0, 1) per sample shared by every N, and
+the same (x, z) for every N and for both losses (common random numbers). With y = x_{i+1} = x + t_{i+1} z:
+
+    L_CT = E lambda_i D( f(x + t_i z, t_i), f(y, t_{i+1}) ),   x + t_i z = y - h z,
+    L_CD = E lambda_i D( f(x^Phi_i, t_i),   f(y, t_{i+1}) ),   x^Phi_i = y - h v_{t_{i+1}}(y).
+
+Derivation for D = ||.||^2. Write J = df/dx(y, t_i), H its second derivative, e = f(y, t_{i+1}) - f(y, t_i)
+= h d_t f(y, t_i) + O(h^2): J, H, e depend on y only. Taylor in the first argument:
+
+    f(y - h w, t_i) = f(y, t_i) - h J w + (h^2 / 2) H[w, w] + O(h^3),   w in {z, v},
+    ||f(y,t_{i+1}) - f(y - h w, t_i)||^2 = ||e + h J w||^2 - h^2 (e + h J w) . H[w, w] + O(h^4)
+    CT - CD (per sample) = h^2 (||J z||^2 - ||J v||^2) + 2 h e . J (z - v) + O(h^3).
+
+Given y (and t), E[z | y] = v exactly, so the cross term 2 h e . J (z - v) has conditional mean 0 and
+E[||J z||^2 - ||J v||^2 | y] = E[||J (z - v)||^2 | y]. The O(h^3) remainder (H terms, e = O(h)) is of
+relative order h. Hence, with r(t) = E|| df/dx(x_t, t) (z - v_t(x_t)) ||^2 and t_{i+1} -> t:
+
+    L_CT - L_CD = (1/N) sum_i lambda_i h^2 r(t_{i+1}) + O(h^3 * lambda).
+
+(a) fixed weight function lambda_i = lambda(t_i) (Theorem 1's setting): (1/N) sum_i g(t_{i+1}) -> (1/(T - s))
+    int_s^T g dt, so
+        N^2 (L_CT - L_CD)  ->  (T - s) R,      R = int_s^T lambda(t) r(t) dt,
+    i.e. C T^(alpha - 1) R with alpha = 2, C = 1 (T - s = T when s = 0).
+(b) iCT's weight lambda_i = 1 / (t_{i+1} - t_i) = 1 / h = N / (T - s) (the default here): the weight grows
+    with N and absorbs one power of it,
+        N (L_CT - L_CD)  ->  R_1 = int_s^T r(t) dt,
+    which is (a) with lambda(t) = N / (T - s); N^2 (L_CT - L_CD) ~ N R_1 diverges: with 1/dt weights the
+    gap decays only like 1/N, it never vanishes faster.
+Pseudo-Huber D = phi(||.||), phi(r) = sqrt(r^2 + c^2) - c = r^2 / (2 c) - r^4 / (8 c^3) + ...: every
+difference above is O(h), so once h ||d_t f + J w|| << c, D = ||.||^2 / (2 c) (1 + O(h^2 / c^2)) and the
+limits are those above times C = 1 / (2 c) (alpha = 2). With the paper's c = 0.00054 sqrt(d) the regime
+h << c needs very large N; pass a larger ``c`` to see the limit at N <= 1280.
+
+Time average. With intervals uniform, E_i becomes (1/(T - s)) int_s^T dt, so R is estimated by Monte Carlo
+on the SAME samples: t_u = s + u (T - s) with each sample's u, x_t = x + t_u z,
+    R = (T - s) E_u[ lambda(t_u) || J(x_t, t_u) (z - v_{t_u}(x_t)) ||^2 ]    (case (a)),
+    R_1 = (T - s) E_u[ || J(x_t, t_u) (z - v_{t_u}(x_t)) ||^2 ]              (case (b)),
+J (z - v) from one Jacobian-vector product (``torch.func.jvp`` in x along z - v). Also reported: the
+"paired" estimator of the same limit, per sample ||J(z - v)||^2 + 2 (d_t f + J v) . J(z - v) (the extra
+term has conditional mean 0; it is the per-sample leading term of CT - CD), which tracks the finite-N gap
+sample by sample and so shows the O(1/N) convergence with little Monte Carlo noise. (d_t f + J v is the
+derivative of f along the PF-ODE; it is 0 for the ideal consistency function.)
+
+The model must act row-wise (no batch statistics): the batched jvp then gives each row's own J_k w_k.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from ..exact import velocity as exact_velocity
+from ..losses import consistency_loss, pseudo_huber, pseudo_huber_c, squared_l2
+from ..precond import pad_dims
+from ._util import as_tensor, eval_mode, mean_stderr, model_device_dtype, sq_norm_rows
+
+DEFAULT_NS = (10, 20, 40, 80, 160, 320, 640, 1280)
+
+
+@dataclass
+class GapResult:
+    """table: DataFrame with columns N, h, L_CT, L_CD, gap (= L_CT - L_CD on the same samples), gap_stderr,
+    scaled_gap (= N^p gap with p = ``exponent``: 2 for a fixed weight function, 1 for lambda_i = 1/h),
+    scaled_gap_stderr, N2_gap (= N^2 gap, Theorem 1's scaling, always). limit: the predicted limit of
+    scaled_gap, C (T - s)^(p - 1) R (see the module docstring), with limit_stderr; limit_paired: the paired
+    estimator of the same limit. R: the integral (R or R_1) without C and the (T - s) factor."""
+    table: pd.DataFrame
+    limit: float
+    limit_stderr: float
+    limit_paired: float
+    limit_paired_stderr: float
+    exponent: int
+    C: float
+    R: float
+    R_stderr: float
+    T: float
+    sigma_min: float
+    weight: str
+    info: dict = field(default_factory=dict)
+
+
+def _jvp_terms(model, xt: torch.Tensor, t: torch.Tensor, w: torch.Tensor, v: torch.Tensor):
+    """(J w, J v, d_t f) at (xt, t), J = df/dx, each (B, ...), by forward-mode AD."""
+    from torch.func import jvp
+
+    fx = lambda y: model(y, t)  # noqa: E731
+    _, jw = jvp(fx, (xt,), (w,))
+    _, jv = jvp(fx, (xt,), (v,))
+    _, dt = jvp(lambda s: model(xt, s), (t,), (torch.ones_like(t),))
+    return jw, jv, dt
+
+
+def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distance: str = "l2",
+              c: float | None = None, weight: str | Callable = "inverse_step", sigma_min: float | None = None,
+              velocity: Callable | None = None, batch_size: int = 4096, generator: torch.Generator | None = None,
+              seed: int = 0) -> GapResult:
+    """L_CT, L_CD and the scaled gap for N equally spaced steps on [sigma_min, T], and its predicted limit.
+
+    model: f(x, sigma) acting row-wise (its mode is set to eval and restored); data: the finite point set
+    (K, ...) (numpy or torch); velocity(x, sigma) overrides the exact velocity of ``data`` if given (a teacher).
+    distance: "l2" (||a - b||^2, alpha = 2, C = 1) or "pseudo_huber" (sqrt(||a - b||^2 + c^2) - c, alpha = 2,
+    C = 1 / (2 c); c defaults to 0.00054 sqrt(d)). weight: "inverse_step" (lambda_i = 1/h, iCT) or a function
+    lambda(t) of a float64 tensor of lower levels t_i (Theorem 1's fixed weights).
+    n samples (x uniform on data, z ~ N(0, I), u ~ U[0, 1)) shared by every N; computed on the model's device
+    and dtype in chunks of ``batch_size``. Returns a ``GapResult`` (see there and the module docstring).
+    """
+    if distance not in ("l2", "pseudo_huber"):
+        raise ValueError(f"distance={distance!r} is not valid; allowed values: 'l2', 'pseudo_huber'")
+    if not (weight == "inverse_step" or callable(weight)):
+        raise ValueError(f"weight={weight!r} is not valid; allowed: 'inverse_step' or a function lambda(t)")
+    pts = as_tensor(data)
+    d = int(pts[0].numel())
+    s = float(sigma_min if sigma_min is not None else getattr(model, "sigma_min"))
+    T = float(T)
+    if not T > s:
+        raise ValueError(f"T={T} must exceed sigma_min={s}")
+    Ns = [int(N) for N in Ns]
+    if any(N < 1 for N in Ns):
+        raise ValueError(f"Ns={Ns} must be positive integers")
+    if distance == "pseudo_huber":
+        c = float(c) if c is not None else pseudo_huber_c(d)
+        dist = lambda a, b: pseudo_huber(a, b, c)  # noqa: E731
+        C = 1.0 / (2.0 * c)
+    else:
+        dist, C = squared_l2, 1.0
+    inverse_step = weight == "inverse_step"
+    p = 1 if inverse_step else 2
+
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, pts.shape[0], (n,), generator=g)
+    x_all = pts[idx.to(pts.device)].to(torch.float64).cpu()
+    z_all = torch.randn(x_all.shape, generator=g, dtype=torch.float64)
+    u_all = torch.rand(n, generator=g, dtype=torch.float64)
+    device, dtype = model_device_dtype(model, x_all)
+    pts_dev = pts.to(device=device, dtype=dtype)
+    vel = velocity if velocity is not None else (lambda y, sig: exact_velocity(y, pts_dev, sig))
+
+    ct = {N: torch.empty(n, dtype=torch.float64) for N in Ns}
+    cd = {N: torch.empty(n, dtype=torch.float64) for N in Ns}
+    r_plain = torch.empty(n, dtype=torch.float64)
+    r_paired = torch.empty(n, dtype=torch.float64)
+    with eval_mode(model):
+        for a in range(0, n, batch_size):
+            sl = slice(a, a + batch_size)
+            x = x_all[sl].to(device=device, dtype=dtype)
+            z = z_all[sl].to(device=device, dtype=dtype)
+            u = u_all[sl].to(device)
+            with torch.no_grad():
+                for N in Ns:
+                    h = (T - s) / N
+                    i = torch.clamp(torch.floor(u * N), max=N - 1)
+                    t_lo = (s + i * h).to(dtype)
+                    t_hi = (s + (i + 1) * h).to(dtype)
+                    lam = torch.full_like(t_lo, 1.0 / h) if inverse_step else torch.as_tensor(
+                        weight(s + i * h), dtype=dtype, device=device).expand_as(t_lo)
+                    x_hi = x + pad_dims(t_hi, x) * z
+                    x_ct = x + pad_dims(t_lo, x) * z
+                    x_cd = x_hi + pad_dims(t_lo - t_hi, x) * vel(x_hi, t_hi).to(dtype)
+                    ct[N][sl] = consistency_loss(model, x_ct, x_hi, t_lo, t_hi, lam, dist, reduce=False).double().cpu()
+                    cd[N][sl] = consistency_loss(model, x_cd, x_hi, t_lo, t_hi, lam, dist, reduce=False).double().cpu()
+            # limit: t_u = s + u (T - s) on the same samples
+            t = (s + u * (T - s)).to(dtype)
+            xt = x + pad_dims(t, x) * z
+            with torch.no_grad():
+                v = vel(xt, t).to(dtype)
+            jw, jv, dtf = _jvp_terms(model, xt, t, z - v, v)
+            lam_t = torch.ones_like(t) if inverse_step else torch.as_tensor(
+                weight((s + u * (T - s)).to(torch.float64)), dtype=dtype, device=device).expand_as(t)
+            base = sq_norm_rows(jw.detach())
+            cross = 2.0 * ((jv + dtf).detach() * jw.detach()).reshape(jw.shape[0], -1).sum(1)
+            r_plain[sl] = (lam_t * base).double().cpu()
+            r_paired[sl] = (lam_t * (base + cross)).double().cpu()
+
+    rows = []
+    for N in Ns:
+        diff = ct[N] - cd[N]
+        gap, gap_se = mean_stderr(diff)
+        rows.append(dict(N=N, h=(T - s) / N, L_CT=float(ct[N].mean()), L_CD=float(cd[N].mean()), gap=gap,
+                         gap_stderr=gap_se, scaled_gap=N ** p * gap, scaled_gap_stderr=N ** p * gap_se,
+                         N2_gap=N ** 2 * gap))
+    table = pd.DataFrame(rows)
+    R, R_se = mean_stderr(r_plain)
+    Rp, Rp_se = mean_stderr(r_paired)
+    # R (or R_1) = (T - s) E_u[...]; limit = C (T - s)^(p - 1) R
+    R, R_se, Rp, Rp_se = [(T - s) * q for q in (R, R_se, Rp, Rp_se)]
+    fac = C * (T - s) ** (p - 1)
+    table.attrs.update(limit=fac * R, exponent=p)
+    return GapResult(table=table, limit=fac * R, limit_stderr=fac * R_se, limit_paired=fac * Rp,
+                     limit_paired_stderr=fac * Rp_se, exponent=p, C=C, R=R, R_stderr=R_se, T=T, sigma_min=s,
+                     weight="inverse_step" if inverse_step else getattr(weight, "__name__", "callable"),
+                     info=dict(n=n, distance=distance, c=c, d=d))
