@@ -1,0 +1,74 @@
+"""What notebooks share: where the project and its results live, and how results are written.
+
+A notebook calls ``out = results_dir("transport_cost", variant)`` and writes ``metrics.json`` (``write_metrics``),
+CSV tables (``save_table``) and PNG figures (``save_figure``) there, all atomically, then prints
+``summary(metrics)``: a short, rounded, deterministic text that nbval compares.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from .io import atomic_write, write_json, write_text
+
+
+def project_root(start=None) -> Path:
+    """The folder holding gclib's pyproject.toml, searched upwards from ``start`` (default: the working
+    directory, so it works from the project root, from notebooks/, and under papermill or nbval)."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        pp = d / "pyproject.toml"
+        if pp.is_file() and 'name = "gclib"' in pp.read_text(encoding="utf-8", errors="ignore"):
+            return d
+    return Path(__file__).resolve().parents[1]
+
+
+def results_dir(notebook: str, variant: str, root=None) -> Path:
+    """results/<notebook>/<variant>/ under the project root, created."""
+    d = project_root(root) / "results" / notebook / variant
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def runs_dir(root=None) -> Path:
+    """The cache of trained models (runs/<name>-<config hash>/), shared by all notebooks; not committed."""
+    return project_root(root) / "runs"
+
+
+def _rounded(v, digits):
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return v
+        return float(f"{v:.{digits}g}")
+    if isinstance(v, dict):
+        return {k: _rounded(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x, digits) for x in v]
+    return v
+
+
+def write_metrics(out_dir, metrics: dict) -> Path:
+    """metrics.json in ``out_dir`` (atomic)."""
+    return write_json(Path(out_dir) / "metrics.json", metrics)
+
+
+def save_table(df, path) -> Path:
+    """A pandas DataFrame as CSV (atomic)."""
+    return write_text(path, df.to_csv(index=False))
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG (atomic)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def summary(metrics: dict, digits: int = 2) -> str:
+    """One line per key, floats to ``digits`` significant digits, keys sorted: stable text for nbval."""
+    lines = []
+    for k in sorted(metrics):
+        v = _rounded(metrics[k], digits)
+        lines.append(f"{k}: {v}")
+    return "\n".join(lines)
