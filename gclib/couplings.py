@@ -23,7 +23,20 @@ from ._checks import check_choice, check_flow, check_mu, check_same_shape
 from .precond import pad_dims
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-OT_SOLVERS = ("emd", "scipy")
+OT_SOLVERS = ("auto", "emd", "scipy")
+# solver="auto": scipy's linear_sum_assignment below this batch size, POT's ot.emd from it on. Measured
+# crossover of the two exact solvers on 2 CPU cores (benchmarks/ot_scaling.py, results/bench/ot_scaling.json):
+# scipy is faster at every dimension tried (2, 64, 3072) up to n = 1024, the two are within noise at 2048 and
+# ot.emd is faster at 4096.
+OT_AUTO_EMD_MIN_N = 2048
+
+
+def resolve_ot_solver(solver: str, n: int) -> str:
+    """The exact solver ``ot_permutation`` uses for a batch of n: "emd" or "scipy" ("auto" picks by n)."""
+    check_choice("ot_solver", solver, OT_SOLVERS)
+    if solver == "auto":
+        return "emd" if n >= OT_AUTO_EMD_MIN_N else "scipy"
+    return solver
 
 
 @dataclass
@@ -34,15 +47,17 @@ class Coupling:
     gc_mask: torch.Tensor
 
 
-def ot_permutation(x: torch.Tensor, z: torch.Tensor, solver: str = "emd", num_iter_max: int = 1_000_000) -> torch.Tensor:
+def ot_permutation(x: torch.Tensor, z: torch.Tensor, solver: str = "auto", num_iter_max: int = 1_000_000) -> torch.Tensor:
     """Permutation ``perm`` (int64, (B,)) minimising sum_k ||x_k - z_perm(k)||^2 exactly.
 
     solver="emd": POT's network simplex on uniform weights in float64 (convergence checked);
-    solver="scipy": scipy.optimize.linear_sum_assignment. Both are exact.
+    solver="scipy": scipy.optimize.linear_sum_assignment; solver="auto" (default): the faster of the two for
+    this batch size (``resolve_ot_solver``). All are exact, and the result is checked to be a permutation.
     """
     check_choice("ot_solver", solver, OT_SOLVERS)
     check_same_shape("x", x, "z", z)
     n = x.shape[0]
+    solver = resolve_ot_solver(solver, n)
     xf = x.detach().reshape(n, -1).to("cpu", torch.float64)
     zf = z.detach().reshape(n, -1).to("cpu", torch.float64)
     cost = torch.cdist(xf, zf).pow_(2).numpy()
@@ -51,6 +66,8 @@ def ot_permutation(x: torch.Tensor, z: torch.Tensor, solver: str = "emd", num_it
         rows, cols = linear_sum_assignment(cost)
         perm = np.empty(n, dtype=np.int64)
         perm[rows] = cols
+        if len(rows) != n or not (np.bincount(cols, minlength=n) == 1).all():
+            raise RuntimeError("linear_sum_assignment returned an assignment that is not a permutation")
     else:
         import ot
         w = np.full(n, 1.0 / n)
@@ -73,12 +90,13 @@ def gc_mask(batch: int, mu: float, generator: torch.Generator | None = None, dev
 
 def couple(flow: str, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None, mu: float = 0.5,
            predictor: Predictor | None = None, generator: torch.Generator | None = None,
-           ot_solver: str = "emd", predict_all: bool = False) -> Coupling:
+           ot_solver: str = "auto", predict_all: bool = False) -> Coupling:
     """Couple a data batch x (B, ...) with noise z (B, ...) according to ``flow`` in {"ic", "ot", "gc"}.
 
     For "gc": ``sigma`` (B,) is the lower level sigma_i of each row's pair, ``mu`` the probability of a GC row,
     ``predictor(x_noisy, sigma) -> x^`` the endpoint predictor (EMA, online or frozen model; run under
     no_grad here), ``generator`` drives the Bernoulli draws.
+    For "ot": ``ot_solver`` in {"auto", "emd", "scipy"} (all exact; "auto" picks the faster for the batch size).
     """
     check_flow(flow)
     check_same_shape("x", x, "z", z)

@@ -59,7 +59,7 @@ def _draw(shape, generator, device, dtype):
 
 def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: str = "ic", mu: float = 0.5,
               predictor="ema", ema: EMA | None = None, distance="pseudo_huber", generator: torch.Generator | None = None,
-              velocity: Callable | None = None, ot_solver: str = "emd", predict_all: bool = False,
+              velocity: Callable | None = None, ot_solver: str = "auto", predict_all: bool = False,
               p_mean: float = -1.1, p_std: float = 2.0, z: torch.Tensor | None = None,
               indices: torch.Tensor | None = None):
     """Loss of one consistency step on data x (B, ...) over the grid ``sigmas`` (ascending, (N,)).

@@ -1,0 +1,164 @@
+"""Shared helpers for the benchmarks: thread pinning, machine info, round-robin timing, summaries, JSON.
+
+Every benchmark pins ``torch.set_num_threads``, excludes warm-up iterations, interleaves the variants it
+compares (round-robin, with the order rotated every round so no variant always runs first) and reports
+the median with min and max of the repeats. Ratios are always taken between variants of the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "results" / "bench"
+
+
+def pin_threads(n: Optional[int] = None) -> int:
+    """Pin torch's intra-op threads to ``n`` (default: all CPUs this process may use); returns the value."""
+    import torch
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(mod: str) -> Optional[str]:
+    try:
+        m = __import__(mod)
+        return getattr(m, "__version__", "unknown")
+    except Exception:  # noqa: BLE001 - a missing optional package is reported as None
+        return None
+
+
+def machine_info() -> dict:
+    """CPU model, cores, library versions, torch threads, load average (a busy machine shows up here)."""
+    import torch
+    info = {
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": _version("numpy"),
+        "scipy": _version("scipy"),
+        "pot": _version("ot"),
+        "cuda_available": bool(torch.cuda.is_available()),
+        "loadavg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def summarize(times) -> dict:
+    """Median, min, max (seconds) and the count of a list of timings."""
+    times = [float(t) for t in times]
+    if not times:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+def round_robin(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1, per_block: int = 1,
+                budget_s: Optional[float] = None, min_repeats: int = 3,
+                sync: Optional[Callable[[], None]] = None) -> dict:
+    """Time each callable ``repeats`` times, interleaved round-robin; each timing is the mean of ``per_block``
+    consecutive calls. ``warmup`` calls of each (also interleaved) are run first and not timed.
+
+    If ``budget_s`` is given, stops after the round in which the budget is exceeded (but not before
+    ``min_repeats`` rounds). Returns {"times": {name: [s per call, ...]}, "rounds": int, "stopped_early": bool,
+    "orders": first round's order}.
+    """
+    sync = sync or (lambda: None)
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    sync()
+    times = {name: [] for name in names}
+    t_start = time.perf_counter()
+    rounds, stopped = 0, False
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            fn = fns[name]
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - t0) / per_block)
+        rounds += 1
+        if budget_s is not None and rounds >= min_repeats and time.perf_counter() - t_start > budget_s and r < repeats - 1:
+            stopped = True
+            break
+    return {"times": times, "rounds": rounds, "stopped_early": stopped}
+
+
+def paired_ratio(num: list, den: list) -> Optional[float]:
+    """Median over rounds of num[r] / den[r] (the two timed in the same round, next to each other)."""
+    pairs = [a / b for a, b in zip(num, den) if b > 0]
+    return statistics.median(pairs) if pairs else None
+
+
+def maxrss_mb() -> float:
+    """Peak resident set size of this process so far (MB). Linux reports ru_maxrss in kB."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / 2 ** 20
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs; this
+    resets VmHWM, which ru_maxrss reports). Returns False where that is unavailable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_mb() -> float:
+    """Current resident set size (MB), from /proc/self/statm; falls back to the peak where unavailable."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError):
+        return maxrss_mb()
+
+
+def write_json(path: Path, obj: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+    return path
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.{digits}f}"
+    return str(x)

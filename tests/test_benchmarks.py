@@ -1,0 +1,112 @@
+"""Each benchmark runs on a tiny size and writes well-formed results. No timing is asserted."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import benchutil  # noqa: E402
+import ot_scaling  # noqa: E402
+import sampling  # noqa: E402
+import step_time  # noqa: E402
+from gclib.couplings import OT_AUTO_EMD_MIN_N, couple, ot_permutation, resolve_ot_solver  # noqa: E402
+
+
+def test_round_robin_and_summary():
+    calls = []
+    rr = benchutil.round_robin({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                               repeats=3, warmup=1, per_block=2)
+    assert rr["rounds"] == 3 and len(rr["times"]["a"]) == 3 and len(rr["times"]["b"]) == 3
+    assert calls[:2] == ["a", "b"] and len(calls) == 2 + 3 * 2 * 2
+    s = benchutil.summarize([3.0, 1.0, 2.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
+    info = benchutil.machine_info()
+    for key in ("cpu_model", "logical_cores", "torch", "scipy", "pot", "torch_threads"):
+        assert key in info
+
+
+def test_step_time_tiny(tmp_path):
+    res = step_time.run(("tiny",), threads=1, out=tmp_path / "st.json", repeats=2)
+    m = res["models"][0]
+    assert set(m["variants"]) == set(step_time.VARIANTS)
+    assert m["variants"]["ic"]["ratio_to_ic"] == pytest.approx(1.0)
+    assert m["variants"]["gc1_rows"]["mean_gc_rows"] == m["batch"]
+    assert m["variants"]["ic"]["mean_gc_rows"] == 0
+    for s in m["variants"].values():
+        assert s["min"] <= s["median"] <= s["max"]
+    saved = json.loads((tmp_path / "st.json").read_text())
+    assert saved["machine"]["torch_threads"] == 1
+    assert "| tiny" in step_time.table(res)
+
+
+def test_ot_scaling_tiny(tmp_path):
+    st = step_time.run(("tiny",), threads=1, out=tmp_path / "st.json", repeats=2, variants=["ic"])
+    assert st["models"][0]["variants"]["ic"]["median"] > 0
+    res = ot_scaling.run(threads=1, out=tmp_path / "ot.json", sizes=(8, 16), dims=(2, 4), budget_s=10.0,
+                         share=True, share_batch=16, step_time_json=tmp_path / "st.json", share_model="tiny", share_d=8)
+    assert len(res["scaling"]["rows"]) == 4
+    assert all(r["objectives_agree"] for r in res["scaling"]["rows"])
+    assert 0.0 <= res["share"]["share_auto"] < 1.0
+    assert "ot.emd" in ot_scaling.table(res)
+
+
+def test_sampling_tiny(tmp_path):
+    res = sampling.run(sampling.QUICK_CONFIGS, threads=1, repeats=2, out=tmp_path / "s.json")
+    assert len(res["rows"]) == len(sampling.QUICK_CONFIGS)
+    for r in res["rows"]:
+        assert r["samples_per_s"] > 0
+        assert "error" not in r["memory"], r["memory"]
+        assert r["memory"]["peak_delta_mb"] >= 0
+
+
+def test_gpu_bench_dry_run(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "gpu_bench.py"), "--dry-run", "--out-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "gpu-dryrun-cpu.json").read_text())
+    modes = {m["mode"]: m for m in res["modes"]}
+    assert "error" not in modes["fp32"], modes["fp32"].get("traceback")
+    assert "error" not in modes["bf16_cl"], modes["bf16_cl"].get("traceback")
+    assert set(modes["fp32"]["variants"]) == {"ic", "ot", "gc0.5_rows", "gc0.5_all", "sample_one_step"}
+    assert modes["bf16_cl_compile"].get("skipped")
+
+
+def test_run_all_quick(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--threads", "1", "--out-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("step_time.json", "ot_scaling.json", "sampling.json", "README.md"):
+        assert (tmp_path / name).exists()
+    text = (tmp_path / "README.md").read_text()
+    assert "GC/IC" in text and "torch" in text
+    out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--readme-only", "--out-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("n", [5, 40])
+def test_auto_solver_is_exact_and_a_permutation(n):
+    g = torch.Generator().manual_seed(n)
+    x, z = torch.randn(n, 3, generator=g), torch.randn(n, 3, generator=g)
+    perms = {s: ot_permutation(x, z, solver=s) for s in ("auto", "emd", "scipy")}
+    cost = {s: ((x - z[p]) ** 2).sum().item() for s, p in perms.items()}
+    assert cost["auto"] == pytest.approx(cost["emd"]) == pytest.approx(cost["scipy"])
+    assert sorted(perms["auto"].tolist()) == list(range(n))
+    c = couple("ot", x, z)  # the default solver is "auto"
+    assert ((x - c.z) ** 2).sum().item() == pytest.approx(cost["emd"])
+
+
+def test_auto_solver_choice():
+    assert resolve_ot_solver("auto", OT_AUTO_EMD_MIN_N - 1) == "scipy"
+    assert resolve_ot_solver("auto", OT_AUTO_EMD_MIN_N) == "emd"
+    assert resolve_ot_solver("emd", 4) == "emd" and resolve_ot_solver("scipy", 10 ** 5) == "scipy"
+    with pytest.raises(ValueError, match="ot_solver"):
+        resolve_ot_solver("hungarian", 4)
