@@ -1,0 +1,137 @@
+"""Checkpoints: atomic writes, rotation, newest-valid lookup, and every RNG state as plain data.
+
+A checkpoint is a dict of tensors and plain containers saved with ``torch.save`` and read back with
+``torch.load(weights_only=True)`` (data, never code). Files are ``<dir>/ckpt-<step:08d>.pt``; a write goes to a
+temporary file in the same directory, is fsync'ed and then renamed over the target (``os.replace``), so a
+crash never leaves a half-written file under a checkpoint name.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
+REQUIRED_KEYS = ("step", "model", "ema", "optimizer", "rng", "config")
+
+
+def ckpt_path(directory, step: int) -> Path:
+    return Path(directory) / f"ckpt-{step:08d}.pt"
+
+
+def list_checkpoints(directory) -> list[Path]:
+    """Checkpoint files in ``directory``, newest (highest step) first."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    files = [p for p in d.iterdir() if CKPT_RE.match(p.name)]
+    return sorted(files, key=lambda p: int(CKPT_RE.match(p.name).group(1)), reverse=True)
+
+
+def atomic_save(obj, path) -> Path:
+    """torch.save to a temporary file next to ``path``, fsync, os.replace; fsync the directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # not supported on every platform / filesystem
+        pass
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """torch.load(weights_only=True) and check the expected keys; raises on a corrupt or foreign file."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise ValueError(f"{path} is not a gclib checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
+    return ckpt
+
+
+def newest_valid(directory, map_location="cpu"):
+    """(path, checkpoint) of the newest checkpoint that loads, or (None, None).
+
+    A truncated or corrupt file is reported with a warning naming it, and the next older one is tried.
+    """
+    for p in list_checkpoints(directory):
+        try:
+            return p, load_checkpoint(p, map_location)
+        except Exception as e:  # noqa: BLE001 - any failure to read means "not valid"
+            warnings.warn(f"checkpoint {p} is corrupt or truncated ({type(e).__name__}: {e}); "
+                          f"trying the next older one", RuntimeWarning, stacklevel=2)
+    return None, None
+
+
+def rotate(directory, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (and stale temporary files)."""
+    for p in list_checkpoints(directory)[keep:]:
+        p.unlink(missing_ok=True)
+    for p in Path(directory).glob(".ckpt-*.tmp"):  # left by a process killed mid-write
+        p.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- RNG states
+def rng_state(generator: torch.Generator | None = None, device: torch.device | None = None) -> dict:
+    """Every RNG state as weights_only-loadable data: the step generator, torch CPU (and CUDA), numpy, python."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch_cpu": torch.get_rng_state(),
+        "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": int(py_state[0]), "internal": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss_next": py_state[2]},
+        "cuda": None,
+        "generator": generator.get_state() if generator is not None else None,
+    }
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None = None, device: torch.device | None = None) -> None:
+    """Inverse of ``rng_state``."""
+    torch.set_rng_state(state["torch_cpu"].to(torch.uint8).cpu())
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"].to(torch.uint8).cpu())
+    if device is not None and torch.device(device).type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8).cpu(), torch.device(device))
+
+
+class preserve_rng:
+    """Context manager: run a block (evaluation, sample grids) without disturbing any global RNG stream."""
+
+    def __init__(self, device=None):
+        self.device = device
+
+    def __enter__(self):
+        self.state = rng_state(None, self.device)
+
+    def __exit__(self, *exc):
+        set_rng_state(self.state, None, self.device)
+        return False

@@ -1,0 +1,169 @@
+"""Datasets and a seeded, endless batch iterator.
+
+- 2-D toys (finite point sets of ``n`` points drawn from a seed), shape (n, 2), float32:
+  ``two_diracs`` (two points (0, +-0.5)), ``two_gaussians`` (the paper's official toy: two Gaussians at
+  (0, +-0.5), std 0.01), ``8gaussians`` (radius 1, std 0.05), ``moons`` (sklearn's two moons, noise 0.05,
+  centred and scaled by 0.5), ``checkerboard`` (uniform on the 8 black squares of a 4x4 board on [-1, 1]^2).
+- ``digits``: sklearn's 8x8 digits (ships offline, 1797 images), pixel values 0..16 scaled to [-1, 1],
+  shape (N, 1, 8, 8) float32.
+- ``mnist``: torchvision MNIST train split, 28x28 zero-padded (black) by 2 pixels to 32x32 so that the
+  U-Net's resolution is divisible by 2^(levels-1); shape (60000, 1, 32, 32) uint8 (scaled on the fly).
+- ``cifar10``: torchvision CIFAR-10 train split, (50000, 3, 32, 32) uint8, no flips.
+uint8 images are turned into float32 in [-1, 1] per batch (``to_float``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DATASETS, TOYS, ConfigError
+
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta")
+
+
+class DataMissingError(FileNotFoundError):
+    """A torchvision dataset is not on disk and could not be downloaded."""
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def toy(name: str, n: int = 8192, seed: int = 0) -> torch.Tensor:
+    """n points of a 2-D toy distribution, (n, 2) float32, drawn from ``seed``."""
+    if name not in TOYS:
+        raise ConfigError(f"toy={name!r} is not valid; allowed values: {', '.join(map(repr, TOYS))}")
+    g = _gen(seed)
+    sign = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+    if name == "two_diracs":
+        return torch.stack([torch.zeros(n), 0.5 * sign], 1)
+    if name == "two_gaussians":
+        return torch.stack([torch.zeros(n), 0.5 * sign], 1) + 0.01 * torch.randn(n, 2, generator=g)
+    if name == "8gaussians":
+        k = torch.randint(0, 8, (n,), generator=g).float() * (2 * math.pi / 8)
+        centres = torch.stack([torch.cos(k), torch.sin(k)], 1)
+        return centres + 0.05 * torch.randn(n, 2, generator=g)
+    if name == "moons":
+        from sklearn.datasets import make_moons
+        x, _ = make_moons(n, noise=0.05, random_state=int(seed) % (2 ** 32))
+        x = torch.from_numpy(x).float()
+        return 0.5 * (x - torch.tensor([0.5, 0.25]))
+    # checkerboard: 4x4 board of 0.5-wide squares on [-1, 1]^2, black squares where (col + row) is even
+    cells = torch.tensor([(c, r) for c in range(4) for r in range(4) if (c + r) % 2 == 0], dtype=torch.float32)
+    idx = torch.randint(0, len(cells), (n,), generator=g)
+    return -1.0 + 0.5 * (cells[idx] + torch.rand(n, 2, generator=g))
+
+
+def digits() -> torch.Tensor:
+    """sklearn digits, (1797, 1, 8, 8) float32 in [-1, 1] (pixel values 0..16 mapped linearly)."""
+    from sklearn.datasets import load_digits
+    x = load_digits().images.astype(np.float32)
+    return torch.from_numpy(x / 8.0 - 1.0).reshape(-1, 1, 8, 8)
+
+
+def _missing(name: str, folder: Path, files, err=None) -> DataMissingError:
+    extra = f" (download failed: {err})" if err else ""
+    return DataMissingError(
+        f"dataset {name!r} not found: place the files {', '.join(files)} in {folder}/, or set download: true "
+        f"(--set download=true) on a machine with internet access{extra}")
+
+
+def mnist(root="data", download: bool = False) -> torch.Tensor:
+    """MNIST training images padded to 32x32: (60000, 1, 32, 32) uint8."""
+    from torchvision.datasets import MNIST
+    folder = Path(root) / "MNIST" / "raw"
+    try:
+        ds = MNIST(str(root), train=True, download=download)
+    except Exception as e:  # RuntimeError (not found) or URLError (offline)
+        raise _missing("mnist", folder, MNIST_FILES, e if download else None) from None
+    x = ds.data.to(torch.uint8)[:, None]
+    return torch.nn.functional.pad(x, (2, 2, 2, 2))
+
+
+def cifar10(root="data", download: bool = False) -> torch.Tensor:
+    """CIFAR-10 training images: (50000, 3, 32, 32) uint8."""
+    from torchvision.datasets import CIFAR10
+    folder = Path(root) / "cifar-10-batches-py"
+    try:
+        ds = CIFAR10(str(root), train=True, download=download)
+    except Exception as e:
+        raise _missing("cifar10", folder, CIFAR10_FILES, e if download else None) from None
+    return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+
+
+def load_dataset(name: str, *, root="data", download: bool = False, n: int = 8192, seed: int = 0) -> torch.Tensor:
+    """The whole training set as one tensor (float32 for toys and digits, uint8 for mnist and cifar10)."""
+    if name not in DATASETS:
+        raise ConfigError(f"dataset={name!r} is not valid; allowed values: {', '.join(map(repr, DATASETS))}")
+    if name in TOYS:
+        return toy(name, n, seed)
+    if name == "digits":
+        return digits()
+    if name == "mnist":
+        return mnist(root, download)
+    return cifar10(root, download)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) -> float32 in [-1, 1]; float tensors pass through as float32."""
+    if x.dtype == torch.uint8:
+        return x.float() / 127.5 - 1.0
+    return x.float()
+
+
+class BatchIterator:
+    """Seeded, shuffled, endless batches of ``data`` (N, ...), sharded DistributedSampler-style.
+
+    Conceptually the index stream is the concatenation of permutations perm_0, perm_1, ... of range(N), perm_e
+    drawn from seed (seed, e). Rank r of W takes positions r, r + W, r + 2W, ... of that stream, in batches of
+    ``batch_size`` (the PER-RANK batch), so the ranks see disjoint samples of each global batch.
+    The whole state is the number of batches drawn (``state_dict``), so resuming is exact.
+    """
+
+    def __init__(self, data: torch.Tensor, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.data, self.batch_size, self.seed = data, int(batch_size), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.batches = 0
+        self._epoch, self._perm = -1, None
+
+    def _perm_of(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = _gen(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(len(self.data), generator=g)
+        return self._perm
+
+    def indices(self, batch_number: int) -> torch.Tensor:
+        """Indices into data of batch ``batch_number`` on this rank."""
+        n, b, w = len(self.data), self.batch_size, self.world_size
+        start = batch_number * b * w + self.rank
+        pos = start + w * torch.arange(b)
+        out = torch.empty(b, dtype=torch.long)
+        for e in torch.unique(pos // n).tolist():
+            sel = (pos // n) == e
+            out[sel] = self._perm_of(int(e))[pos[sel] % n]
+        return out
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        x = self.data[self.indices(self.batches)]
+        self.batches += 1
+        return to_float(x)
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches, "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches = int(state["batches"])
