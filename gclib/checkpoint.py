@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .io import atomic_write
 
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
 REQUIRED_KEYS = ("step", "model", "ema", "optimizer", "rng", "config")
@@ -35,29 +36,8 @@ def list_checkpoints(directory) -> list[Path]:
 
 
 def atomic_save(obj, path) -> Path:
-    """torch.save to a temporary file next to ``path``, fsync, os.replace; fsync the directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # not supported on every platform / filesystem
-        pass
-    return path
+    """torch.save to a temporary file next to ``path``, fsync, os.replace (``gclib.io.atomic_write``)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

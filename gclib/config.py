@@ -29,10 +29,10 @@ OPTIMIZERS = ("adam", "radam", "lion")
 DEVICES = ("auto", "cpu", "cuda")
 from .couplings import OT_SOLVERS  # noqa: E402  (follows the core: "auto" where available)
 
-# Settings that do not change the trained weights: left out of the configuration hash.
+# Settings that change neither the trained weights nor the logged evaluations: left out of the configuration
+# hash. (The evaluation settings are hashed: a cached run must carry the evaluation curve that was asked for.)
 NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_every", "keep_checkpoints",
-              "sample_every", "sample_n", "eval_every", "eval_metrics", "eval_n", "data_root", "download",
-              "device", "compile")
+              "sample_every", "sample_n", "data_root", "download", "device", "compile")
 
 
 class ConfigError(ValueError):

@@ -10,21 +10,16 @@ the built-ins here:
 from __future__ import annotations
 
 import importlib
-import math
 
-import numpy as np
 import torch
 
 from .data import to_float
 
 
 def w2(samples: torch.Tensor, data: torch.Tensor) -> float:
-    import ot
-    a = samples.reshape(len(samples), -1).double().cpu().numpy()
-    b = data.reshape(len(data), -1).double().cpu().numpy()
-    cost = ot.dist(a, b)  # squared Euclidean
-    val = ot.emd2(np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b)), cost, numItermax=10_000_000)
-    return float(math.sqrt(max(val, 0.0)))
+    """Exact W2 (``gclib.metrics.w2_exact``: POT in float64, convergence checked)."""
+    from .metrics import w2_exact
+    return w2_exact(samples, data)
 
 
 def nn_dist(samples: torch.Tensor, data: torch.Tensor) -> float:

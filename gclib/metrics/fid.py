@@ -10,14 +10,14 @@ callable uint8 (B, C, H, W) -> (B, F) features, optionally with a ``name`` attri
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
+
+from ..io import atomic_write
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
@@ -193,18 +193,8 @@ def stats_from_samples(samples, extractor: Callable, batch_size: int = 250, max_
 
 def save_stats(path, mu, sigma, n: int, extractor_name: str) -> Path:
     """Write mu (F,), sigma (F, F), n and the extractor name to an .npz file atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64), n=np.int64(n),
-                     extractor=np.array(str(extractor_name)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64),
+                                                  n=np.int64(n), extractor=np.array(str(extractor_name))))
 
 
 def load_stats(path, extractor_name: str | None = None) -> dict:
