@@ -29,7 +29,7 @@ bench: setup
 	$(PY) benchmarks/run_all.py
 
 lab: setup
-	$(PY) -m jupyter lab --ip=127.0.0.1 --no-browser notebooks/
+	$(PY) -m jupyter lab --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,) --ServerApp.root_dir=.
 
 clean:
 	rm -rf .pytest_cache build *.egg-info
