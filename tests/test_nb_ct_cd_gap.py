@@ -5,49 +5,24 @@ Trained models are cached under runs/ by configuration hash (the same configs nb
 """
 from __future__ import annotations
 
-import ast
-import json
-import shutil
-import uuid
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
 
-pm = pytest.importorskip("papermill")
-
 from gclib.experiments.common import train_config  # noqa: E402
-from gclib.report import project_root  # noqa: E402
+from nbhelpers import ROOT, assert_fails_clearly, parameters_of, run_notebook  # noqa: E402
 
-ROOT = project_root(Path(__file__).parent)
 NB = ROOT / "notebooks" / "ct_cd_gap.ipynb"
 
 
-def parameters_of(nb_path: Path) -> dict:
-    nb = nbformat.read(str(nb_path), as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
-    out = {}
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = ast.literal_eval(node.value)
-    return out
 
 
 @pytest.fixture(scope="module")
 def defaults(tmp_path_factory):
-    variant = f"_pytest-{uuid.uuid4().hex[:8]}"
-    out_dir = ROOT / "results" / "ct_cd_gap" / variant
-    try:
-        pm.execute_notebook(str(NB), str(tmp_path_factory.mktemp("ccg") / "out.ipynb"),
-                            parameters=dict(variant=variant), cwd=str(ROOT), kernel_name="python3",
-                            progress_bar=False)
-        files = {p.name for p in out_dir.iterdir()}
-        assert {"metrics.json", "gap_vs_N.csv", "gap_limits.csv", "gap_vs_N.png", "proxy.csv",
-                "proxy_vs_t.png"} <= files
-        return json.loads((out_dir / "metrics.json").read_text())
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    return run_notebook("ct_cd_gap", tmp_path_factory.mktemp("ccg") / "out.ipynb",
+                        {"metrics.json", "gap_vs_N.csv", "gap_limits.csv", "gap_vs_N.png", "proxy.csv",
+                         "proxy_vs_t.png"})
 
 
 def test_gap_positive_and_converges(defaults):
@@ -86,11 +61,7 @@ def test_proxy_ordering_at_large_t(defaults):
     (dict(proxy_ts=[0.0, 1.0]), "proxy_ts=[0.0, 1.0] is not valid"),
 ])
 def test_bad_parameter_fails_clearly(tmp_path, params, message):
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(NB), str(tmp_path / "bad.ipynb"), parameters=dict(params, variant="_pytest-bad"),
-                            cwd=str(ROOT), kernel_name="python3", progress_bar=False)
-    assert message in str(err.value)
-    assert not (ROOT / "results" / "ct_cd_gap" / "_pytest-bad").exists()  # failed before any work
+    assert_fails_clearly("ct_cd_gap", tmp_path / "bad.ipynb", message, **params)
 
 
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])

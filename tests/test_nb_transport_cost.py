@@ -5,48 +5,20 @@ Trained models are cached under runs/ by configuration hash (the same configs nb
 """
 from __future__ import annotations
 
-import ast
-import json
-import shutil
-import uuid
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
 
-pm = pytest.importorskip("papermill")
-
 from gclib.experiments.common import train_config  # noqa: E402
-from gclib.report import project_root  # noqa: E402
+from nbhelpers import ROOT, assert_fails_clearly, parameters_of, run_notebook  # noqa: E402
 
-ROOT = project_root(Path(__file__).parent)
 NB = ROOT / "notebooks" / "transport_cost.ipynb"
 
 
-def parameters_of(nb_path: Path) -> dict:
-    """The defaults of the notebook's `parameters` cell (literal assignments)."""
-    nb = nbformat.read(str(nb_path), as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
-    out = {}
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = ast.literal_eval(node.value)
-    return out
-
-
 def run_nb(tmp_path: Path, **params) -> dict:
-    """Execute the notebook from the project root into tmp_path with a throwaway variant; return metrics.json."""
-    variant = f"_pytest-{uuid.uuid4().hex[:8]}"
-    out_dir = ROOT / "results" / "transport_cost" / variant
-    try:
-        pm.execute_notebook(str(NB), str(tmp_path / "out.ipynb"), parameters=dict(params, variant=variant),
-                            cwd=str(ROOT), kernel_name="python3", progress_bar=False)
-        files = {p.name for p in out_dir.iterdir()}
-        assert {"metrics.json", "cost_vs_t.csv", "baselines.csv", "cost_vs_t.png"} <= files
-        return json.loads((out_dir / "metrics.json").read_text())
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    return run_notebook("transport_cost", tmp_path / "out.ipynb",
+                        {"metrics.json", "cost_vs_t.csv", "baselines.csv", "cost_vs_t.png"}, **params)
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +62,7 @@ def test_flow_gc_from_project_root(tmp_path):
     (dict(dataset="cifar100"), "dataset='cifar100' is not valid"),
 ])
 def test_bad_parameter_fails_clearly(tmp_path, params, message):
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(NB), str(tmp_path / "bad.ipynb"), parameters=dict(params, variant="_pytest-bad"),
-                            cwd=str(ROOT), kernel_name="python3", progress_bar=False)
-    assert message in str(err.value)
-    assert not (ROOT / "results" / "transport_cost" / "_pytest-bad").exists()  # failed before any work
+    assert_fails_clearly("transport_cost", tmp_path / "bad.ipynb", message, **params)
 
 
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])
