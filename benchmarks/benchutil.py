@@ -123,14 +123,23 @@ def paired_ratio(num: list, den: list) -> Optional[float]:
 
 
 def maxrss_mb() -> float:
-    """Peak resident set size of this process so far (MB). Linux reports ru_maxrss in kB."""
+    """Peak resident set size of this process (MB): VmHWM from /proc/self/status where it exists (it is what
+    ``reset_peak_rss`` resets), else ru_maxrss. ru_maxrss is not used on Linux: it also keeps the peak of the
+    process image before exec (a child spawned by a large parent inherits the parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024.0 if sys.platform != "darwin" else r / 2 ** 20
 
 
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS to its current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs; this
-    resets VmHWM, which ru_maxrss reports). Returns False where that is unavailable."""
+    resets VmHWM, which ``maxrss_mb`` reads). Returns False where that is unavailable."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

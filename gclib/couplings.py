@@ -24,11 +24,11 @@ from .precond import pad_dims
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OT_SOLVERS = ("auto", "emd", "scipy")
-# solver="auto": scipy's linear_sum_assignment below this batch size, POT's ot.emd from it on. Measured
-# crossover of the two exact solvers on 2 CPU cores (benchmarks/ot_scaling.py, results/bench/ot_scaling.json):
-# scipy is faster at every dimension tried (2, 64, 3072) up to n = 1024, the two are within noise at 2048 and
-# ot.emd is faster at 4096.
-OT_AUTO_EMD_MIN_N = 2048
+# solver="auto": scipy's linear_sum_assignment below this batch size, POT's ot.emd from it on. Measured on an idle
+# 2-core CPU (benchmarks/ot_scaling.py, results/bench/ot_scaling.json): scipy wins below ~128-256 rows; ot.emd
+# wins from 128 (d = 2), 512 (d = 64) and 1024 (d = 3072) rows on, by 2-9x at 1024-2048 rows in 2-D. Between
+# 256 and 1024 the two differ by at most a few milliseconds either way.
+OT_AUTO_EMD_MIN_N = 512
 
 
 def resolve_ot_solver(solver: str, n: int) -> str:
