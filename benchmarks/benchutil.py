@@ -158,6 +158,15 @@ def current_rss_mb() -> float:
         return maxrss_mb()
 
 
+def finish(res: dict, t0: float, out: Path | None) -> dict:
+    """Record the end load average and wall time of a benchmark's result, and write it when ``out`` is given."""
+    res["machine"]["loadavg_end"] = list(os.getloadavg())
+    res["wall_s"] = time.perf_counter() - t0
+    if out is not None:
+        write_json(out, res)
+    return res
+
+
 def write_json(path: Path, obj: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

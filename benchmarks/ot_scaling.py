@@ -196,11 +196,7 @@ def run(threads=None, out=None, sizes=SIZES, dims=DIMS, budget_s=75.0, share=Tru
     res["crossover_emd_faster_from_n"] = crossover(res["scaling"]["rows"])
     if share:
         res["share"] = ot_share(ic_step_per_sample(step_time_json, share_model), batch=share_batch, d=share_d)
-    res["machine"]["loadavg_end"] = list(__import__("os").getloadavg())
-    res["wall_s"] = time.perf_counter() - t0
-    if out is not None:
-        bu.write_json(out, res)
-    return res
+    return bu.finish(res, t0, out)
 
 
 def main(argv=None):

@@ -171,11 +171,7 @@ def run(models=("digits", "cifar10"), threads: int | None = None, out: Path | No
         res["models"].append(r)
         print(f"[step_time] {name}: " + ", ".join(f"{v} {s['median']:.4f}s x{s['ratio_to_ic']:.3f}"
                                                   for v, s in r["variants"].items()), flush=True)
-    res["machine"]["loadavg_end"] = list(__import__("os").getloadavg())
-    res["wall_s"] = time.perf_counter() - t0
-    if out is not None:
-        bu.write_json(out, res)
-    return res
+    return bu.finish(res, t0, out)
 
 
 def main(argv=None):

@@ -12,12 +12,7 @@ from gclib.metrics import (FeatureStats, fid_from_samples, frechet_distance, inc
 from gclib.metrics.fid import INCEPTION_FILE, INCEPTION_URL
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_spd(rng, d):

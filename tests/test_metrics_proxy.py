@@ -6,12 +6,7 @@ import torch
 from gclib.metrics import coupling_pairs_fn, proxy_exact_ic, proxy_fitted
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_point_proxy(a, t):

@@ -8,12 +8,7 @@ import torch
 from gclib.metrics import sliced_wasserstein, w2_exact
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_w2sq(m1, s1, m2, s2):
