@@ -77,7 +77,7 @@ def gap_claims(limits: pd.DataFrame, rel_tol: float = 0.1) -> list[dict]:
         out.append(claim(
             f"The CT/CD gap stays positive as N grows ({r.setting}): it does not vanish in the continuous-time limit",
             r.gap_min_z > 3.0,
-            f"smallest gap / stderr over N = {r.gap_min_z:.2g} (> 3 needed)"))
+            f"min over N of (L_CT - L_CD) / stderr: {r.gap_min_z:.2g} (> 3 needed)"))
         out.append(claim(
             f"N^alpha (L_CT - L_CD) converges to its predicted limit C T^(alpha-1) R ({r.setting}; iCT weights 1/h, "
             f"so the scaling is N^1)",
