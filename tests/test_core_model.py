@@ -92,3 +92,25 @@ def test_sampling_one_and_multistep_signature(digits_model):
     assert two_a.shape == z.shape and torch.equal(two_a, two_b)
     with pytest.raises(ValueError, match="decreasing"):
         sample(m, z, (1.0, 5.0))
+
+
+def test_ema_follows_the_decay_schedule_every_k_steps():
+    from gclib import EMA
+    from gclib.schedules import ema_decay
+    torch.manual_seed(0)
+    model = nets.MLP(2)
+    ema = EMA(model, every=5)
+    shadow = [p.detach().clone() for p in model.parameters()]
+    for step in range(1, 13):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        d = ema.update(model, step)
+        if step % 5:
+            assert d is None
+        else:
+            assert d == ema_decay(step)
+            shadow = [d * s + (1 - d) * p.detach() for s, p in zip(shadow, model.parameters())]
+        for s, e in zip(shadow, ema.model.parameters()):
+            assert torch.allclose(s, e, atol=1e-6)
+    assert not ema.model.training and not any(p.requires_grad for p in ema.model.parameters())
