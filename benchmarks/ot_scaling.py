@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import benchutil as bu  # noqa: E402
-from gclib.couplings import OT_AUTO_EMD_MIN_N, resolve_ot_solver  # noqa: E402
+from gclib.couplings import OT_AUTO_EMD_MIN_N, OT_AUTO_EMD_MIN_N_LOW_DIM, OT_AUTO_LOW_DIM, resolve_ot_solver  # noqa: E402
 
 SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 DIMS = (2, 64, 3072)
@@ -105,7 +105,7 @@ def scaling(sizes=SIZES, dims=DIMS, budget_s: float = 75.0, seed: int = 0) -> di
                 row[s] = bu.summarize(rr["times"][s])
             row["faster"] = "emd" if row["emd"]["median"] < row["scipy"]["median"] else "scipy"
             row["emd_over_scipy"] = row["emd"]["median"] / row["scipy"]["median"]
-            row["auto_picks"] = resolve_ot_solver("auto", n)
+            row["auto_picks"] = resolve_ot_solver("auto", n, d)
             row["auto_total_s"] = t_cost + row[row["auto_picks"]]["median"]
             rows.append(row)
             print(f"[ot_scaling] n={n} d={d}: cost {t_cost:.4f}s emd {row['emd']['median']:.4f}s "
@@ -139,7 +139,7 @@ def ot_share(step_per_sample: dict, batch: int = 512, d: int = 3072, repeats: in
                         repeats=repeats, warmup=1)
     ot_times = {s: bu.summarize(t) for s, t in rr["times"].items()}
     step_est = step_per_sample["per_sample_s"] * batch
-    out = {"batch": batch, "d": d, "ot_permutation_s": ot_times, "auto_solver": resolve_ot_solver("auto", batch),
+    out = {"batch": batch, "d": d, "ot_permutation_s": ot_times, "auto_solver": resolve_ot_solver("auto", batch, d),
            "ic_step_at_batch_s_extrapolated": step_est, "ic_step_source": step_per_sample,
            "extrapolation": f"linear in batch from the measured IC step at batch {step_per_sample['batch']} "
                             f"(per-sample {step_per_sample['per_sample_s']:.4f} s x {batch})"}
@@ -190,6 +190,7 @@ def run(threads=None, out=None, sizes=SIZES, dims=DIMS, budget_s=75.0, share=Tru
     bu.pin_threads(threads)
     t0 = time.perf_counter()
     res = {"benchmark": "ot_scaling", "machine": bu.machine_info(), "auto_emd_min_n": OT_AUTO_EMD_MIN_N,
+           "auto_emd_min_n_low_dim": OT_AUTO_EMD_MIN_N_LOW_DIM, "auto_low_dim": OT_AUTO_LOW_DIM,
            "note": "times per solve (cost matrix excluded unless stated); POT's ot.emd is single-threaded; "
                    "repeats: 5 for n<=512, 3 for n<=2048, 1 for 4096 (then min=median=max)"}
     res["scaling"] = scaling(sizes, dims, budget_s)

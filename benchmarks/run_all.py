@@ -76,7 +76,8 @@ def readme(st: dict, ot: dict, sa: dict, wall: float, out_dir: Path) -> str:
         "",
         "## 2. Exact minibatch OT: ot.emd vs scipy linear_sum_assignment",
         "",
-        f"gclib's `ot_solver=\"auto\"` uses scipy below n = {ot['auto_emd_min_n']} and ot.emd from it on. "
+        f"gclib's `ot_solver=\"auto\"` uses scipy below n = {ot['auto_emd_min_n']} (below "
+        f"{ot.get('auto_emd_min_n_low_dim', ot['auto_emd_min_n'])} for d <= {ot.get('auto_low_dim', 0)}) and ot.emd from there on. "
         f"Measured crossover (smallest n from which emd wins at every larger measured n), per d: "
         f"{ot['crossover_emd_faster_from_n']}.",
         "",

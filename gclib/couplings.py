@@ -27,15 +27,19 @@ OT_SOLVERS = ("auto", "emd", "scipy")
 # solver="auto": scipy's linear_sum_assignment below this batch size, POT's ot.emd from it on. Measured on an idle
 # 2-core CPU (benchmarks/ot_scaling.py, results/bench/ot_scaling.json): scipy wins below ~128-256 rows; ot.emd
 # wins from 128 (d = 2), 512 (d = 64) and 1024 (d = 3072) rows on, by 2-9x at 1024-2048 rows in 2-D. Between
-# 256 and 1024 the two differ by at most a few milliseconds either way.
+# 256 and 1024 rows in high dimension the two differ by at most a few milliseconds either way.
 OT_AUTO_EMD_MIN_N = 512
+OT_AUTO_EMD_MIN_N_LOW_DIM = 128   # for d <= OT_AUTO_LOW_DIM (2-D toys: 2.3x faster at 256 rows)
+OT_AUTO_LOW_DIM = 16
 
 
-def resolve_ot_solver(solver: str, n: int) -> str:
-    """The exact solver ``ot_permutation`` uses for a batch of n: "emd" or "scipy" ("auto" picks by n)."""
+def resolve_ot_solver(solver: str, n: int, d: int | None = None) -> str:
+    """The exact solver ``ot_permutation`` uses for a batch of n rows of dimension d: "emd" or "scipy"
+    ("auto" picks by n and d)."""
     check_choice("ot_solver", solver, OT_SOLVERS)
     if solver == "auto":
-        return "emd" if n >= OT_AUTO_EMD_MIN_N else "scipy"
+        low_dim = d is not None and d <= OT_AUTO_LOW_DIM
+        return "emd" if n >= (OT_AUTO_EMD_MIN_N_LOW_DIM if low_dim else OT_AUTO_EMD_MIN_N) else "scipy"
     return solver
 
 
@@ -57,7 +61,7 @@ def ot_permutation(x: torch.Tensor, z: torch.Tensor, solver: str = "auto", num_i
     check_choice("ot_solver", solver, OT_SOLVERS)
     check_same_shape("x", x, "z", z)
     n = x.shape[0]
-    solver = resolve_ot_solver(solver, n)
+    solver = resolve_ot_solver(solver, n, x[0].numel() if n else None)
     xf = x.detach().reshape(n, -1).to("cpu", torch.float64)
     zf = z.detach().reshape(n, -1).to("cpu", torch.float64)
     cost = torch.cdist(xf, zf).pow_(2).numpy()

@@ -107,6 +107,8 @@ def test_auto_solver_is_exact_and_a_permutation(n):
 def test_auto_solver_choice():
     assert resolve_ot_solver("auto", OT_AUTO_EMD_MIN_N - 1) == "scipy"
     assert resolve_ot_solver("auto", OT_AUTO_EMD_MIN_N) == "emd"
+    assert resolve_ot_solver("auto", OT_AUTO_EMD_MIN_N - 1, d=3072) == "scipy"
+    assert resolve_ot_solver("auto", 256, d=2) == "emd" and resolve_ot_solver("auto", 64, d=2) == "scipy"
     assert resolve_ot_solver("emd", 4) == "emd" and resolve_ot_solver("scipy", 10 ** 5) == "scipy"
     with pytest.raises(ValueError, match="ot_solver"):
         resolve_ot_solver("hungarian", 4)
