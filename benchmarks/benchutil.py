@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+from gclib import io
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results" / "bench"
 
@@ -168,10 +170,8 @@ def finish(res: dict, t0: float, out: Path | None) -> dict:
 
 
 def write_json(path: Path, obj: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
-    return path
+    """JSON in the benchmark's own key order, written atomically (``gclib.io``)."""
+    return io.write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
 
 
 def fmt(x, digits: int = 3) -> str:

@@ -27,7 +27,7 @@ DATASETS = TOYS + ("digits", "mnist", "cifar10")
 MODELS = ("mlp", "unet", "unet_digits", "unet_cifar10")
 OPTIMIZERS = ("adam", "radam", "lion")
 DEVICES = ("auto", "cpu", "cuda")
-from .couplings import OT_SOLVERS  # noqa: E402  (follows the core: "auto" where available)
+from .couplings import OT_SOLVERS  # noqa: E402
 
 # Settings that change neither the trained weights nor the logged evaluations: left out of the configuration
 # hash. (The evaluation settings are hashed: a cached run must carry the evaluation curve that was asked for.)
@@ -78,7 +78,7 @@ class Config:
     flow: str = "ic"
     mu: float = 0.5                        # probability of a GC sample (flow gc)
     predictor: str = "ema"                 # ema | online | path of a checkpoint (frozen predictor)
-    ot_solver: str = "auto" if "auto" in OT_SOLVERS else "emd"
+    ot_solver: str = "auto"                # auto | emd | scipy (all exact; see gclib.couplings)
     predict_all: bool = False
     # optimisation
     optimizer: str = "lion"

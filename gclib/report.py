@@ -36,11 +36,14 @@ def runs_dir(root=None) -> Path:
     return project_root(root) / "runs"
 
 
+def sig(x: float, digits: int = 2) -> float:
+    """x rounded to ``digits`` significant digits (for summaries)."""
+    return float(f"{float(x):.{digits}g}")
+
+
 def _rounded(v, digits):
     if isinstance(v, float):
-        if not math.isfinite(v):
-            return v
-        return float(f"{v:.{digits}g}")
+        return sig(v, digits) if math.isfinite(v) else v
     if isinstance(v, dict):
         return {k: _rounded(x, digits) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

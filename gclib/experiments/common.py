@@ -14,7 +14,7 @@ import torch
 from .._checks import check_flow, check_mu
 from ..config import TOYS, Config, ConfigError, load_config
 from ..data import load_dataset, to_float
-from ..report import project_root, runs_dir as default_runs_dir
+from ..report import project_root, runs_dir as default_runs_dir, sig  # noqa: F401  (sig re-exported)
 
 DATASETS = TOYS + ("digits", "cifar10")
 
@@ -93,11 +93,6 @@ def claim(text: str, holds, measured: str) -> dict:
     """One entry of metrics.json's "claims": the paper's claim in words, the verdict, the rounded numbers."""
     return {"claim": str(text), "holds": bool(holds), "measured": str(measured)}
 
-
-def sig(x: float, digits: int = 2) -> float:
-    """x rounded to ``digits`` significant digits (for summaries)."""
-    x = float(x)
-    return float(f"{x:.{digits}g}")
 
 
 def resolve_device(device: str = "auto") -> str:
