@@ -124,6 +124,22 @@ def paired_ratio(num: list, den: list) -> Optional[float]:
     return statistics.median(pairs) if pairs else None
 
 
+def ratio_ci(num: list, den: list, level: float = 0.9, n_boot: int = 2000, seed: int = 0) -> Optional[dict]:
+    """Paired ratio with a bootstrap confidence interval: the per-round ratios num[r] / den[r], their median,
+    and the ``level`` percentile interval of that median over ``n_boot`` resamples of the rounds (fixed seed,
+    so a result file can be recomputed). Returns {"median", "lo", "hi", "level", "rounds"} or None."""
+    import random
+    pairs = [a / b for a, b in zip(num, den) if b > 0]
+    if not pairs:
+        return None
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(pairs, k=len(pairs))) for _ in range(n_boot))
+    tail = (1.0 - level) / 2.0
+    lo = meds[int(tail * (n_boot - 1))]
+    hi = meds[int(round((1.0 - tail) * (n_boot - 1)))]
+    return {"median": statistics.median(pairs), "lo": lo, "hi": hi, "level": level, "rounds": len(pairs)}
+
+
 def maxrss_mb() -> float:
     """Peak resident set size of this process (MB): VmHWM from /proc/self/status where it exists (it is what
     ``reset_peak_rss`` resets), else ru_maxrss. ru_maxrss is not used on Linux: it also keeps the peak of the

@@ -62,15 +62,17 @@ def readme(st: dict, ot: dict, sa: dict, wall: float, out_dir: Path) -> str:
         "",
         "Method: every variant on the same model, optimiser, EMA and data batch; runs interleaved round-robin "
         "(order rotated each round); warm-up calls excluded; medians of the repeats with min and max; ratios "
-        "are ratios of medians from the same run (the paired ratio is the median over rounds of the per-round "
-        "ratio, both timed next to each other). No timing is asserted in tests.",
+        "are from the same run: the ratio of medians, and the paired ratio (the median over rounds of the "
+        "per-round ratio, both timed next to each other) with a 90% bootstrap interval over rounds. No timing "
+        "is asserted in tests.",
         "",
         "## 1. Training step time per flow (CPU)",
         "",
         "A full step: loss (target forward under no_grad + student forward), backward, Adam step, EMA update "
         "(every 5 steps). `rows` = GC predictor on the GC rows only (gclib's default); `all` = the authors' "
         "whole-batch predictor (`predict_all=True`). Theory: 1 + mu/4 rows-only, 1.25 whole batch "
-        "(a step ~ 4 forward units).",
+        "(a step ~ 4 forward units). The GC predictor is warmed at every batch size first (steady state; see "
+        "the first-call column), and the target pair is then timed again on its own for many rounds.",
         "",
         step_time.table(st),
         "",

@@ -45,6 +45,47 @@ def test_step_time_tiny(tmp_path):
     saved = json.loads((tmp_path / "st.json").read_text())
     assert saved["machine"]["torch_threads"] == 1
     assert "| tiny" in step_time.table(res)
+    # phase 2: the target pair alone, 10 x repeats rounds without a budget, and its paired interval
+    t = m["target"]
+    assert t["variant"] == "gc0.5_rows" and t["at_most"] == 1.15 and t["rounds"] == 20
+    assert t["paired_ratio"]["lo"] <= t["paired_ratio"]["median"] <= t["paired_ratio"]["hi"]
+    assert t["verdict"] == step_time.verdict(t["paired_ratio"], 1.15)
+    assert m["prewarm"]["sizes"] == m["batch"]
+
+
+def test_ratio_ci():
+    c = benchutil.ratio_ci([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+    assert (c["median"], c["lo"], c["hi"], c["rounds"]) == (2.0, 2.0, 2.0, 3)  # a constant ratio has no spread
+    num = [float(k) for k in range(1, 102)]
+    c = benchutil.ratio_ci(num, [1.0] * 101, level=0.9)
+    assert c["median"] == 51.0 and c["lo"] < 51.0 < c["hi"]
+    # the sample median of n draws from a density f at the median has sd 1 / (2 f sqrt(n)); here f = 1/100
+    # (uniform on [1, 101]), so the 90% interval is about +-1.645 * 100 / (2 sqrt(101))
+    half = 1.645 * 100 / (2 * 101 ** 0.5)
+    assert c["hi"] - c["lo"] == pytest.approx(2 * half, rel=0.35)
+    assert benchutil.ratio_ci(num, [1.0] * 101) == c  # fixed seed: reproducible
+    assert benchutil.ratio_ci([], []) is None
+
+
+def test_verdict():
+    ci = lambda lo, hi: {"median": (lo + hi) / 2, "lo": lo, "hi": hi}  # noqa: E731
+    assert step_time.verdict(ci(1.10, 1.15), 1.15) == "met"
+    assert step_time.verdict(ci(1.151, 1.2), 1.15) == "not met"
+    assert step_time.verdict(ci(1.14, 1.16), 1.15) == "within noise of the target"
+    assert step_time.verdict(None, 1.15) == "not measured"
+
+
+def test_prewarm_calls_every_size_twice():
+    sizes = []
+
+    def predictor(x, sigma):
+        assert x.shape[0] == sigma.shape[0]
+        sizes.append(x.shape[0])
+        return x
+
+    w = step_time.prewarm_sizes(predictor, torch.zeros(5, 1, 2, 2), torch.ones(5))
+    assert sizes == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert w["sizes"] == 5 and w["first_call_median_s"] >= 0 and w["second_call_median_s"] >= 0
 
 
 def test_ot_scaling_tiny(tmp_path):
@@ -86,7 +127,7 @@ def test_run_all_quick(tmp_path):
     for name in ("step_time.json", "ot_scaling.json", "sampling.json", "README.md"):
         assert (tmp_path / name).exists()
     text = (tmp_path / "README.md").read_text()
-    assert "GC/IC" in text and "torch" in text
+    assert "paired ratio [90% CI]" in text and "Target (issue 6)" in text and "torch" in text
     out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--readme-only", "--out-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
