@@ -1,7 +1,8 @@
 """Run the CPU benchmarks (step time, OT scaling, sampling) and write results/bench/*.json and README.md.
 
-`make bench` calls this. It takes a few minutes on 2 CPU cores. GPU results (benchmarks/gpu.sh, written to
-results/bench/gpu-<card>.json on a CUDA machine) are added to the README table when present.
+`make bench` calls this. It takes about 7 minutes on 2 CPU cores (416 s measured). GPU results
+(benchmarks/gpu.sh, written to results/bench/gpu-<card>.json on a CUDA machine) are added to the README table
+when present.
 
 Usage: python benchmarks/run_all.py [--quick] [--out-dir results/bench] [--threads N]
 """
