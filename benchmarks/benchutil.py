@@ -118,6 +118,35 @@ def round_robin(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int 
     return {"times": times, "rounds": rounds, "stopped_early": stopped}
 
 
+def prewarm_sizes(predictor, x, sigma, sizes=None, sync: Optional[Callable[[], None]] = None) -> dict:
+    """Call the no-grad ``predictor(x[:n], sigma[:n])`` twice at every batch size n in ``sizes`` (default
+    1..B: every size the rows-only GC predictor can meet). The first call at a new size builds its kernels
+    (oneDNN primitives; cuDNN plans; autotuning under cudnn.benchmark), which training pays once per size.
+    Returns the median time of the first and second calls and the median extra cost of a first call."""
+    import torch
+    sync = sync or (lambda: None)
+    sizes = list(sizes) if sizes is not None else list(range(1, x.shape[0] + 1))
+    first, second = [], []
+    for n in sizes:
+        for bucket in (first, second):
+            sync()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                predictor(x[:n], sigma[:n])
+            sync()
+            bucket.append(time.perf_counter() - t0)
+    return {"sizes": len(sizes), "size_range": [min(sizes), max(sizes)] if sizes else None,
+            "first_call_median_s": summarize(first)["median"], "second_call_median_s": summarize(second)["median"],
+            "first_call_extra_s": statistics.median(a - b for a, b in zip(first, second)) if sizes else None}
+
+
+def likely_sizes(batch: int, mu: float, sds: float = 5.0) -> range:
+    """The GC row counts a Binomial(batch, mu) draw takes with all but negligible probability: mean +- ``sds``
+    standard deviations, clipped to 1..batch."""
+    mean, sd = batch * mu, (batch * mu * (1 - mu)) ** 0.5
+    return range(max(1, int(mean - sds * sd)), min(batch, int(mean + sds * sd) + 1) + 1)
+
+
 def paired_ratio(num: list, den: list) -> Optional[float]:
     """Median over rounds of num[r] / den[r] (the two timed in the same round, next to each other)."""
     pairs = [a / b for a, b in zip(num, den) if b > 0]

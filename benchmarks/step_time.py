@@ -84,21 +84,6 @@ THEORY = {"ic": 1.0, "ot": None, "gc0.5_rows": 1.125, "gc0.5_all": 1.25, "gc1_ro
 TARGET = ("gc0.5_rows", 1.15)  # issue 6: GC(mu = 0.5, rows-only predictor) / IC at most 1.15
 
 
-def prewarm_sizes(predictor, x: torch.Tensor, sigma: torch.Tensor) -> dict:
-    """Call the no-grad predictor twice at every batch size 1..B (the sizes the rows-only predictor meets);
-    returns the median time of the first and of the second call and the median extra cost of a first call."""
-    first, second = [], []
-    for n in range(1, x.shape[0] + 1):
-        for bucket in (first, second):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                predictor(x[:n], sigma[:n])
-            bucket.append(time.perf_counter() - t0)
-    return {"sizes": x.shape[0], "first_call_median_s": bu.summarize(first)["median"],
-            "second_call_median_s": bu.summarize(second)["median"],
-            "first_call_extra_s": statistics.median(a - b for a, b in zip(first, second))}
-
-
 def verdict(ci: dict | None, target: float) -> str:
     """'met' when the whole interval is at or below the target, 'not met' when it is wholly above, else
     'within noise of the target' (the point estimate is reported beside it either way)."""
@@ -156,7 +141,7 @@ def bench_model(name: str, batch: int | None = None, repeats: int | None = None,
     s_lo = torch.full((batch,), float(sigmas[3]))
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
     t_warm = time.perf_counter()
-    warm = prewarm_sizes(ema.model, x + s_lo[:, None, None, None] * z, s_lo)
+    warm = bu.prewarm_sizes(ema.model, x + s_lo[:, None, None, None] * z, s_lo)
     warm["wall_s"] = time.perf_counter() - t_warm
 
     def fwd(rows):

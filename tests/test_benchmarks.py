@@ -83,9 +83,23 @@ def test_prewarm_calls_every_size_twice():
         sizes.append(x.shape[0])
         return x
 
-    w = step_time.prewarm_sizes(predictor, torch.zeros(5, 1, 2, 2), torch.ones(5))
+    w = benchutil.prewarm_sizes(predictor, torch.zeros(5, 1, 2, 2), torch.ones(5))
     assert sizes == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert w["sizes"] == 5 and w["first_call_median_s"] >= 0 and w["second_call_median_s"] >= 0
+    sizes.clear()
+    benchutil.prewarm_sizes(predictor, torch.zeros(5, 1, 2, 2), torch.ones(5), sizes=[2, 4])
+    assert sizes == [2, 2, 4, 4]
+
+
+def test_likely_sizes_cover_the_binomial():
+    from scipy.stats import binom
+    for batch, mu in ((512, 0.5), (128, 0.5), (8, 0.5), (64, 0.3)):
+        r = benchutil.likely_sizes(batch, mu)
+        assert 1 <= r.start and r.stop - 1 <= batch
+        # 0 GC rows calls no predictor, so it needs no warming
+        outside = 1.0 - (binom.cdf(r.stop - 1, batch, mu) - binom.cdf(r.start - 1, batch, mu)) - binom.pmf(0, batch, mu)
+        assert outside < 1e-5, (batch, mu, r, outside)  # ~5 sd both sides
+    assert list(benchutil.likely_sizes(512, 0.5)) == list(range(199, 314))
 
 
 def test_ot_scaling_tiny(tmp_path):
@@ -117,6 +131,7 @@ def test_gpu_bench_dry_run(tmp_path):
     assert "error" not in modes["fp32"], modes["fp32"].get("traceback")
     assert "error" not in modes["bf16_cl"], modes["bf16_cl"].get("traceback")
     assert set(modes["fp32"]["variants"]) == {"ic", "ot", "gc0.5_rows", "gc0.5_all", "sample_one_step"}
+    assert modes["fp32"]["prewarm"]["size_range"] == [1, 4]  # every GC row count of a batch of 4
     assert modes["bf16_cl_compile"].get("skipped")
 
 
