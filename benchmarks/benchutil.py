@@ -147,9 +147,14 @@ def likely_sizes(batch: int, mu: float, sds: float = 5.0) -> range:
     return range(max(1, int(mean - sds * sd)), min(batch, int(mean + sds * sd) + 1) + 1)
 
 
+def _round_ratios(num: list, den: list) -> list:
+    """num[r] / den[r] for every round r (the two timed in the same round, next to each other)."""
+    return [a / b for a, b in zip(num, den) if b > 0]
+
+
 def paired_ratio(num: list, den: list) -> Optional[float]:
-    """Median over rounds of num[r] / den[r] (the two timed in the same round, next to each other)."""
-    pairs = [a / b for a, b in zip(num, den) if b > 0]
+    """Median over rounds of num[r] / den[r]."""
+    pairs = _round_ratios(num, den)
     return statistics.median(pairs) if pairs else None
 
 
@@ -158,7 +163,7 @@ def ratio_ci(num: list, den: list, level: float = 0.9, n_boot: int = 2000, seed:
     and the ``level`` percentile interval of that median over ``n_boot`` resamples of the rounds (fixed seed,
     so a result file can be recomputed). Returns {"median", "lo", "hi", "level", "rounds"} or None."""
     import random
-    pairs = [a / b for a, b in zip(num, den) if b > 0]
+    pairs = _round_ratios(num, den)
     if not pairs:
         return None
     rng = random.Random(seed)

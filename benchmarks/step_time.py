@@ -29,7 +29,6 @@ Usage: python benchmarks/step_time.py [--models digits cifar10] [--quick] [--out
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -150,7 +149,7 @@ def bench_model(name: str, batch: int | None = None, repeats: int | None = None,
                 ema.model(x[:rows] + s_lo[:rows, None, None, None] * z[:rows], s_lo[:rows])
         return run
     fns["fwd_nograd_B"] = fwd(batch)
-    fns[f"fwd_nograd_B/2"] = fwd(half)
+    fns["fwd_nograd_B/2"] = fwd(half)
 
     t0 = time.perf_counter()
     rr = bu.round_robin(fns, repeats=repeats, warmup=warmup, per_block=per_block, budget_s=budget_s)

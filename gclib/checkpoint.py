@@ -7,7 +7,6 @@ crash never leaves a half-written file under a checkpoint name.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import warnings

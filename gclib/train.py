@@ -383,7 +383,7 @@ def _train(cfg, chash, run_dir, ckpt_dir, metrics_csv, eval_csv, done_json, d, d
     fixed_noise = None
 
     def side_tasks(step: int, final: bool):
-        nonlocal fixed_noise, eval_rows
+        nonlocal fixed_noise
         do_eval = (eval_fns or cfg.eval_metrics) and ((cfg.eval_every and step % cfg.eval_every == 0) or final)
         do_samples = (cfg.sample_every and step % cfg.sample_every == 0) or final
         if not d.main or not (do_eval or do_samples):

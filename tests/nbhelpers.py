@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+import yaml
 
 from gclib.report import project_root
 
@@ -25,6 +26,21 @@ def parameters_of(nb_path: Path) -> dict:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
             out[node.targets[0].id] = ast.literal_eval(node.value)
     return out
+
+
+def load_params(name: str, variant: str) -> dict:
+    """params/<name>/<variant>.yaml, checked to name its variant and to set only the notebook's parameters."""
+    p = yaml.safe_load((ROOT / "params" / name / f"{variant}.yaml").read_text())
+    assert p["variant"] == variant
+    allowed = set(parameters_of(ROOT / "notebooks" / f"{name}.ipynb"))
+    assert set(p) <= allowed, set(p) - allowed
+    return p
+
+
+def assert_paper_scale(cfg) -> None:
+    """The paper's CIFAR-10 training set-up (METHOD.md): U-Net, batch 512, 100k steps, Lion 1e-4, pseudo-Huber."""
+    assert (cfg.dataset, cfg.model, cfg.batch_size, cfg.total_steps) == ("cifar10", "unet_cifar10", 512, 100_000)
+    assert (cfg.optimizer, cfg.lr, cfg.distance) == ("lion", 1e-4, "pseudo_huber")
 
 
 def run_notebook(name: str, out_ipynb: Path, expected_files=(), **params) -> dict:

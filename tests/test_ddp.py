@@ -1,7 +1,6 @@
 """torchrun with 2 CPU processes (gloo): a few steps, rank 0 writes, weights stay in sync, all RNG states saved."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

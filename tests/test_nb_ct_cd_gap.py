@@ -5,13 +5,11 @@ Trained models are cached under runs/ by configuration hash (the same configs nb
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-import yaml
 
 from gclib.experiments.common import train_config  # noqa: E402
-from nbhelpers import ROOT, assert_fails_clearly, parameters_of, run_notebook  # noqa: E402
+from nbhelpers import ROOT, assert_fails_clearly, assert_paper_scale, load_params, run_notebook  # noqa: E402
 
 NB = ROOT / "notebooks" / "ct_cd_gap.ipynb"
 
@@ -66,14 +64,11 @@ def test_bad_parameter_fails_clearly(tmp_path, params, message):
 
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])
 def test_params_files_validate(variant):
-    p = yaml.safe_load((ROOT / "params" / "ct_cd_gap" / f"{variant}.yaml").read_text())
-    assert p["variant"] == variant
-    assert set(p) <= set(parameters_of(NB)), set(p) - set(parameters_of(NB))
+    p = load_params("ct_cd_gap", variant)
     cfg = train_config(p["dataset"], "ic", steps=p["train_steps"], seed=p["seed"], **p["train_overrides"])
     assert cfg.sigma_min < p["T"] <= cfg.sigma_max
     assert all(cfg.sigma_min <= t <= cfg.sigma_max for t in p["proxy_ts"])
     if variant == "gpu":
-        assert (cfg.dataset, cfg.model, cfg.batch_size, cfg.total_steps) == ("cifar10", "unet_cifar10", 512, 100_000)
-        assert (cfg.optimizer, cfg.lr, cfg.distance) == ("lion", 1e-4, "pseudo_huber")
+        assert_paper_scale(cfg)
     else:
         assert cfg.dataset == "digits"

@@ -6,11 +6,10 @@ import math
 
 import pandas as pd
 import pytest
-import yaml
 
 from gclib.config import load_config
 from gclib.experiments.fid_curves import final_table, mu_label, sweep_runs
-from nbhelpers import ROOT, assert_fails_clearly, parameters_of, run_notebook
+from nbhelpers import ROOT, assert_fails_clearly, load_params, run_notebook
 
 NB = ROOT / "notebooks" / "fid_curves.ipynb"
 
@@ -63,8 +62,7 @@ def test_bad_parameters_fail_clearly(tmp_path, params, message):
 
 @pytest.mark.parametrize("variant", ["cpu", "cpu_digits", "gpu"])
 def test_params_files_validate(variant):
-    p = yaml.safe_load((ROOT / "params" / "fid_curves" / f"{variant}.yaml").read_text())
-    assert p["variant"] == variant and set(p) <= set(parameters_of(NB))
+    p = load_params("fid_curves", variant)
     cfg = load_config(ROOT / p["base_config"], p["overrides"])
     for run in sweep_runs(p["seeds"], p["mus"], p["include_ot"], p.get("frozen_mu", 0.5),
                           {k: "x.pt" for k in p.get("frozen", {})}, p.get("per_flow")):

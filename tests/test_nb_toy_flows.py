@@ -1,10 +1,7 @@
 """notebooks/toy_flows.ipynb (Fig. 1): a papermill smoke run at the defaults and the clear error for bad flows."""
 from __future__ import annotations
 
-import pytest
-import yaml
-
-from nbhelpers import ROOT, assert_fails_clearly, parameters_of, run_notebook
+from nbhelpers import ROOT, assert_fails_clearly, load_params, run_notebook
 
 NB = ROOT / "notebooks" / "toy_flows.ipynb"
 
@@ -24,5 +21,4 @@ def test_bad_flow_fails_clearly(tmp_path):
 
 
 def test_cpu_params_are_notebook_parameters():
-    p = yaml.safe_load((ROOT / "params" / "toy_flows" / "cpu.yaml").read_text())
-    assert p["variant"] == "cpu" and set(p) <= set(parameters_of(NB))
+    load_params("toy_flows", "cpu")

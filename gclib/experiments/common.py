@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from .._checks import check_flow, check_mu
-from ..config import TOYS, Config, ConfigError, load_config
+from ..config import TOYS, Config, load_config
 from ..data import load_dataset, to_float
-from ..report import project_root, runs_dir as default_runs_dir, sig  # noqa: F401  (sig re-exported)
+from ..report import project_root, runs_dir as default_runs_dir
 
 DATASETS = TOYS + ("digits", "cifar10")
 

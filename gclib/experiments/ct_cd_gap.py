@@ -13,7 +13,6 @@ and the proxy R~_t of the gap for each flow.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from ..losses import pseudo_huber_c
 from ..metrics.gap import ct_cd_gap
 from ..metrics.proxy import coupling_pairs_fn, proxy_exact_ic, proxy_fitted
 from ..nets import MLP
-from .common import claim, sig
+from .common import claim
 
 
 def gap_settings(d: int, huber_cs=(None,)) -> list[dict]:

@@ -90,8 +90,6 @@ def fid_eval_fn(dataset: str, n: int = 50_000, data_root="data", weights_path=No
                 batch_size: int = 250, seed: int = 0, device=None) -> Callable:
     """An evaluation hook ``fn(step, ema_model) -> {"fid": value}``: one-step samples (clipped and rounded to
     uint8) against the data set's cached Inception statistics (torch-fidelity's TF-compatible weights)."""
-    import torch
-
     from ..data import load_dataset
     from ..evaluation import generate
     from ..metrics import fid_from_samples, inception_extractor, reference_stats

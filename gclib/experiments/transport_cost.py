@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..metrics._util import draw_data
-from ..metrics.transport import coupling_cost, exact_ot_cost, minibatch_ot_cost, transport_cost_curve
+from ..metrics.transport import exact_ot_cost, minibatch_ot_cost, transport_cost_curve
 from .common import claim
 
 

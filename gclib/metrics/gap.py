@@ -53,7 +53,6 @@ The model must act row-wise (no batch statistics): the batched jvp then gives ea
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 

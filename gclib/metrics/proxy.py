@@ -14,7 +14,6 @@ denoiser, so z - v_t(x_t) = (D(x_t, t) - x) / t and
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
