@@ -1,20 +1,38 @@
 # gclib: two commands for a fresh machine (see README.md).
 #   make reproduce   set up .venv, install, run every notebook with its cpu parameter sets into results/
 #   make test        set up .venv, install, run the unit tests and nbval on notebooks/
+# setup installs gclib[all] editable, pinned by constraints.txt (the versions the tests pass with);
+# `make constraints` rewrites constraints.txt from what .venv holds now.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gclib-installed
 
-.PHONY: setup test test-unit reproduce bench lab clean
+.PHONY: setup constraints test test-unit reproduce reproduce-long bench lab clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# Refresh constraints.txt from the venv (pip freeze without the editable gclib), written to a temporary file in
+# this folder and renamed over the old one, so an interrupted or failed freeze never leaves a partial file. The
+# venv then matches the new file, so an up-to-date install stamp stays up to date (no needless reinstall).
+constraints:
+	@test -x $(PY) || { echo "make constraints: $(PY) not found; run 'make setup' first" >&2; exit 1; }
+	@set -e; tmp=constraints.txt.tmp.$$$$; trap 'rm -f "$$tmp" "$$tmp.raw"' EXIT; \
+	$(PY) -m pip freeze --exclude-editable > "$$tmp.raw"; \
+	grep -q '^torch==' "$$tmp.raw" || { echo "make constraints: no torch in pip freeze; constraints.txt left as it was" >&2; exit 1; }; \
+	{ echo "# Exact versions the test-suite passes with (pip freeze of .venv, Python $$($(PY) -c 'import platform; print(platform.python_version())'))."; \
+	  echo "# Used as: pip install -c constraints.txt -e \".[all]\"  (make setup). Refresh: make constraints."; \
+	  grep -v '^#' "$$tmp.raw"; } > "$$tmp"; \
+	up_to_date=no; test -f $(STAMP) && test $(STAMP) -nt pyproject.toml && up_to_date=yes; \
+	mv "$$tmp" constraints.txt; \
+	if [ "$$up_to_date" = yes ]; then touch $(STAMP); fi
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pinned packages from $(VENV)"
 
 test: setup
 	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
@@ -24,6 +42,9 @@ test-unit: setup
 
 reproduce: setup
 	$(PY) -m gclib reproduce
+
+reproduce-long: setup   # the long CPU profiles (params/*/cpu_long*.yaml): about 2.5 h on 2 cores in all
+	$(PY) -m gclib reproduce --long
 
 bench: setup
 	$(PY) benchmarks/run_all.py
