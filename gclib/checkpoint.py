@@ -70,8 +70,9 @@ def rotate(directory, keep: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- RNG states
-def rng_state(generator: torch.Generator | None = None, device: torch.device | None = None) -> dict:
-    """Every RNG state as weights_only-loadable data: the step generator, torch CPU (and CUDA), numpy, python."""
+def rng_state(generator=None, device: torch.device | None = None) -> dict:
+    """Every RNG state as weights_only-loadable data: the step's generator (a ``torch.Generator``) or streams
+    (``gclib.rng.Streams``), torch CPU (and CUDA), numpy, python."""
     np_state = np.random.get_state()
     py_state = random.getstate()
     state = {
@@ -81,14 +82,15 @@ def rng_state(generator: torch.Generator | None = None, device: torch.device | N
         "python": {"version": int(py_state[0]), "internal": torch.tensor(py_state[1], dtype=torch.int64),
                    "gauss_next": py_state[2]},
         "cuda": None,
-        "generator": generator.get_state() if generator is not None else None,
+        "generator": generator.get_state() if isinstance(generator, torch.Generator) else None,
+        "streams": generator.state_dict() if hasattr(generator, "state_dict") else None,
     }
     if device is not None and torch.device(device).type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
     return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator | None = None, device: torch.device | None = None) -> None:
+def set_rng_state(state: dict, generator=None, device: torch.device | None = None) -> None:
     """Inverse of ``rng_state``."""
     torch.set_rng_state(state["torch_cpu"].to(torch.uint8).cpu())
     n = state["numpy"]
@@ -96,8 +98,12 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None, device:
                          n["cached_gaussian"]))
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
-    if generator is not None and state.get("generator") is not None:
+    if isinstance(generator, torch.Generator) and state.get("generator") is not None:
         generator.set_state(state["generator"].to(torch.uint8).cpu())
+    elif hasattr(generator, "load_state_dict"):
+        if state.get("streams") is None:
+            raise KeyError("the checkpoint holds no RNG streams (written by an older gclib): start the run afresh")
+        generator.load_state_dict(state["streams"])
     if device is not None and torch.device(device).type == "cuda" and state.get("cuda") is not None:
         torch.cuda.set_rng_state(state["cuda"].to(torch.uint8).cpu(), torch.device(device))
 

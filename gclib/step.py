@@ -1,4 +1,4 @@
-"""One consistency-training step for any flow (METHOD.md sections 2-4).
+"""One consistency-training step for any flow (docs/method.md sections 2-4).
 
 ``step_loss`` draws noise and intervals, couples (ic | ot | gc), builds the pair of points (CT, or CD with a
 velocity) and returns the loss with a ``StepResult``; ``train_step`` adds backward, optimiser and EMA.
@@ -15,6 +15,7 @@ from ._checks import check_choice, check_flow, check_mu
 from .couplings import couple
 from .ema import EMA
 from .losses import cd_points, consistency_loss, ct_points
+from .rng import Streams, split
 from .schedules import loss_weights, sample_intervals
 
 
@@ -58,29 +59,32 @@ def _draw(shape, generator, device, dtype):
 
 
 def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: str = "ic", mu: float = 0.5,
-              predictor="ema", ema: EMA | None = None, distance="pseudo_huber", generator: torch.Generator | None = None,
+              predictor="ema", ema: EMA | None = None, distance="pseudo_huber", generator: Streams | torch.Generator | None = None,
               velocity: Callable | None = None, ot_solver: str = "auto", predict_all: bool = False,
               p_mean: float = -1.1, p_std: float = 2.0, z: torch.Tensor | None = None,
               indices: torch.Tensor | None = None):
     """Loss of one consistency step on data x (B, ...) over the grid ``sigmas`` (ascending, (N,)).
 
     velocity=None trains CT (target x + sigma_i z); a velocity v(x, sigma) gives CD instead.
+    ``generator``: a ``gclib.rng.Streams`` (noise, intervals and GC mask each from its own stream, so runs that
+    differ only in the flow draw the same z and intervals), or one ``torch.Generator`` for all three.
     Returns (loss tensor, StepResult). ``z`` and ``indices`` may be given to evaluate fixed draws.
     """
     check_flow(flow)
     if flow == "gc":
         check_mu(mu)
     b = x.shape[0]
+    noise_gen, interval_gen, mask_gen = split(generator)
     if indices is None:
-        indices = sample_intervals(sigmas, b, generator, p_mean, p_std)
+        indices = sample_intervals(sigmas, b, interval_gen, p_mean, p_std)
     if z is None:
-        z = _draw(x.shape, generator, x.device, x.dtype)
+        z = _draw(x.shape, noise_gen, x.device, x.dtype)
     indices = indices.to(x.device)
     s = sigmas.to(device=x.device, dtype=torch.float64)
     sigma_lo, sigma_hi = s[indices].to(x.dtype), s[indices + 1].to(x.dtype)
     weight = loss_weights(s)[indices].to(x.dtype)
     pred_fn = resolve_predictor(predictor, model, ema) if flow == "gc" else None
-    c = couple(flow, x, z, sigma=sigma_lo, mu=mu, predictor=pred_fn, generator=generator,
+    c = couple(flow, x, z, sigma=sigma_lo, mu=mu, predictor=pred_fn, generator=mask_gen,
                ot_solver=ot_solver, predict_all=predict_all)
     if velocity is None:
         x_lo, x_hi = ct_points(c.x, c.z, sigma_lo, sigma_hi)

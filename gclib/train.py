@@ -11,7 +11,8 @@ evaluation), ``checkpoints/ckpt-<step>.pt``, ``samples/step-<step>.png``, and ``
 ``train`` returns at once (``skipped=True``) when ``done.json`` says a run with the same hash finished.
 
 Exactness: each step draws its batch from a ``BatchIterator`` whose state is the number of batches drawn, and its
-noise, intervals and GC mask from one ``torch.Generator``; dropout uses the global torch RNG. Checkpoints hold all of
+noise, intervals and GC mask each from its own stream (``gclib.rng.Streams``: runs that differ only in the flow or
+mu see the same data, z and intervals at one seed); dropout uses the global torch RNG. Checkpoints hold all of
 them (plus numpy/python RNG), so a killed-and-resumed CPU run is bit-identical to an uninterrupted one; metrics rows
 past the resumed checkpoint are dropped from the CSV first. Evaluation and sample grids run under ``preserve_rng``.
 
@@ -47,6 +48,7 @@ from .data import IMAGE_SHAPES, BatchIterator, load_dataset
 from .ema import EMA
 from .optim import make_optimizer
 from .precond import ConsistencyModel
+from .rng import Streams
 from .schedules import karras_sigmas, num_points
 from .step import NonFiniteLossError, train_step
 
@@ -322,7 +324,7 @@ def _train(cfg, chash, run_dir, ckpt_dir, metrics_csv, eval_csv, done_json, d, d
     torch.manual_seed(rank_seed)
     np.random.seed(rank_seed % 2 ** 32)
     random.seed(rank_seed)
-    generator = torch.Generator().manual_seed(rank_seed + 1)  # CPU: noise, intervals, GC mask
+    generator = Streams.from_seed(rank_seed)  # CPU: noise, intervals, GC mask, each its own stream
 
     start, elapsed, last_ckpt = 0, 0.0, None
     if cfg.resume:
@@ -341,7 +343,7 @@ def _train(cfg, chash, run_dir, ckpt_dir, metrics_csv, eval_csv, done_json, d, d
             else:
                 warnings.warn(f"checkpoint {last_ckpt} holds RNG states of {len(states)} processes, this run has "
                               f"{d.world_size}: continuing with fresh per-rank seeds (not bit-identical)", RuntimeWarning)
-                generator.manual_seed(rank_seed + 1 + int(ckpt["step"]))
+                generator = Streams.from_seed(rank_seed + 1 + int(ckpt["step"]))
             start, elapsed = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0))
         else:
             last_ckpt = None
@@ -411,7 +413,7 @@ def _train(cfg, chash, run_dir, ckpt_dir, metrics_csv, eval_csv, done_json, d, d
                 _write_eval(eval_csv, eval_rows)
 
     show = cfg.progress if isinstance(cfg.progress, bool) else sys.stderr.isatty()
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     bar = tqdm(total=cfg.total_steps, initial=start, disable=not (show and d.main), desc=cfg.name, dynamic_ncols=True)
     sigma_cache: dict[int, torch.Tensor] = {}
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if flags["bf16"] else contextlib.nullcontext())
