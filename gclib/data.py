@@ -2,7 +2,7 @@
 
 - 2-D toys (finite point sets of ``n`` points drawn from a seed), shape (n, 2), float32:
   ``two_diracs`` (two points (0, +-0.5)), ``two_gaussians`` (the paper's official toy: two Gaussians at
-  (0, +-0.5), std 0.01), ``8gaussians`` (radius 1, std 0.05), ``moons`` (sklearn's two moons, noise 0.05,
+  (0, +-0.5), std 0.01, the points split evenly between them), ``8gaussians`` (radius 1, std 0.05), ``moons`` (sklearn's two moons, noise 0.05,
   centred and scaled by 0.5), ``checkerboard`` (uniform on the 8 black squares of a 4x4 board on [-1, 1]^2).
 - ``digits``: sklearn's 8x8 digits (ships offline, 1797 images), pixel values 0..16 scaled to [-1, 1],
   shape (N, 1, 8, 8) float32.
@@ -44,8 +44,10 @@ def toy(name: str, n: int = 8192, seed: int = 0) -> torch.Tensor:
     sign = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
     if name == "two_diracs":
         return torch.stack([torch.zeros(n), 0.5 * sign], 1)
-    if name == "two_gaussians":
-        return torch.stack([torch.zeros(n), 0.5 * sign], 1) + 0.01 * torch.randn(n, 2, generator=g)
+    if name == "two_gaussians":  # the authors' toy: the points split evenly between the two modes
+        even = (torch.arange(n) % 2).float() * 2 - 1
+        even = even[torch.randperm(n, generator=g)]
+        return torch.stack([torch.zeros(n), 0.5 * even], 1) + 0.01 * torch.randn(n, 2, generator=g)
     if name == "8gaussians":
         k = torch.randint(0, 8, (n,), generator=g).float() * (2 * math.pi / 8)
         centres = torch.stack([torch.cos(k), torch.sin(k)], 1)
@@ -66,6 +68,12 @@ def digits() -> torch.Tensor:
     from sklearn.datasets import load_digits
     x = load_digits().images.astype(np.float32)
     return torch.from_numpy(x / 8.0 - 1.0).reshape(-1, 1, 8, 8)
+
+
+def digits_labels() -> torch.Tensor:
+    """The class (0-9) of each image of ``digits()``, (1797,) int64."""
+    from sklearn.datasets import load_digits
+    return torch.from_numpy(load_digits().target.astype(np.int64))
 
 
 def _missing(name: str, folder: Path, files, err=None) -> DataMissingError:
