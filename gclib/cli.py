@@ -90,7 +90,9 @@ def _evaluate(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gclib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("reproduce", help="run every notebook with its cpu parameter sets into results/")
+    rp = sub.add_parser("reproduce", help="run every notebook with its cpu parameter sets into results/")
+    rp.add_argument("--long", action="store_true", help="run the long CPU profiles (params/*/cpu_long*.yaml) instead")
+    rp.add_argument("--only", default=None, help="only this notebook (e.g. fid_curves)")
 
     t = sub.add_parser("train", help="train a consistency model from a YAML config (torchrun-ready)",
                        description="Train from a YAML config (see params/train/). Every key of gclib.config.Config "
@@ -129,7 +131,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         from .reproduce import reproduce
-        return reproduce()
+        return reproduce(long=args.long, only=args.only)
     handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate}
     from .step import NonFiniteLossError
     try:

@@ -35,6 +35,11 @@ NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_e
               "sample_every", "sample_n", "data_root", "download", "device", "compile")
 
 
+# Fields added after runs were cached, with the value that reproduces the training from before they existed: a
+# field at its neutral value is left out of the hash, so adding a field never invalidates cached runs.
+HASH_NEUTRAL: dict = {}
+
+
 class ConfigError(ValueError):
     """A bad configuration key or value (a ValueError with one clear message)."""
 
@@ -350,7 +355,8 @@ def as_config(config) -> Config:
 def config_hash(config, length: int = 10) -> str:
     """Hex digest of the settings that change the trained weights (see NOT_HASHED), ``length`` characters."""
     cfg = as_config(config)
-    d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_HASHED}
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in NOT_HASHED and not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])}
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
 

@@ -61,11 +61,28 @@ def save_table(df, path) -> Path:
     return write_text(path, df.to_csv(index=False))
 
 
-def save_figure(fig, path, dpi: int = 110) -> Path:
-    """A matplotlib figure as PNG (atomic)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+def save_figure(fig, path, dpi: int = 110, pdf: bool = True) -> Path:
+    """A matplotlib figure as PNG (and the same figure as PDF beside it), atomically."""
+    path = Path(path)
+    for fmt, target in (("png", path), ("pdf", path.with_suffix(".pdf")))[:2 if pdf else 1]:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", **({"metadata": {"CreationDate": None}}
+                                                                       if fmt == "pdf" else {}))
+        atomic_write(target, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def show_figure(fig, path, dpi: int = 110) -> None:
+    """Save ``fig`` (a ``matplotlib.figure.Figure``; PNG and PDF) and, inside IPython/Jupyter, display the PNG.
+    No pyplot state and no backend change: the figure shows inline in JupyterLab and in papermill outputs."""
+    path = save_figure(fig, path, dpi)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(Image(filename=str(path)))
 
 
 def summary(metrics: dict, digits: int = 2) -> str:

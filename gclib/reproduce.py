@@ -8,7 +8,7 @@ import platform
 import time
 from pathlib import Path
 
-from .io import write_text
+from .io import write_json, write_text
 from .report import project_root
 
 NOTEBOOK_ORDER = ("toy_flows", "ct_cd_gap", "transport_cost", "fid_curves")
@@ -19,7 +19,17 @@ def _notebooks(root: Path) -> list[Path]:
     return [found[n] for n in NOTEBOOK_ORDER if n in found] + [p for n, p in sorted(found.items()) if n not in NOTEBOOK_ORDER]
 
 
-def reproduce(root=None, variants_glob: str = "cpu*.yaml", only: str | None = None) -> int:
+LONG = "_long"   # params/<notebook>/cpu_long*.yaml: the long CPU profiles (``make reproduce-long``), ~1 h each
+
+
+def variant_files(root: Path, notebook: str, long: bool = False) -> list[Path]:
+    """The parameter sets ``make reproduce`` runs for a notebook: params/<notebook>/cpu*.yaml without the long
+    profiles (``long=False``), or only the long profiles (``long=True``)."""
+    files = sorted((root / "params" / notebook).glob("cpu*.yaml"))
+    return [p for p in files if (LONG in p.stem) == long]
+
+
+def reproduce(root=None, long: bool = False, only: str | None = None) -> int:
     root = project_root(root)
     notebooks = _notebooks(root)
     if not notebooks:
@@ -32,7 +42,7 @@ def reproduce(root=None, variants_glob: str = "cpu*.yaml", only: str | None = No
     for nb in notebooks:
         if only and nb.stem != only:
             continue
-        for params in sorted((root / "params" / nb.stem).glob(variants_glob)):
+        for params in variant_files(root, nb.stem, long):
             parameters = yaml.safe_load(params.read_text()) or {}
             variant = parameters.setdefault("variant", params.stem)
             out = root / "results" / nb.stem / variant
@@ -43,7 +53,7 @@ def reproduce(root=None, variants_glob: str = "cpu*.yaml", only: str | None = No
                                 kernel_name="python3", progress_bar=False)
             timings[f"{nb.stem}/{variant}"] = time.perf_counter() - t0
             print(f"   done in {timings[f'{nb.stem}/{variant}']:.0f} s", flush=True)
-    write_results_readme(root, timings)
+    write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
 
@@ -58,24 +68,60 @@ def _claim_rows(root: Path):
                 yield nb, m.parent.name, c
 
 
-def write_results_readme(root: Path, timings: dict | None = None) -> Path:
-    """results/README.md from whatever results/<notebook>/<variant>/ hold (default variants excluded)."""
+# Table 1 of the paper (one-step FID, mu = 0.5) and the command that measures each row on a GPU node.
+PAPER_TABLE1 = {"CIFAR-10": {"IC": 7.42, "OT": 6.75, "GC": 5.95, "params": "params/fid_curves/gpu.yaml"}}
+GPU_COMMAND = ("papermill notebooks/fid_curves.ipynb out.ipynb -f {params} (trains each run with gclib.train; "
+               "one run on N GPUs: torchrun --nproc_per_node=N -m gclib train params/train/cifar10_gc.yaml)")
+
+
+def _table1_rows(root: Path) -> list[str]:
+    rows = ["## Table 1 (one-step FID): the paper against this machine", "",
+            "| data set | paper IC | paper OT | paper GC | here | verdict |", "|---|---|---|---|---|---|"]
+    for name, t in PAPER_TABLE1.items():
+        m = root / "results" / "fid_curves" / Path(t["params"]).stem / "metrics.json"
+        if m.is_file():
+            fin = json.loads(m.read_text()).get("final", {})
+            here = ", ".join(f"{k} {v['mean']:.3g}" for k, v in fin.items())
+            verdict = "see the fid_curves/gpu rows above"
+        else:
+            here = "not run here: needs a GPU"
+            verdict = "not run: `" + GPU_COMMAND.format(params=t["params"]) + "`"
+        rows.append(f"| {name} | {t['IC']} | {t['OT']} | {t['GC']} | {here} | {verdict} |")
+    return rows + [""]
+
+
+def _verdict(c: dict) -> str:
+    v = c.get("verdict") or ("holds" if c.get("holds") else "refuted")
+    return v if v == "holds" else f"**{v}**"
+
+
+def write_results_readme(root: Path, timings: dict | None = None, long: bool = False) -> Path:
+    """results/README.md from whatever results/<notebook>/<variant>/ hold (default variants excluded). Timings of
+    this invocation are merged into results/timings.json, so the long profiles and the quick ones both show."""
     results = root / "results"
-    lines = ["# Results measured on this machine", "",
-             "Written by `make reproduce` (gclib/reproduce.py) from each notebook's `metrics.json`; every verdict is "
-             "computed from the measurement, none is typed in.", ""]
+    tfile = results / "timings.json"
+    all_t = json.loads(tfile.read_text()) if tfile.is_file() else {}
     if timings:
+        import os
         import torch
-        lines += [f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
-                  f"torch {torch.__version__}, Python {platform.python_version()}.", "",
-                  "| notebook / variant | wall time (s) |", "|---|---|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [""]
+        all_t.update({k: {"seconds": round(v), "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
+                                                          f"{torch.__version__}"} for k, v in timings.items()})
+        write_json(tfile, all_t)
+    lines = ["# Results measured on this machine", "",
+             "Written by `make reproduce` and `make reproduce-long` (gclib/reproduce.py) from each notebook's "
+             "`metrics.json`; every verdict is computed from the measurement, none is typed in. Comparative claims "
+             "are judged by paired differences over seeds with a 90% Student-t interval: **holds** when the interval "
+             "excludes 0 in the paper's direction, **refuted** when it excludes 0 the other way, **inconclusive** "
+             "otherwise.", ""]
+    if all_t:
+        lines += ["| notebook / variant | wall time (s) | machine |", "|---|---|---|"]
+        lines += [f"| {k} | {v['seconds']} | {v['machine']} |" for k, v in sorted(all_t.items())] + [""]
     lines += ["## Paper claims against what was measured here", "",
-              "| notebook | variant | claim | holds here | measured |", "|---|---|---|---|---|"]
+              "| notebook | variant | claim | verdict | measured |", "|---|---|---|---|---|"]
     for nb, variant, c in _claim_rows(root):
-        mark = "yes" if c["holds"] else "**no**"
-        lines.append(f"| {nb} | {variant} | {c['claim']} | {mark} | {c['measured']} |")
+        lines.append(f"| {nb} | {variant} | {c['claim']} | {_verdict(c)} | {c['measured']} |")
     lines.append("")
+    lines += _table1_rows(root)
     for nb in NOTEBOOK_ORDER:
         for d in sorted(p for p in (results / nb).glob("*") if p.is_dir() and p.name != "default"):
             pngs = sorted(d.glob("*.png"))

@@ -7,8 +7,10 @@ two notebooks asking for the same run share one cached, trained model under ``re
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .._checks import check_flow, check_mu
@@ -89,10 +91,75 @@ def trained_model(cfg: Config, device: str = "cpu"):
     return ema, training_data(cfg).to(device), Path(res.run_dir)
 
 
-def claim(text: str, holds, measured: str) -> dict:
-    """One entry of metrics.json's "claims": the paper's claim in words, the verdict, the rounded numbers."""
-    return {"claim": str(text), "holds": bool(holds), "measured": str(measured)}
+VERDICTS = ("holds", "refuted", "inconclusive")
 
+
+def claim(text: str, verdict, measured: str, paper: str = "") -> dict:
+    """One entry of metrics.json's "claims": the claim in words, the paper's own sentence (``paper``), the verdict
+    ("holds", "refuted" or "inconclusive"; a bool is read as holds/refuted) and the rounded numbers."""
+    if isinstance(verdict, (bool, np.bool_)):
+        verdict = "holds" if verdict else "refuted"
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict={verdict!r} is not valid; allowed values: {', '.join(map(repr, VERDICTS))}")
+    return {"claim": str(text), "paper": str(paper), "verdict": verdict, "measured": str(measured)}
+
+
+@dataclass
+class PairedVerdict:
+    """Mean of per-seed paired differences a - b with a two-sided ``level`` Student-t interval, and the verdict
+    for the paper's direction ``expect`` ("less": the paper says a < b; "greater": a > b)."""
+    verdict: str
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    level: float
+    expect: str
+
+    def text(self, name_a: str = "a", name_b: str = "b", digits: int = 3) -> str:
+        f = lambda v: f"{v:.{digits}g}"
+        return (f"{name_a} - {name_b} = {f(self.mean)} [{f(self.lo)}, {f(self.hi)}] "
+                f"({self.level:.0%} t-interval, {self.n} paired seeds)")
+
+
+def paired_verdict(a, b, expect: str = "less", level: float = 0.9) -> PairedVerdict:
+    """Compare two flows run on the same seeds: differences d_s = a_s - b_s, their mean and the Student-t
+    interval mean +- t_{(1+level)/2, n-1} sd / sqrt(n). Verdict: "holds" when the interval excludes 0 in the
+    paper's direction, "refuted" when it excludes 0 the other way, "inconclusive" otherwise (or with < 2 seeds).
+    a, b: sequences of equal length, entry s from seed s of each flow (pair them by seed before calling)."""
+    from scipy import stats
+    if expect not in ("less", "greater"):
+        raise ValueError(f"expect={expect!r} is not valid; allowed values: 'less', 'greater'")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must be in (0, 1)")
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_verdict needs two 1-D sequences of equal length (one value per seed); "
+                         f"got shapes {a.shape} and {b.shape}")
+    d = a - b
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return PairedVerdict("inconclusive", mean, float("nan"), float("nan"), n, level, expect)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    lo, hi = mean - half, mean + half
+    below, above = hi < 0, lo > 0
+    if (below and expect == "less") or (above and expect == "greater"):
+        verdict = "holds"
+    elif below or above:
+        verdict = "refuted"
+    else:
+        verdict = "inconclusive"
+    return PairedVerdict(verdict, mean, lo, hi, n, level, expect)
+
+
+def paired_claim(text: str, a, b, name_a: str, name_b: str, expect: str = "less", paper: str = "",
+                 level: float = 0.9, digits: int = 3) -> dict:
+    """A claim row from a paired comparison: the verdict of ``paired_verdict`` and, as the measured column, the
+    mean of each side and the paired difference with its interval."""
+    v = paired_verdict(a, b, expect, level)
+    f = lambda x: f"{np.mean(x):.{digits}g}"
+    return claim(text, v.verdict, f"{name_a} {f(a)} vs {name_b} {f(b)}; {v.text(name_a, name_b, digits)}", paper)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -104,3 +171,116 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but CUDA is not available; allowed values here: 'auto', 'cpu'")
     return device
+
+
+# --------------------------------------------------------------------------------------------- intervals, predictors
+def combine_verdicts(verdicts) -> str:
+    """One verdict for a claim made of several parts: every part holds -> "holds"; any part refuted -> "refuted";
+    otherwise "inconclusive"."""
+    verdicts = list(verdicts)
+    if verdicts and all(v == "holds" for v in verdicts):
+        return "holds"
+    return "refuted" if any(v == "refuted" for v in verdicts) else "inconclusive"
+
+
+def interval_verdict(lo: float, hi: float, expect: str = "less", ref: float = 0.0) -> str:
+    """The verdict for "the quantity is below ``ref``" (expect="less") or "above ``ref``" ("greater") from an
+    interval [lo, hi] of it: "holds" when the whole interval is on the paper's side of ``ref``, "refuted" when it
+    is entirely on the other side, "inconclusive" when it contains ``ref`` (or is not finite)."""
+    if expect not in ("less", "greater"):
+        raise ValueError(f"expect={expect!r} is not valid; allowed values: 'less', 'greater'")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    below, above = hi < ref, lo > ref
+    if (below and expect == "less") or (above and expect == "greater"):
+        return "holds"
+    return "refuted" if (below or above) else "inconclusive"
+
+
+@dataclass
+class DiffVerdict(PairedVerdict):
+    """``PairedVerdict`` for two independent estimates (each a mean with its standard error): the interval of
+    the difference is normal, mean +- z_{(1+level)/2} sqrt(se_a^2 + se_b^2); ``n`` is 0 (no pairing)."""
+
+    def text(self, name_a: str = "a", name_b: str = "b", digits: int = 3) -> str:
+        f = lambda v: f"{v:.{digits}g}"
+        return (f"{name_a} - {name_b} = {f(self.mean)} [{f(self.lo)}, {f(self.hi)}] "
+                f"({self.level:.0%} normal interval from the two standard errors)")
+
+
+def diff_verdict(mean_a: float, se_a: float, mean_b: float, se_b: float, expect: str = "less",
+                 level: float = 0.9) -> DiffVerdict:
+    """Compare two independently estimated means (e.g. Monte Carlo averages over separate draws) where no pairing
+    by seed exists: d = mean_a - mean_b, interval d +- z sqrt(se_a^2 + se_b^2), verdict as ``paired_verdict``
+    ("holds" when the interval excludes 0 in the paper's direction ``expect``)."""
+    from scipy import stats
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must be in (0, 1)")
+    d = float(mean_a) - float(mean_b)
+    half = float(stats.norm.ppf(0.5 + level / 2) * np.sqrt(float(se_a) ** 2 + float(se_b) ** 2))
+    lo, hi = d - half, d + half
+    return DiffVerdict(interval_verdict(lo, hi, expect), d, lo, hi, 0, level, expect)
+
+
+PREDICTOR_CHOICES = ("default", "long_ic")
+
+
+def check_predictor(predictor: str, dataset: str, flow: str = "ic") -> str:
+    """``predictor``: "default" (the notebook's own trained model) or "long_ic" (the long CPU profile's IC digits
+    model, params/fid_curves/cpu_long.yaml), which needs dataset "digits" and flow "ic". One clear ValueError."""
+    if predictor not in PREDICTOR_CHOICES:
+        raise ValueError(f"predictor={predictor!r} is not valid; allowed values: "
+                         f"{', '.join(map(repr, PREDICTOR_CHOICES))}")
+    if predictor == "long_ic" and (dataset != "digits" or flow != "ic"):
+        raise ValueError(f"predictor='long_ic' is not valid with dataset={dataset!r}, flow={flow!r}: the long IC "
+                         "model is an IC model of 'digits'; allowed values here: 'default'")
+    return predictor
+
+
+def predictor_model(cfg: Config, predictor: str = "default", device: str = "cpu"):
+    """(ema_model, data, info): the model a notebook measures, its finite training set, and how it was chosen.
+
+    "long_ic": the EMA of the final checkpoint of the long CPU profile's IC run
+    (``fid_curves.long_ic_checkpoint()``) when it has been trained on this machine; otherwise, and for "default",
+    the notebook's own model ``trained_model(cfg)`` (trained here or taken from the cache). ``info`` holds
+    ``requested``, ``used`` ("long_ic" or "default"), ``run`` (the run folder's name), ``steps`` and ``note``."""
+    check_predictor(predictor, cfg.dataset, cfg.flow)
+    if predictor == "long_ic":
+        from ..train import load_model
+        from .fid_curves import long_ic_checkpoint
+        ckpt = long_ic_checkpoint(root=project_root())
+        if ckpt is not None:
+            _, ema, lcfg = load_model(ckpt, device)
+            note = (f"the long CPU profile's IC model (params/fid_curves/cpu_long.yaml, seed 0, "
+                    f"{lcfg.total_steps} steps, batch {lcfg.batch_size}), EMA weights")
+            return ema, training_data(lcfg).to(device), dict(
+                requested=predictor, used="long_ic", run=ckpt.parent.parent.name, steps=int(lcfg.total_steps),
+                note=note)
+        fallback = ("predictor='long_ic' was asked for but the long IC model has not been trained on this "
+                    "machine (make reproduce-long); fell back to ")
+    else:
+        fallback = ""
+    ema, data, run_dir = trained_model(cfg, device)
+    note = fallback + (f"this notebook's {cfg.flow.upper()} model ({cfg.model}, {cfg.total_steps} steps, batch "
+                       f"{cfg.batch_size}), EMA weights")
+    return ema, data, dict(requested=predictor, used="default", run=run_dir.name, steps=int(cfg.total_steps),
+                           note=note)
+
+
+def model_quality(ema, data, n: int = 2000, seed: int = 0, device: str = "cpu") -> dict:
+    """How good a model's one-step samples are: for 8x8 digits FD_digits (``gclib.metrics.fd_digits``) of n
+    samples against the whole digits set; for 2-D toys the exact W2 (``gclib.metrics.w2_exact``) of n samples
+    against n data rows (all rows when fewer). Samples: ``gclib.evaluation.generate(ema, n, shape,
+    ema.sigma_max, seed=seed)``. Returns {"metric", "value", "n"}."""
+    from ..evaluation import generate
+    shape = tuple(data.shape[1:])
+    samples = generate(ema, n, shape, ema.sigma_max, seed=seed, device=device).cpu()
+    if shape == (1, 8, 8):
+        from ..data import digits
+        from ..metrics import fd_digits
+        return {"metric": "FD_digits", "value": float(fd_digits(samples, digits())), "n": int(n)}
+    from ..metrics import w2_exact
+    ref = data.cpu()
+    if len(ref) > n:
+        ref = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed + 1))[:n]]
+    return {"metric": "W2", "value": float(w2_exact(samples.double(), ref.double())), "n": int(n)}

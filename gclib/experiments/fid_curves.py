@@ -1,19 +1,32 @@
-"""Training sweeps behind the FID-curve figures (Figs. 4 and 5, Table 1).
+"""Training sweeps behind the FID-curve figures (Figs. 4 and 5, Table 1), their figures and their claims.
 
 A sweep is a list of ``Run``s (a label, a seed and the config fields that differ from a base config, for
-example ``params/train/toy_ic.yaml``). ``train_sweep`` trains each (cached by config hash through
-``gclib.train.train``) and returns every run's evaluation curve in one long DataFrame; ``final_table`` turns
-it into a Table-1-shaped summary (mean and standard deviation over seeds at the last evaluated step).
+example ``params/train/digits_ic.yaml``). ``Sweep`` holds a notebook's validated parameters; ``run_sweep``
+trains each run (cached by config hash through ``gclib.train.train``, optionally in parallel worker processes)
+and returns every run's evaluation curve in one long DataFrame; ``final_table`` turns it into a Table-1-shaped
+summary; ``sweep_claims`` judges the paper's statements by paired differences over seeds
+(``common.paired_verdict``). Runs that differ only in the flow or mu share their random numbers at one seed
+(``gclib.rng``), so the paired differences measure the flow, not the draws.
+
+Frozen predictors (Fig. 4) are checkpoints of the sweep's own IC run at seed ``frozen_seed``: "strong" at its
+last step, "weak" at an early step (e.g. 20% of training), so no extra model is trained.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
-from .._checks import check_flow, check_mu
+from .._checks import check_choice, check_flow, check_mu
+from .common import claim, paired_claim, paired_verdict
+
+METRICS = ("w2", "w2sq", "fd_digits", "kid_digits", "fid")
+METRIC_LABELS = {"w2": "W$_2$", "w2sq": "W$_2^2$", "fd_digits": "FD$_{digits}$", "kid_digits": "KID$_{digits}$", "fid": "FID"}
 
 
 @dataclass
@@ -26,6 +39,11 @@ class Run:
 
 def mu_label(mu: float) -> str:
     return "IC" if mu == 0 else f"GC mu={mu:g}"
+
+
+def tex_label(label: str) -> str:
+    """A run label for figures: 'GC mu=0.5' -> 'GC, $\\mu$ = 0.5'."""
+    return label.replace(" mu=", r", $\mu$ = ")
 
 
 def sweep_runs(seeds: Sequence[int], mus: Sequence[float] = (0.0, 0.5), include_ot: bool = True,
@@ -59,19 +77,50 @@ def _name(label: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_")
 
 
-def train_sweep(base: dict, runs: Sequence[Run], eval_fns: Sequence[Callable] = (), progress: Callable | None = None) -> pd.DataFrame:
-    """Train every run (config = base updated with the run's seed and overrides; cached by config hash) and
-    return the evaluation curves: one row per (run, evaluated step) with columns label, family, seed, step and
-    the metrics that the config's ``eval_metrics`` / ``eval_fns`` produce."""
-    from ..train import train
+def run_config(base: dict, run: Run) -> dict:
+    """The training configuration of one run of a sweep (base + the run's overrides, seed and name)."""
+    return {**base, **run.overrides, "seed": run.seed, "name": f"{base.get('name', 'run')}-{_name(run.label)}-s{run.seed}"}
 
+
+def _train_one(cfg: dict, threads: int | None = None):
+    """Worker entry point (module level, so a spawned process can import it)."""
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    from ..train import train
+    res = train(cfg)
+    return str(res.eval_csv), int(res.step)
+
+
+def train_sweep(base: dict, runs: Sequence[Run], eval_fns: Sequence[Callable] = (), progress: Callable | None = None,
+                workers: int = 1) -> pd.DataFrame:
+    """Train every run (config = ``run_config(base, run)``; cached by config hash) and return the evaluation
+    curves: one row per (run, evaluated step) with columns label, family, seed, step and the metrics that the
+    config's ``eval_metrics`` / ``eval_fns`` produce. ``workers`` > 1 trains that many runs at a time in spawned
+    processes of one thread each (only without ``eval_fns``, which need not be picklable); results are identical
+    to ``workers=1`` because every run is seeded by its configuration."""
+    from ..train import train
+    configs = [run_config(base, r) for r in runs]
+    outcomes: list = [None] * len(runs)
+    if workers > 1 and not eval_fns and len(runs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, cfg, 1): i for i, cfg in enumerate(configs)}
+            for k, fut in enumerate(as_completed(futures)):
+                i = futures[fut]
+                outcomes[i] = fut.result()
+                if progress:
+                    progress(k, len(runs), runs[i], outcomes[i])
+    else:
+        for i, cfg in enumerate(configs):
+            res = train(cfg, eval_fns=eval_fns)
+            outcomes[i] = (str(res.eval_csv), int(res.step))
+            if progress:
+                progress(i, len(runs), runs[i], outcomes[i])
     frames = []
-    for i, r in enumerate(runs):
-        cfg = {**base, **r.overrides, "seed": r.seed, "name": f"{base.get('name', 'run')}-{_name(r.label)}-s{r.seed}"}
-        res = train(cfg, eval_fns=eval_fns)
-        if progress:
-            progress(i, len(runs), r, res)
-        ev = pd.read_csv(res.eval_csv) if Path(res.eval_csv).is_file() else pd.DataFrame({"step": [res.step]})
+    for r, (eval_csv, step) in zip(runs, outcomes):
+        ev = pd.read_csv(eval_csv) if Path(eval_csv).is_file() else pd.DataFrame({"step": [step]})
         frames.append(ev.assign(label=r.label, family=r.family, seed=r.seed))
     return pd.concat(frames, ignore_index=True)
 
@@ -84,6 +133,375 @@ def final_table(curves: pd.DataFrame, metric: str, labels: Sequence[str] | None 
     if labels is not None:
         t = t.reindex([l for l in labels if l in t.index])
     return t.reset_index()
+
+
+# --------------------------------------------------------------------------------------------- a sweep
+@dataclass
+class Sweep:
+    """A notebook's validated sweep: the base training config (a dict), what to run and how to score it."""
+    base: dict
+    metric: str
+    seeds: list
+    mus: list
+    include_ot: bool
+    frozen: dict                   # {name: step of the IC run at frozen_seed whose checkpoint is frozen}
+    frozen_mu: float
+    frozen_seed: int
+    workers: int
+    out: Path
+    fid: dict = field(default_factory=dict)
+
+    @property
+    def mu_labels(self) -> list:
+        return [mu_label(m) for m in sorted(set(self.mus) | {0.0})] + (["OT"] if self.include_ot else [])
+
+    @property
+    def frozen_labels(self) -> list:
+        return [f"GC frozen {n}" for n in self.frozen]
+
+    @property
+    def gc_main(self) -> str:
+        return mu_label(0.5) if 0.5 in self.mus else mu_label(self.mus[0])
+
+    def frozen_checkpoints(self) -> dict:
+        """{name: checkpoint path} of the frozen predictors: checkpoints of the IC run at ``frozen_seed``."""
+        paths = self.frozen_checkpoints_at(self.frozen_seed, list(self.frozen.values()))
+        return dict(zip(self.frozen, paths))
+
+    def frozen_checkpoints_at(self, seed: int, steps=None) -> list:
+        """Checkpoint paths of this sweep's IC run at ``seed`` at ``steps`` (default: its last step)."""
+        from ..checkpoint import ckpt_path
+        from ..config import run_dir_for
+        d = run_dir_for(run_config(self.base, Run("IC", seed, {"flow": "ic"}))) / "checkpoints"
+        return [str(ckpt_path(d, int(s))) for s in (steps or [self.base["total_steps"]])]
+
+    def runs(self) -> list[Run]:
+        return sweep_runs(self.seeds, self.mus, self.include_ot, self.frozen_mu, self.frozen_checkpoints())
+
+
+def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
+               frozen: dict | None = None, frozen_mu: float = 0.5, frozen_seed: int = 0, per_flow: dict | None = None,
+               fid: dict | None = None, workers: int = 1, root=None) -> Sweep:
+    """Validate a notebook's parameters and build its ``Sweep`` (nothing is trained here)."""
+    from .. import report
+    from ..config import load_config
+    check_choice("metric", metric, METRICS)
+    mus = [check_mu(m) for m in mus]
+    check_mu(frozen_mu)
+    if not seeds:
+        raise ValueError("seeds: give at least one seed (paired verdicts need 2 or more)")
+    if metric == "fid" and not fid:
+        raise ValueError("metric='fid' needs the fid block (n, weights_path, data_root)")
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ValueError(f"workers={workers!r} is not valid; it must be a positive integer")
+    root = report.project_root(root)
+    base = load_config(root / base_config, {"runs_dir": str(report.runs_dir(root)), **overrides, "progress": False})
+    frozen = dict(frozen or {})
+    for name, step in frozen.items():
+        every = base.checkpoint_every
+        if not (0 < int(step) <= base.total_steps) or (int(step) != base.total_steps and
+                                                       (not every or int(step) % every)):
+            raise ValueError(f"frozen={frozen!r}: step {step} of predictor {name!r} must be the last step "
+                             f"({base.total_steps}) or a multiple of checkpoint_every ({every}) below it")
+        kept = base.total_steps // every - int(step) // every + 1 if every else 1
+        if int(step) != base.total_steps and kept > base.keep_checkpoints:
+            raise ValueError(f"frozen={frozen!r}: the checkpoint at step {step} is rotated away; raise "
+                             f"keep_checkpoints to at least {kept}")
+    if frozen and frozen_seed not in seeds:
+        raise ValueError(f"frozen_seed={frozen_seed!r} must be one of seeds={list(seeds)} (the frozen predictors are "
+                         f"checkpoints of that seed's IC run)")
+    base = base.to_dict()
+    if per_flow:
+        for flow in per_flow:
+            check_flow(flow)
+    if metric == "fid":
+        base["eval_metrics"] = []
+    sw = Sweep(base, metric, list(seeds), mus, bool(include_ot), frozen, float(frozen_mu), int(frozen_seed),
+               int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}))
+    sw.per_flow = dict(per_flow or {})
+    return sw
+
+
+def describe(sw: Sweep) -> str:
+    """One line on what the sweep trains."""
+    b = sw.base
+    n_runs = len(sw.runs())
+    return (f"dataset {b['dataset']}, model {b['model']}, {b['total_steps']} steps at batch {b['batch_size']} "
+            f"({b['total_steps'] * b['batch_size']:,} training samples per run), {len(sw.seeds)} seeds, {n_runs} runs, "
+            f"metric {sw.metric} every {b['eval_every'] or b['total_steps']} steps on {b['eval_n']} one-step samples")
+
+
+def describe_curves(sw: Sweep, curves: pd.DataFrame) -> str:
+    steps = sorted(int(s) for s in curves.step.unique() if s > 0)
+    return f"{curves.groupby(['label', 'seed']).ngroups} runs; evaluated at steps {steps}"
+
+
+def metric_check(sw: Sweep) -> pd.DataFrame | None:
+    """For digits sweeps: ``digits_metric_check()`` (FD_digits, KID_digits and pixel W2 on degraded sets); written
+    to metric_check.csv. None for other data sets."""
+    from .. import report
+    if sw.base["dataset"] != "digits":
+        return None
+    t = digits_metric_check()
+    report.save_table(t, sw.out / "metric_check.csv")
+    return t.round({"fd_digits": 1, "kid_digits": 2, "pixel_w2": 3})
+
+
+def run_sweep(sw: Sweep, progress: Callable | None = None) -> pd.DataFrame:
+    """Train the sweep (IC at ``frozen_seed`` first when frozen predictors are needed), write curves.csv."""
+    from .. import report
+    eval_fns = []
+    if sw.metric == "fid":
+        eval_fns = [fid_eval_fn(sw.base["dataset"], n=int(sw.fid.get("n", 50_000)),
+                                data_root=sw.fid.get("data_root", "data"), weights_path=sw.fid.get("weights_path"),
+                                cache_dir=str(Path(sw.base["runs_dir"]) / "fid_stats"))]
+    if sw.base["dataset"] == "digits" and sw.metric in ("fd_digits", "kid_digits"):
+        from ..metrics import digits_features
+        digits_features()  # train (or load) the classifier once, before any worker needs it
+    runs = sweep_runs(sw.seeds, sw.mus, sw.include_ot, sw.frozen_mu, sw.frozen_checkpoints(),
+                      getattr(sw, "per_flow", None))
+    first = [r for r in runs if r.family != "frozen"]
+    curves = train_sweep(sw.base, first, eval_fns, progress, sw.workers)
+    frozen = [r for r in runs if r.family == "frozen"]
+    if frozen:
+        curves = pd.concat([curves, train_sweep(sw.base, frozen, eval_fns, progress, sw.workers)], ignore_index=True)
+    report.save_table(curves, sw.out / "curves.csv")
+    return curves
+
+
+def _curve_plot(sw: Sweep, curves: pd.DataFrame, labels: list, title: str, path_stem: str):
+    import seaborn as sns
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
+    from .. import report
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    data = curves[curves.label.isin(labels)].assign(run=lambda d: d.label.map(tex_label))
+    sns.lineplot(data=data, x="step", y=sw.metric, hue="run", hue_order=[tex_label(l) for l in labels],
+                 errorbar=("ci", 90) if len(sw.seeds) > 1 else None, marker="o", ax=ax)
+    ax.set(yscale="log", xlabel="training iteration", ylabel=METRIC_LABELS.get(sw.metric, sw.metric), title=title)
+    for axis in (ax.yaxis,):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(ScalarFormatter())
+    ax.ticklabel_format(axis="x", style="plain")
+    ax.legend(title=None)
+    report.show_figure(fig, sw.out / f"{path_stem}.png")
+
+
+def plot_sweep(sw: Sweep, curves: pd.DataFrame) -> None:
+    """Fig. 5: the metric against training iterations for IC, GC at each mu and OT (mean, 90% band over seeds)."""
+    _curve_plot(sw, curves, sw.mu_labels,
+                       f"{sw.base['dataset']}: one-step samples, mean over {len(sw.seeds)} seeds (90% band)", "sweep")
+
+
+def plot_frozen(sw: Sweep, curves: pd.DataFrame) -> None:
+    """Fig. 4: GC with frozen IC predictors (strong, weak) against IC and GC with the EMA predictor."""
+    if sw.frozen:
+        _curve_plot(sw, curves, ["IC", mu_label(sw.frozen_mu)] + sw.frozen_labels,
+                       "GC with a frozen IC predictor", "frozen")
+
+
+def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
+    """One-step samples from the final EMA model of each flow (seed ``seed`` runs, the same noise for all),
+    side by side (image data sets; 2-D toys as scatter plots). Saved as samples.png."""
+    import torch
+    from matplotlib.figure import Figure
+    from .. import report
+    from ..config import run_dir_for
+    from ..evaluation import generate
+    from ..train import load_model
+    labels = [l for l in sw.mu_labels if l in ("IC", "OT", sw.gc_main)] + [l for l in sw.mu_labels
+                                                                          if l not in ("IC", "OT", sw.gc_main)]
+    runs = {r.label: r for r in sw.runs() if r.seed == sw.seeds[0]}
+    fig = Figure(figsize=(2.2 * len(labels), 2.4))
+    axes = fig.subplots(1, len(labels), squeeze=False)[0]
+    for ax, label in zip(axes, labels):
+        cfg = run_config(sw.base, runs[label])
+        ckpt = run_dir_for(cfg) / "checkpoints" / f"ckpt-{int(cfg['total_steps']):08d}.pt"
+        _, ema, _ = load_model(ckpt)
+        x = generate(ema, n, ema.data_shape, ema.sigma_max, seed=seed)
+        if x.ndim == 2:  # 2-D toy: a scatter plot of the samples
+            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2)
+            ax.set_aspect("equal")
+            ax.set(title=tex_label(label), xticks=[], yticks=[])
+            continue
+        x = x.clamp(-1, 1)
+        side = int(math.ceil(math.sqrt(n)))
+        c, h, w = x.shape[1:]
+        grid = torch.ones(c, side * (h + 1), side * (w + 1))
+        for k in range(n):
+            i, j = divmod(k, side)
+            grid[:, i * (h + 1):i * (h + 1) + h, j * (w + 1):j * (w + 1) + w] = (x[k] + 1) / 2
+        ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set(title=tex_label(label), xticks=[], yticks=[])
+    fig.suptitle(f"one-step samples after {sw.base['total_steps']} steps (seed {sw.seeds[0]}, same noise)")
+    report.show_figure(fig, sw.out / "samples.png")
+
+
+def table1(sw: Sweep, curves: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 for this run: the final metric per flow, mean ± sd over seeds; also writes final.csv."""
+    from .. import report
+    table = final_table(curves, sw.metric, sw.mu_labels + sw.frozen_labels)
+    report.save_table(table, sw.out / "final.csv")
+    t = table.set_index("label")
+    cell = lambda l: f"{t.loc[l, 'mean']:.4g} ± {0 if np.isnan(t.loc[l, 'std']) else t.loc[l, 'std']:.2g}"
+    cols = {"iCT-IC": "IC", **({"iCT-OT": "OT"} if sw.include_ot else {}), f"iCT-{sw.gc_main}": sw.gc_main}
+    return pd.DataFrame({"dataset": [sw.base["dataset"]], "metric": [sw.metric],
+                         **{k: [cell(v)] for k, v in cols.items()}})
+
+
+# --------------------------------------------------------------------------------------------- claims
+def per_seed(curves: pd.DataFrame, metric: str, label: str, how: str = "final", seeds=None) -> pd.Series:
+    """One value per seed of ``label``'s curve: "final" (last evaluated step), "first" (first step > 0),
+    "auc" (mean of the metric over the evaluated steps > 0, trapezoid rule on the step axis: lower is faster
+    convergence)."""
+    c = curves[(curves.label == label) & (curves.step > 0)].sort_values("step")
+    out = {}
+    for seed, g in c.groupby("seed"):
+        y, x = g[metric].to_numpy(float), g.step.to_numpy(float)
+        if how == "final":
+            out[seed] = y[-1]
+        elif how == "first":
+            out[seed] = y[0]
+        elif how == "auc":
+            out[seed] = float(np.trapezoid(y, x) / (x[-1] - x[0])) if len(x) > 1 else y[0]
+        else:
+            raise ValueError(f"how={how!r} is not valid; allowed values: 'final', 'first', 'auc'")
+    s = pd.Series(out).sort_index()
+    return s if seeds is None else s.reindex(seeds)
+
+
+def steps_to_reach(curves: pd.DataFrame, metric: str, label: str, target: pd.Series) -> pd.Series:
+    """Per seed: the first evaluated step at which ``label``'s curve is at or below target[seed] (NaN if never)."""
+    c = curves[(curves.label == label) & (curves.step > 0)].sort_values("step")
+    out = {}
+    for seed, g in c.groupby("seed"):
+        hit = g[g[metric] <= target.get(seed, np.nan)]
+        out[seed] = float(hit.step.iloc[0]) if len(hit) else float("nan")
+    return pd.Series(out).sort_index()
+
+
+def _pair(curves, metric, a, b, how="final"):
+    sa, sb = per_seed(curves, metric, a, how), per_seed(curves, metric, b, how)
+    common = sorted(set(sa.dropna().index) & set(sb.dropna().index))
+    return sa.reindex(common).to_numpy(), sb.reindex(common).to_numpy()
+
+
+PAPER = {
+    "gc_ic": "Table 1 (CIFAR-10, one-step FID): iCT-GC 5.95 against iCT-IC 7.42; GC (mu = 0.5) improves on IC "
+             "on every data set.",
+    "gc_ot": "Table 1 (CIFAR-10, one-step FID): iCT-GC 5.95 against iCT-OT 6.75.",
+    "ot_ic": "Table 1 (CIFAR-10, one-step FID): iCT-OT 6.75 against iCT-IC 7.42 (minibatch OT improves on IC).",
+    "speed": "The paper reports that GC speeds up convergence: its FID curves (Figs. 4-5) fall faster than IC's.",
+    "mid_mu": "Fig. 5: every 0.3 <= mu <= 0.7 reaches a lower FID than both IC and OT on CIFAR-10.",
+    "mu1": "Fig. 5: pure GC (mu = 1) improves fastest at first, then degrades (its intermediate marginals drift).",
+    "frozen": "Fig. 4: GC with a strong frozen IC predictor trains better than with a weak one, and better than IC.",
+}
+
+
+def _combine(verdicts: list) -> str:
+    """All parts hold -> holds; any part refuted -> refuted; otherwise inconclusive."""
+    if all(v == "holds" for v in verdicts):
+        return "holds"
+    return "refuted" if any(v == "refuted" for v in verdicts) else "inconclusive"
+
+
+def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9) -> list[dict]:
+    """The paper's comparative statements judged on this sweep by paired differences over seeds (final metric,
+    or the area under the curve for convergence speed), each holds / refuted / inconclusive."""
+    m, gc = sw.metric, sw.gc_main
+    f = lambda x: f"{np.mean(x):.3g}"
+    labels = set(curves.label)
+    claims = [paired_claim(f"{gc} ends below IC (final {m})", *_pair(curves, m, gc, "IC"), gc, "IC",
+                           paper=PAPER["gc_ic"], level=level)]
+    if "OT" in labels:
+        claims.append(paired_claim(f"{gc} ends below OT (final {m})", *_pair(curves, m, gc, "OT"), gc, "OT",
+                                   paper=PAPER["gc_ot"], level=level))
+        claims.append(paired_claim(f"OT ends below IC (final {m})", *_pair(curves, m, "OT", "IC"), "OT", "IC",
+                                   paper=PAPER["ot_ic"], level=level))
+    a, b = _pair(curves, m, gc, "IC", "auc")
+    v = paired_verdict(a, b, "less", level)
+    reach = steps_to_reach(curves, m, gc, per_seed(curves, m, "IC"))
+    reach_txt = ", ".join("never" if np.isnan(s) else f"{s:.0f}" for s in reach.to_numpy())
+    claims.append(claim(f"{gc} converges faster than IC (mean {m} over training, paired)", v.verdict,
+                        f"mean over the curve: {gc} {f(a)} vs IC {f(b)}; {v.text(gc, 'IC')}; steps for {gc} to "
+                        f"reach IC's final {m} per seed: {reach_txt} of {int(curves.step.max())}", PAPER["speed"]))
+    mid = [mu_label(x) for x in sw.mus if 0.3 <= x <= 0.7 and mu_label(x) != gc]
+    if mid and "OT" in labels:
+        parts, texts = [], []
+        for l in mid:
+            for other in ("IC", "OT"):
+                pv = paired_verdict(*_pair(curves, m, l, other), "less", level)
+                parts.append(pv.verdict)
+                texts.append(pv.text(l, other))
+        claims.append(claim(f"every other 0.3 <= mu <= 0.7 ({', '.join(mid)}) ends below both IC and OT",
+                            _combine(parts), "; ".join(texts), PAPER["mid_mu"]))
+    if 1.0 in sw.mus:
+        g1 = mu_label(1.0)
+        early = paired_verdict(*_pair(curves, m, g1, "IC", "first"), "less", level)
+        late = paired_verdict(*_pair(curves, m, g1, gc, "final"), "greater", level)
+        first = int(curves[curves.step > 0].step.min())
+        claims.append(claim("pure GC (mu = 1) improves fastest, then degrades (ahead of IC at the first evaluation, "
+                            f"behind {gc} at the end)", _combine([early.verdict, late.verdict]),
+                            f"step {first}: {early.text(g1, 'IC')}; final: {late.text(g1, gc)}", PAPER["mu1"]))
+    if "strong" in sw.frozen and "weak" in sw.frozen:
+        s, w = "GC frozen strong", "GC frozen weak"
+        p1 = paired_verdict(*_pair(curves, m, s, w), "less", level)
+        p2 = paired_verdict(*_pair(curves, m, s, "IC"), "less", level)
+        claims.append(claim("a strong frozen predictor helps more than a weak one, and beats IC",
+                            _combine([p1.verdict, p2.verdict]), f"{p1.text('strong', 'weak')}; {p2.text('strong', 'IC')}",
+                            PAPER["frozen"]))
+    return claims
+
+
+def write_claims(sw: Sweep, curves: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
+    """metrics.json for this variant (final values per label and the claims); returns the claims as a table."""
+    from .. import report
+    t = final_table(curves, sw.metric).set_index("label")
+    report.write_metrics(sw.out, {
+        "metric": sw.metric, "dataset": sw.base["dataset"], "steps": int(sw.base["total_steps"]),
+        "batch_size": int(sw.base["batch_size"]), "seeds": list(sw.seeds),
+        "final": {l: dict(mean=float(t.loc[l, "mean"]), std=float(np.nan_to_num(t.loc[l, "std"]))) for l in t.index},
+        "claims": claims})
+    return pd.DataFrame(claims)[["claim", "paper", "verdict", "measured"]]
+
+
+def summary(sw: Sweep, curves: pd.DataFrame, claims: list[dict]) -> str:
+    """A short deterministic text for nbval: final means (2 significant digits) and the verdicts."""
+    from .. import report
+    t = final_table(curves, sw.metric).set_index("label")
+    return report.summary({"final_mean": {l: float(t.loc[l, "mean"]) for l in t.index},
+                           "verdicts": [c["verdict"] for c in claims]})
+
+
+# --------------------------------------------------------------------------------------------- metric check
+def digits_metric_check(n: int = 360, seed: int = 0) -> pd.DataFrame:
+    """Why FD_digits replaced pixel W2: both metrics on held-out real digits and on four degraded sets, each
+    against the classifier's training split (real vs real is each metric's floor). Lower is better."""
+    import torch
+    import torch.nn.functional as F
+    from ..metrics import fd_digits, kid_digits, w2_exact
+    from ..metrics.digits import digits_split
+    x_tr, _, x_te, y_te = digits_split()
+    x_te = x_te[:n]
+    g = torch.Generator().manual_seed(seed)
+    flat = x_tr.reshape(len(x_tr), -1).double()
+    chol = torch.linalg.cholesky(torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=torch.float64))
+    mean = x_te.mean(0, keepdim=True)
+    sets = {
+        "held-out real digits": x_te,
+        "Gaussian fitted to the data": (flat.mean(0) + torch.randn(len(x_te), flat.shape[1], generator=g,
+                                                                   dtype=torch.float64) @ chol.T).float().reshape(x_te.shape),
+        "3x3 box blur": F.avg_pool2d(F.pad(x_te, (1, 1, 1, 1), mode="replicate"), 3, stride=1),
+        "shrunk 0.7x toward the mean": mean + 0.7 * (x_te - mean),
+        "classes 0, 1, 2 removed": x_te[y_te[:n] >= 3],
+    }
+    rows = []
+    for name, x in sets.items():
+        ref = x_tr[torch.randperm(len(x_tr), generator=g)[:len(x)]]
+        rows.append({"set": name, "n": len(x), "fd_digits": fd_digits(x, x_tr), "kid_digits": kid_digits(x, x_tr),
+                     "pixel_w2": w2_exact(x, ref)})
+    return pd.DataFrame(rows)
 
 
 def fid_eval_fn(dataset: str, n: int = 50_000, data_root="data", weights_path=None, cache_dir="runs/fid_stats",
@@ -105,3 +523,15 @@ def fid_eval_fn(dataset: str, n: int = 50_000, data_root="data", weights_path=No
 
     fn.__name__ = f"fid_{dataset}"
     return fn
+
+
+def long_ic_checkpoint(variant: str = "cpu_long", seed: int = 0, root=None) -> Path | None:
+    """The final checkpoint of the IC run at ``seed`` of params/fid_curves/<variant>.yaml (the project's
+    strongest CPU-trained IC digits model), or None when that run has not been trained on this machine."""
+    import yaml
+    from .. import report
+    root = report.project_root(root)
+    p = yaml.safe_load((root / "params" / "fid_curves" / f"{variant}.yaml").read_text())
+    sw = make_sweep(p["variant"], p["base_config"], p["overrides"], p["metric"], [seed], [0.5], root=root)
+    ckpt = Path(sw.frozen_checkpoints_at(seed)[0])
+    return ckpt if ckpt.is_file() else None
