@@ -1,4 +1,4 @@
-"""The flows: which (endpoint, noise) pairs a consistency step trains on (METHOD.md sections 4-5).
+"""The flows: which (endpoint, noise) pairs a consistency step trains on (docs/method.md sections 4-5).
 
 ``couple(flow, x, z, ...)`` returns a ``Coupling``: the endpoint ``x`` and noise ``z`` to build the pair
 (x + sigma_i z, x + sigma_{i+1} z) from, and the mask of GC rows. The loss never knows which flow made it.

@@ -1,4 +1,4 @@
-"""Exponential moving average of a model's weights with the iCT warm-up decay (METHOD.md section 2)."""
+"""Exponential moving average of a model's weights with the iCT warm-up decay (docs/method.md section 2)."""
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,4 @@
-"""Exact quantities of a finite point set {x_k} (METHOD.md section 3).
+"""Exact quantities of a finite point set {x_k} (docs/method.md section 3).
 
 For data uniform on K points, the ideal denoiser of x_t = x + t z is
 D*(x, t) = sum_k w_k(x) x_k,  w = softmax_k(-||x - x_k||^2 / (2 t^2)),

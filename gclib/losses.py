@@ -1,4 +1,4 @@
-"""Distances and the ONE consistency loss (METHOD.md sections 2-4).
+"""Distances and the ONE consistency loss (docs/method.md sections 2-4).
 
 A consistency step compares the model at the two ends of an interval (sigma_i, sigma_{i+1}):
     lambda_i * D( sg f(x_lo, sigma_i), f(x_hi, sigma_{i+1}) ).

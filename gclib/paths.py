@@ -4,7 +4,7 @@ A coupling pairs an endpoint x0 with a noise z; its interpolation path is x_t = 
 dx_t/dt = z is constant. The probability-flow ODE of the data moves along v_t(x) = E[z | x_t = x] instead.
 For a finite point set v_t is exact (``gclib.exact``), so we can measure, along each coupling's paths,
 - the alignment cos(z, v_t(x_t)) (1 = the path follows the field), and
-- the squared deviation ||z - v_t(x_t)||^2 (for IC this is the gap proxy R~_t of METHOD.md section 3).
+- the squared deviation ||z - v_t(x_t)||^2 (for IC this is the gap proxy R~_t of docs/method.md section 3).
 The "exact generator" of the GC coupling is the exact flow map of the point set, applied at level ``t_pred``.
 """
 from __future__ import annotations

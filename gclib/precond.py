@@ -1,4 +1,4 @@
-"""Consistency parameterisation around any network (METHOD.md section 1).
+"""Consistency parameterisation around any network (docs/method.md section 1).
 
 f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma)), with
 c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2), c_out = sd (sigma - sigma_min) / sqrt(sd^2 + sigma^2),

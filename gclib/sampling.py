@@ -1,4 +1,4 @@
-"""One-step and multistep consistency sampling, one signature (METHOD.md section 2).
+"""One-step and multistep consistency sampling, one signature (docs/method.md section 2).
 
 ``sample(model, noise, sigmas)``: x = f(sigmas[0] * z_0, sigmas[0]); then for each further sigma s,
 re-noise x + sqrt(s^2 - sigma_min^2) z_j and denoise with f(., s). One step is ``sigmas=(sigma_max,)``.

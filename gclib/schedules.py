@@ -1,4 +1,4 @@
-"""Noise schedules of improved consistency training (iCT; Song & Dhariwal 2023), METHOD.md section 2.
+"""Noise schedules of improved consistency training (iCT; Song & Dhariwal 2023), docs/method.md section 2.
 
 All grids are ascending 1-D float64 tensors ``sigmas`` of length N (N - 1 intervals); interval ``i`` is
 the pair (sigmas[i], sigmas[i + 1]).

@@ -38,7 +38,7 @@ def load_params(name: str, variant: str) -> dict:
 
 
 def assert_paper_scale(cfg) -> None:
-    """The paper's CIFAR-10 training set-up (METHOD.md): U-Net, batch 512, 100k steps, Lion 1e-4, pseudo-Huber."""
+    """The paper's CIFAR-10 training set-up (docs/method.md): U-Net, batch 512, 100k steps, Lion 1e-4, pseudo-Huber."""
     assert (cfg.dataset, cfg.model, cfg.batch_size, cfg.total_steps) == ("cifar10", "unet_cifar10", 512, 100_000)
     assert (cfg.optimizer, cfg.lr, cfg.distance) == ("lion", 1e-4, "pseudo_huber")
 

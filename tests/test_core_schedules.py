@@ -1,4 +1,4 @@
-"""Schedules against the numbers in METHOD.md section 2."""
+"""Schedules against the numbers in docs/method.md section 2."""
 import math
 
 import pytest
@@ -66,7 +66,7 @@ def test_ema_decay_warmup_values():
     assert S.ema_decay(0) == 0.0
     for k in (1, 10, 1000, 54_321):
         assert math.isclose(S.ema_decay(k), 1 - (1 + k) ** (-2 / 3), rel_tol=1e-15)
-    # METHOD.md: "about 0.99 at 1k steps, 0.998 at 10k, 0.9995 at 100k"
+    # docs/method.md: "about 0.99 at 1k steps, 0.998 at 10k, 0.9995 at 100k"
     assert round(S.ema_decay(1000), 2) == 0.99
     assert round(S.ema_decay(10_000), 3) == 0.998
     assert round(S.ema_decay(100_000), 4) == 0.9995

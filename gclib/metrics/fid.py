@@ -1,4 +1,4 @@
-"""Frechet Inception Distance: features, float64 statistics, the Frechet distance (METHOD.md section 7).
+"""Frechet Inception Distance: features, float64 statistics, the Frechet distance (docs/method.md section 7).
 
 FID = ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between Gaussian fits of two feature sets.
 Protocol (the literature's): samples x in [-1, 1] -> clamp(-1, 1) -> (x + 1) * 127.5 -> round -> uint8,

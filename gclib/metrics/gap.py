@@ -1,4 +1,4 @@
-r"""The CT/CD gap and its continuous-time limit (METHOD.md section 3, Theorem 1).
+r"""The CT/CD gap and its continuous-time limit (docs/method.md section 3, Theorem 1).
 
 Setting. f(x, t) a consistency model, data uniform on a finite point set (so the PF-ODE velocity
 v_t(x) = E[z | x_t = x] is exact, ``gclib.exact.velocity``), x_t = x + t z. Grid (equally spaced, on

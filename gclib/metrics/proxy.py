@@ -1,4 +1,4 @@
-"""The proxy of the CT/CD gap, R~_t = E||z - v_t(x_t)||^2, per coupling process (METHOD.md section 3, Fig. 2).
+"""The proxy of the CT/CD gap, R~_t = E||z - v_t(x_t)||^2, per coupling process (docs/method.md section 3, Fig. 2).
 
 For a process that draws pairs (x, z) from a coupling (IC, OT or GC) and sets x_t = x + t z, the velocity
 of the process is v_t(y) = E[z | x_t = y] = (y - D(y, t)) / t with D(y, t) = E[x | x_t = y] its ideal

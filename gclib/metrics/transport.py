@@ -1,4 +1,4 @@
-"""Transport costs of couplings between data and noise (METHOD.md section 6, Fig. 3, Lemma 1).
+"""Transport costs of couplings between data and noise (docs/method.md section 6, Fig. 3, Lemma 1).
 
 - ``coupling_cost(x, z)``: the cost of given pairs, (1/n) sum_k ||x_k - z_k||^2.
 - ``minibatch_ot_cost(x, z, batch_size)``: the cost of the minibatch-OT coupling: the samples are cut into
@@ -42,7 +42,7 @@ def coupling_cost(x, z) -> float:
 
 def minibatch_ot_cost(x, z, batch_size: int, solver: str = "emd", generator: torch.Generator | None = None,
                       num_iter_max: int = 1_000_000) -> dict:
-    """Cost of the minibatch-OT coupling at a given batch size (METHOD.md section 5).
+    """Cost of the minibatch-OT coupling at a given batch size (docs/method.md section 5).
 
     x, z: (n, ...). Rows are cut into floor(n / batch_size) consecutive batches (after a random permutation of
     each when ``generator`` is given; the remainder is dropped, since a smaller batch has a different expected
@@ -93,11 +93,11 @@ class OTCost:
 
 def exact_ot_cost(x, y, num_iter_max: int | None = None, on_fail: str = "raise",
                   max_pairs: int = 2 ** 28) -> OTCost:
-    """Exact OT cost between two samples with uniform weights (the lower bound of METHOD.md section 6).
+    """Exact OT cost between two samples with uniform weights (the lower bound of docs/method.md section 6).
 
     x: (n, ...), y: (m, ...) with the same trailing size, numpy or torch. cost = ot.emd2(1/n, 1/m, C) with
     C_kl = ||x_k - y_l||^2 in float64. ``num_iter_max`` defaults to max(1e6, 50 * n * m / 1000) iterations
-    (>= 1e6 as METHOD.md asks for n >= 4096). Convergence is checked: if POT does not report an optimal
+    (>= 1e6 as docs/method.md asks for n >= 4096). Convergence is checked: if POT does not report an optimal
     solution, ``on_fail="raise"`` raises RuntimeError, ``"warn"`` warns and returns the (suboptimal) cost with
     converged=False. Memory is O(n m) (8 n m bytes for C); more than ``max_pairs`` pairs raises before any work.
     """
@@ -136,7 +136,7 @@ def exact_ot_cost(x, y, num_iter_max: int | None = None, on_fail: str = "raise",
 
 def transport_cost_curve(model, data, ts, n: int, batch_size: int = 4096, generator: torch.Generator | None = None,
                          seed: int = 0) -> pd.DataFrame:
-    """c(t) = E_{x ~ data, z ~ N(0, I)} ||f(x + t z, t) - z||^2 for each t in ``ts`` (METHOD.md section 6, Fig. 3).
+    """c(t) = E_{x ~ data, z ~ N(0, I)} ||f(x + t z, t) - z||^2 for each t in ``ts`` (docs/method.md section 6, Fig. 3).
 
     model: f(x, sigma) (e.g. the EMA ``ConsistencyModel``; run in eval mode under no_grad, its mode restored).
     data: a tensor/array (n_data, ...) (rows drawn uniformly with replacement) or a sampler data(n, generator).
