@@ -1,10 +1,16 @@
-"""Typed run configuration for ``gclib.train``, loaded from YAML (params/train/*.yaml) and validated.
+"""Typed run configuration for ``gclib.train``, loaded from YAML (params/train/*.yaml) and validated once.
 
-``load_config(path, overrides)`` reads a YAML file with ``yaml.safe_load`` and applies overrides given as
-``["key=value", ...]`` (the command line's ``--set``) or as a dict (notebook parameters). Validation happens
-before any work: an unknown key is named with the closest valid key, a wrong type or out-of-range value is
-named with what is allowed. ``config_hash(cfg)`` identifies the training-relevant settings (used for the run
-directory ``<runs_dir>/<name>-<hash>`` and to skip finished runs).
+``load_config(path, overrides)`` reads a YAML file (``yaml.safe_load`` types, duplicate keys refused, ``1e-4``
+read as a number as in YAML 1.2) and applies overrides given as ``["key=value", ...]`` (the command line's
+``--set``) or as a dict (notebook parameters). Validation happens before any work, when the frozen ``Config`` is
+built: an unknown key is named with the closest valid key, a wrong type or out-of-range value is named with what
+is allowed (one ``ConfigError``). A ``Config`` is immutable: ``cfg.replace(**changes)`` gives a new, validated
+one. ``config_hash(cfg)`` identifies the training-relevant settings (used for the run directory
+``<runs_dir>/<name>-<hash>`` and to skip finished runs).
+
+The allowed names live beside their code: datasets in ``gclib.data``, models in ``gclib.nets``, optimisers in
+``gclib.optim``, distances in ``gclib.losses``, OT solvers in ``gclib.couplings``, metrics in
+``gclib.evaluation.METRICS``, flows and predictors in ``gclib.checks``.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,15 +26,17 @@ from typing import Optional, Union
 
 import yaml
 
-from ._checks import FLOWS, PREDICTORS
+from .checks import FLOWS, PREDICTORS, ConfigError, check_choice, check_finite, check_int, check_range
+from .couplings import OT_SOLVERS
+from .data import DATASETS, IMAGE_SHAPES, TOYS  # noqa: F401  (TOYS: re-exported for older imports)
+from .evaluation import METRICS
 from .losses import DISTANCES
+from .nets import MODELS
+from .optim import OPTIMIZERS
 
-TOYS = ("two_diracs", "two_gaussians", "8gaussians", "moons", "checkerboard")
-DATASETS = TOYS + ("digits", "mnist", "cifar10")
-MODELS = ("mlp", "unet", "unet_digits", "unet_cifar10")
-OPTIMIZERS = ("adam", "radam", "lion")
 DEVICES = ("auto", "cpu", "cuda")
-from .couplings import OT_SOLVERS  # noqa: E402
+SEED_MAX = 2 ** 63 - 1
+SEED_RANGE = f"an integer in [0, 2**63 - 1 = {SEED_MAX}]"
 
 # Settings that change neither the trained weights nor the logged evaluations: left out of the configuration
 # hash. (The evaluation settings are hashed: a cached run must carry the evaluation curve that was asked for.)
@@ -40,11 +49,7 @@ NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_e
 HASH_NEUTRAL: dict = {}
 
 
-class ConfigError(ValueError):
-    """A bad configuration key or value (a ValueError with one clear message)."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Everything a training run needs. Units: steps are optimiser steps; batch_size is the GLOBAL batch."""
     # run
@@ -101,24 +106,77 @@ class Config:
     sample_every: int = 0                  # PNG sample grid every k steps (0: only at the end)
     sample_n: int = 64
     eval_every: int = 0                    # evaluation hooks every k steps (0: only at the end if any)
-    eval_metrics: list = field(default_factory=list)  # names for gclib.train's built-in/metrics evaluation
+    eval_metrics: list = field(default_factory=list)  # names of gclib.evaluation.METRICS
     eval_n: int = 1000
     # GPU speed options (CUDA only; ignored with a warning on CPU)
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
 
+    def __post_init__(self):
+        # normalise (int -> float for float fields, 1e3 -> 1000 for int fields, tuples and comma strings -> lists;
+        # new objects, nothing is mutated) and validate: a Config that exists is a valid Config
+        for key in FIELD_NAMES:
+            object.__setattr__(self, key, _normalise(key, getattr(self, key)))
+        validate(self)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
+
     def to_dict(self) -> dict:
+        """The fields as a plain dict (lists copied)."""
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "Config":
+        """A new, validated Config with ``changes`` applied (unknown keys are named)."""
         return from_dict({**self.to_dict(), **changes})
 
 
 _HINTS = typing.get_type_hints(Config)
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+# the type of the items of each list field
+LIST_ITEMS = {"channel_mult": int, "attn_resolutions": int, "betas": float, "eval_metrics": str}
 
 
+# ------------------------------------------------------------------------------------------------ YAML
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping key given twice in one YAML document."""
+
+    def __init__(self, key, first_line: int, line: int):
+        super().__init__(f"key {key!r} appears twice (lines {first_line} and {line})")
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate mapping keys and reads 1e-4 / 1.0e4 as floats (YAML 1.2)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise DuplicateKeyError(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+# ------------------------------------------------------------------------------------------------ types
 def _type_name(hint) -> str:
     args = typing.get_args(hint)
     if args:
@@ -126,212 +184,234 @@ def _type_name(hint) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _coerce(key: str, value, hint):
-    """Coerce a YAML / command-line value to the field's type or raise ConfigError naming the key."""
-    args = typing.get_args(hint)
-    if args:  # Optional / Union
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(key, value, a)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(hint)}")
-    bad = ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(hint)}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise bad
-    if hint is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value.replace("_", ""))
-            except ValueError:
-                raise bad from None
-            if f.is_integer():
-                return int(f)
-        raise bad
-    if hint is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if hint is list:
-        item = _str_item if key in STR_LISTS else _scalar
-        if isinstance(value, (list, tuple)):
-            return [item(key, v) for v in value]
-        if isinstance(value, str):
-            s = value.strip().strip("[]()")
-            return [item(key, yaml.safe_load(v.strip())) for v in s.split(",") if v.strip()]
-        raise bad
-    raise bad
-
-
-STR_LISTS = ("eval_metrics",)
-
-
-def _str_item(key, v):
-    if not isinstance(v, str):
-        raise ConfigError(f"{key}: list item {v!r} is not a name (string)")
-    return v
-
-
-def _scalar(key, v):
-    if isinstance(v, str):
+def _wrong_type(key: str, value, expected: str) -> ConfigError:
+    extra = ""
+    if isinstance(value, bool):
+        extra = " (a bool is not a number)" if expected in ("int", "float") else ""
+    elif isinstance(value, str) and expected in ("int", "float"):
         try:
-            return float(v) if any(c in v for c in ".eE") else int(v)
+            float(value)
+            extra = " (a string: give the number without quotes, e.g. 1.0e-4)"
         except ValueError:
-            raise ConfigError(f"{key}: list item {v!r} is not a number") from None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"{key}: list item {v!r} is not a number")
-    return v
+            pass
+    return ConfigError(f"{key}={value!r} has the wrong type; expected {expected}{extra}")
 
 
-def _unknown(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELD_NAMES, n=1, cutoff=0.5)
+def _item_from_text(text: str):
+    try:
+        return _yaml(text.strip())
+    except yaml.YAMLError:
+        return text.strip()
+
+
+def _as_kind(key: str, value, kind):
+    """``value`` as ``kind`` (float, int, bool, str, list) or ConfigError naming the key."""
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and not isinstance(value, bool):
+        given = value
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int):
+            if not -2 ** 63 <= value < 2 ** 63:
+                allowed = SEED_RANGE if key == "seed" else "an integer in [-2**63, 2**63 - 1] (64 bits)"
+                raise ConfigError(f"{key}={given!r} is out of range; allowed: {allowed}")
+            return value
+        if isinstance(value, float):
+            raise ConfigError(f"{key}={value!r} is not an integer; expected int")
+    if kind in (bool, str) and isinstance(value, kind):
+        return value
+    if kind is list:
+        item = LIST_ITEMS[key]
+        if isinstance(value, str):  # "1,2,2" or "[w2, nn_dist]"
+            value = [_item_from_text(v) for v in value.strip().strip("[]()").split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            try:
+                return [_as_kind(key, v, item) for v in value]
+            except ConfigError:
+                raise ConfigError(f"{key}={value!r} has the wrong type; expected a list of {item.__name__}") from None
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected a list of {item.__name__}")
+    raise _wrong_type(key, value, kind.__name__)
+
+
+def _normalise(key: str, value):
+    """The value of field ``key`` in its canonical type (int -> float for float fields, integral float -> int for
+    int fields, tuple or comma string -> list); ConfigError naming the key when the type is wrong."""
+    hint = _HINTS[key]
+    kinds = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in kinds:
+        return None
+    for kind in kinds:
+        if kind is type(None):
+            continue
+        if len(kinds) == 1 or kind is list:
+            return _as_kind(key, value, kind)
+        try:
+            return _as_kind(key, value, kind)
+        except ConfigError:
+            pass
+    raise _wrong_type(key, value, _type_name(hint))
+
+
+def _from_text(key: str, value):
+    """A ``--set`` value as YAML read it, made lenient for text: 'inf' / 'nan' and the like for number fields,
+    'none' / 'null' for fields that can be null."""
+    if not isinstance(value, str):
+        return value
+    kinds = typing.get_args(_HINTS[key]) or (_HINTS[key],)
+    if type(None) in kinds and value.strip().lower() in ("null", "none"):
+        return None
+    if float in kinds or int in kinds:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def _unknown(key) -> ConfigError:
+    close = difflib.get_close_matches(str(key), FIELD_NAMES, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELD_NAMES)}"
     return ConfigError(f"unknown configuration key {key!r}{hint}")
 
 
-def _choice(key, value, allowed):
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not valid; allowed values: {', '.join(map(repr, allowed))}")
+RUN_NAME = re.compile(r"[\w-][\w.-]*")
 
 
-def _range(key, value, lo=None, hi=None, lo_open=False, hi_open=False, what=None):
-    ok = True
-    if lo is not None:
-        ok &= value > lo if lo_open else value >= lo
-    if hi is not None:
-        ok &= value < hi if hi_open else value <= hi
-    if not ok:
-        lb = "" if lo is None else ("(" if lo_open else "[") + f"{lo}"
-        ub = "" if hi is None else f"{hi}" + (")" if hi_open else "]")
-        rng = what or (f"in {lb}, {ub}" if lo is not None and hi is not None else
-                       (f"> {lo}" if lo_open else f">= {lo}") if lo is not None else (f"< {hi}" if hi_open else f"<= {hi}"))
-        raise ConfigError(f"{key}={value!r} is out of range; allowed: {rng}")
+def _check_name(name: str) -> None:
+    if not RUN_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"name={name!r} is not a valid run name; use letters, digits, '-', '_' and '.', not "
+                          f"starting with '.' and without '..' (it names the run directory under runs_dir)")
 
 
-def validate(cfg: Config) -> Config:
-    """Check every value (types were coerced already); raise ConfigError naming the key and what is allowed."""
-    _choice("dataset", cfg.dataset, DATASETS)
-    _choice("model", cfg.model, MODELS)
-    _choice("flow", cfg.flow, FLOWS)
-    _choice("distance", cfg.distance, DISTANCES)
-    _choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    _choice("device", cfg.device, DEVICES)
-    _choice("ot_solver", cfg.ot_solver, OT_SOLVERS)
+def _validate(cfg: Config) -> None:
+    for f in fields(cfg):  # finite numbers only
+        if _HINTS[f.name] is float:
+            check_finite(f.name, getattr(cfg, f.name))
+    _check_name(cfg.name)
+    check_choice("dataset", cfg.dataset, DATASETS)
+    check_choice("model", cfg.model, MODELS)
+    check_choice("flow", cfg.flow, FLOWS)
+    check_choice("distance", cfg.distance, DISTANCES)
+    check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    check_choice("device", cfg.device, DEVICES)
+    check_choice("ot_solver", cfg.ot_solver, OT_SOLVERS)
     if isinstance(cfg.progress, str):
-        _choice("progress", cfg.progress, ("auto",))
+        check_choice("progress", cfg.progress, ("auto",))
     if cfg.predictor not in PREDICTORS and not cfg.predictor.endswith(".pt"):
         raise ConfigError(f"predictor={cfg.predictor!r} is not valid; allowed values: 'ema', 'online', "
                           f"or the path of a checkpoint file (*.pt) holding a frozen predictor")
-    _range("mu", cfg.mu, 0.0, 1.0, what="[0, 1] (the probability of a GC sample)")
-    _range("seed", cfg.seed, 0)
-    _range("num_data", cfg.num_data, 1)
-    for k in ("hidden", "depth", "emb_dim", "channels", "num_blocks", "batch_size", "total_steps", "ema_every",
-              "sample_n", "eval_n", "keep_checkpoints"):
-        _range(k, getattr(cfg, k), 1)
+    for m in cfg.eval_metrics:
+        if m not in METRICS:
+            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} is not a metric; allowed values: "
+                              f"{', '.join(map(repr, METRICS))} (gclib.evaluation.METRICS)")
+    check_range("mu", cfg.mu, 0.0, 1.0, what="[0, 1] (the probability of a GC sample)")
+    check_int("seed", cfg.seed, 0, SEED_MAX, what=SEED_RANGE)
+    for k in ("num_data", "hidden", "depth", "emb_dim", "channels", "num_blocks", "batch_size", "total_steps",
+              "ema_every", "sample_n", "eval_n", "keep_checkpoints"):
+        check_range(k, getattr(cfg, k), 1)
     if cfg.emb_dim % 2:
         raise ConfigError(f"emb_dim={cfg.emb_dim} must be even")
     for k in ("checkpoint_every", "sample_every", "eval_every"):
-        _range(k, getattr(cfg, k), 0, what=">= 0 (0 turns it off except at the end)")
-    _range("dropout", cfg.dropout, 0.0, 1.0, hi_open=True)
-    _range("sigma_min", cfg.sigma_min, 0.0, lo_open=True)
-    _range("sigma_max", cfg.sigma_max, cfg.sigma_min, lo_open=True, what=f"> sigma_min={cfg.sigma_min}")
-    _range("sigma_data", cfg.sigma_data, 0.0, lo_open=True)
-    _range("rho", cfg.rho, 0.0, lo_open=True)
-    _range("p_std", cfg.p_std, 0.0, lo_open=True)
-    _range("s0", cfg.s0, 1)
-    _range("s1", cfg.s1, cfg.s0, what=f">= s0={cfg.s0}")
-    _range("lr", cfg.lr, 0.0, lo_open=True)
-    _range("weight_decay", cfg.weight_decay, 0.0)
-    _range("eps", cfg.eps, 0.0, lo_open=True)
-    _range("ema_decay", cfg.ema_decay, 0.0, 1.0, hi_open=True)
-    if cfg.betas is not None:
-        if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
-            raise ConfigError(f"betas={cfg.betas!r} must be two numbers in [0, 1) (or null for the optimiser's default)")
-        cfg.betas = [float(b) for b in cfg.betas]
-    if not cfg.channel_mult or any(int(m) != m or m < 1 for m in cfg.channel_mult):
+        check_range(k, getattr(cfg, k), 0, what=">= 0 (0 turns it off except at the end)")
+    check_range("dropout", cfg.dropout, 0.0, 1.0, hi_open=True)
+    check_range("sigma_min", cfg.sigma_min, 0.0, lo_open=True)
+    check_range("sigma_max", cfg.sigma_max, cfg.sigma_min, lo_open=True, what=f"> sigma_min={cfg.sigma_min}")
+    check_range("sigma_data", cfg.sigma_data, 0.0, lo_open=True)
+    check_range("rho", cfg.rho, 0.0, lo_open=True)
+    check_range("p_std", cfg.p_std, 0.0, lo_open=True)
+    check_range("s0", cfg.s0, 1)
+    check_range("s1", cfg.s1, cfg.s0, what=f">= s0={cfg.s0}")
+    check_range("lr", cfg.lr, 0.0, lo_open=True)
+    check_range("weight_decay", cfg.weight_decay, 0.0)
+    check_range("eps", cfg.eps, 0.0, lo_open=True)
+    check_range("ema_decay", cfg.ema_decay, 0.0, 1.0, hi_open=True)
+    if cfg.betas is not None and (len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas)):
+        raise ConfigError(f"betas={cfg.betas!r} must be two numbers in [0, 1) (or null for the optimiser's default)")
+    if not cfg.channel_mult or any(m < 1 for m in cfg.channel_mult):
         raise ConfigError(f"channel_mult={cfg.channel_mult!r} must be a non-empty list of integers >= 1")
-    cfg.channel_mult = [int(m) for m in cfg.channel_mult]
-    cfg.attn_resolutions = [int(r) for r in cfg.attn_resolutions]
-    if any(not isinstance(m, str) for m in cfg.eval_metrics):
-        raise ConfigError(f"eval_metrics={cfg.eval_metrics!r} must be a list of metric names")
-    image = cfg.dataset in ("digits", "mnist", "cifar10")
-    if cfg.model != "mlp" and not image:
+    if any(r < 1 for r in cfg.attn_resolutions):
+        raise ConfigError(f"attn_resolutions={cfg.attn_resolutions!r} must be a list of integers >= 1 (resolutions)")
+    if cfg.model != "mlp" and cfg.dataset not in IMAGE_SHAPES:
         raise ConfigError(f"model={cfg.model!r} needs an image dataset; dataset={cfg.dataset!r} is 2-D: use model='mlp'")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value of ``cfg`` (a Config validates itself when built; this never changes it); raise one
+    ConfigError naming the key and what is allowed."""
+    try:
+        _validate(cfg)
+    except ConfigError:
+        raise
+    except ValueError as e:  # from gclib.checks
+        raise ConfigError(str(e)) from None
     return cfg
 
 
+# ------------------------------------------------------------------------------------------------ building
 def from_dict(d: dict | None) -> Config:
-    """Build and validate a Config from a plain dict (unknown keys, types and ranges are checked)."""
-    d = dict(d or {})
-    kwargs = {}
-    for key, value in d.items():
+    """Build and validate a Config from a plain dict of typed values (unknown keys, types and ranges are
+    checked). Strings are not read as numbers here: that leniency is for text (``--set``, YAML files)."""
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"config={d!r}: expected a mapping of key: value")
+    for key in d or {}:
         if key not in _HINTS:
             raise _unknown(key)
-        kwargs[key] = _coerce(key, value, _HINTS[key])
-    return validate(Config(**kwargs))
+    return Config(**(d or {}))
 
 
 def parse_overrides(items) -> dict:
-    """["key=value", ...] -> {key: value}; values are parsed as YAML scalars (then coerced per field)."""
+    """["key=value", ...] -> {key: value}; values are read as YAML (1e-4 is a number) and, for number fields,
+    as numbers ('inf' -> inf, which validation then refuses by name)."""
+    if isinstance(items, str):
+        items = [items]
     out = {}
     for item in items or ():
-        if "=" not in item:
+        if not isinstance(item, str) or "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
         key = key.strip()
         if key not in _HINTS:
             raise _unknown(key)
         try:
-            out[key] = yaml.safe_load(value) if value.strip() else ""
+            v = _yaml(value) if value.strip() else ""
         except yaml.YAMLError:
-            out[key] = value
+            v = value
+        out[key] = _from_text(key, v)
     return out
+
+
+def _read_yaml(path) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a directory; give the path of a YAML file")
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        d = _yaml(p.read_text())
+    except DuplicateKeyError as e:
+        raise ConfigError(f"config file {str(p)!r}: key {e.key!r} appears twice (lines {e.first_line} and "
+                          f"{e.line}); keep one") from None
+    except yaml.YAMLError as e:
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark and problem else str(e)
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML ({' '.join(where.split())})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
+    if d is None or d == {}:
+        raise ConfigError(f"config file {str(p)!r} is empty; it must hold key: value settings (see params/train/)")
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of key: value")
+    return d
 
 
 def load_config(path=None, overrides=None) -> Config:
     """Read a YAML config (or start from the defaults when path is None) and apply overrides.
 
-    overrides: a dict (notebook parameters) or a list of "key=value" strings (``--set``).
+    overrides: a dict of typed values (notebook parameters) or a list of "key=value" strings (``--set``).
     """
-    d = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of key: value")
+    d = _read_yaml(path) if path is not None else {}
     if overrides:
         ov = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         for k in ov:
@@ -342,9 +422,9 @@ def load_config(path=None, overrides=None) -> Config:
 
 
 def as_config(config) -> Config:
-    """Accept a Config, a dict or a YAML path."""
+    """Accept a Config (returned as it is: it was validated when built), a dict or a YAML path."""
     if isinstance(config, Config):
-        return validate(from_dict(config.to_dict()))
+        return config
     if isinstance(config, dict):
         return from_dict(config)
     if isinstance(config, (str, Path)):
@@ -352,13 +432,21 @@ def as_config(config) -> Config:
     raise ConfigError(f"config={config!r}: pass a Config, a dict or the path of a YAML file")
 
 
-def config_hash(config, length: int = 10) -> str:
-    """Hex digest of the settings that change the trained weights (see NOT_HASHED), ``length`` characters."""
-    cfg = as_config(config)
+def _digest(cfg: Config) -> str:
     d = {k: v for k, v in cfg.to_dict().items()
          if k not in NOT_HASHED and not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])}
-    blob = json.dumps(d, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_hash(config, length: int = 10) -> str:
+    """Hex digest of the settings that change the trained weights (see NOT_HASHED), ``length`` characters.
+    Computed once per Config (a Config never changes)."""
+    cfg = as_config(config)
+    digest = cfg.__dict__.get("_digest")
+    if digest is None:
+        digest = _digest(cfg)
+        object.__setattr__(cfg, "_digest", digest)
+    return digest[:length]
 
 
 def run_dir_for(config) -> Path:

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_flow, check_mu, check_same_shape
+from .checks import check_choice, check_flow, check_mu, check_same_shape
 from .precond import pad_dims
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DATASETS, TOYS, ConfigError
+from .checks import ConfigError, check_choice
 
+TOYS = ("two_diracs", "two_gaussians", "8gaussians", "moons", "checkerboard")
+# (C, H, W) of one image of each image dataset; a dataset is an image dataset iff it is a key here
 IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
+DATASETS = TOYS + tuple(IMAGE_SHAPES)
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
@@ -38,8 +41,7 @@ def _gen(seed: int) -> torch.Generator:
 
 def toy(name: str, n: int = 8192, seed: int = 0) -> torch.Tensor:
     """n points of a 2-D toy distribution, (n, 2) float32, drawn from ``seed``."""
-    if name not in TOYS:
-        raise ConfigError(f"toy={name!r} is not valid; allowed values: {', '.join(map(repr, TOYS))}")
+    check_choice("toy", name, TOYS, error=ConfigError)
     g = _gen(seed)
     sign = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
     if name == "two_diracs":
@@ -108,8 +110,7 @@ def cifar10(root="data", download: bool = False) -> torch.Tensor:
 
 def load_dataset(name: str, *, root="data", download: bool = False, n: int = 8192, seed: int = 0) -> torch.Tensor:
     """The whole training set as one tensor (float32 for toys and digits, uint8 for mnist and cifar10)."""
-    if name not in DATASETS:
-        raise ConfigError(f"dataset={name!r} is not valid; allowed values: {', '.join(map(repr, DATASETS))}")
+    check_choice("dataset", name, DATASETS, error=ConfigError)
     if name in TOYS:
         return toy(name, n, seed)
     if name == "digits":

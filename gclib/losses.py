@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import check_choice, check_same_shape
+from .checks import check_choice, check_same_shape
 from .precond import pad_dims
 
 DISTANCES = ("pseudo_huber", "l2")

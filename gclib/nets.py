@@ -15,6 +15,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+# the names of Config.model: the MLP, the configurable U-Net and the U-Net presets below
+MODELS = ("mlp", "unet", "unet_digits", "unet_cifar10")
+
 
 class NoiseEmbedding(nn.Module):
     """Sinusoidal features of c_noise = log(sigma) / 4 (shape (B,)) -> (B, dim)."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import OPTIMIZERS, ConfigError
+from .checks import ConfigError, check_choice
 
+OPTIMIZERS = ("adam", "radam", "lion")
 DEFAULT_BETAS = {"adam": (0.9, 0.999), "radam": (0.9, 0.999), "lion": (0.9, 0.99)}
 
 
@@ -51,8 +52,7 @@ class Lion(torch.optim.Optimizer):
 
 def make_optimizer(name: str, params, lr: float, betas=None, weight_decay: float = 0.0, eps: float = 1e-8):
     """'adam' | 'radam' | 'lion' with the given hyper-parameters (betas None: the optimiser's default)."""
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={name!r} is not valid; allowed values: {', '.join(map(repr, OPTIMIZERS))}")
+    check_choice("optimizer", name, OPTIMIZERS, error=ConfigError)
     betas = tuple(betas) if betas is not None else DEFAULT_BETAS[name]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ._checks import check_flow
+from .checks import check_flow
 from .couplings import couple
 from .exact import flow_map, velocity
 

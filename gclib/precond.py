@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_sigma_range
+from .checks import check_sigma_range
 from .schedules import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
 
 

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ._checks import check_sigma_range
+from .checks import check_sigma_range
 
 SIGMA_MIN = 0.002
 SIGMA_MAX = 80.0

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_flow, check_mu
+from .checks import check_choice, check_flow, check_mu
 from .couplings import couple
 from .ema import EMA
 from .losses import cd_points, consistency_loss, ct_points

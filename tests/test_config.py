@@ -87,3 +87,151 @@ def test_params_train_files_load_and_differ_only_in_flow():
     t = load_config(PARAMS / "toy_gc.yaml")
     assert (t.dataset, t.sigma_max, t.s1, t.distance, t.optimizer, t.lr, t.batch_size, t.mu) == \
         ("two_gaussians", 5.0, 100, "l2", "adam", 5e-5, 256, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Validation before any work: every bad input is one ConfigError whose message names the key.
+# (kind, input, keywords): kind "dict" -> from_dict(input); "set" -> load_config(None, input) (--set strings);
+# "file" -> load_config(<file holding input>); "parse" -> parse_overrides(input).
+BAD_INPUTS = [
+    ("dict", {"lr": float("inf")}, ["lr", "not finite"]),
+    ("set", ["lr=inf"], ["lr", "not finite"]),
+    ("set", ["lr=.inf"], ["lr", "not finite"]),
+    ("set", ["sigma_max=inf"], ["sigma_max", "not finite"]),
+    ("file", "sigma_max: .inf\n", ["sigma_max", "not finite"]),
+    ("set", ["weight_decay=inf"], ["weight_decay", "not finite"]),
+    ("set", ["p_mean=nan"], ["p_mean", "not finite"]),
+    ("dict", {"p_mean": float("nan")}, ["p_mean", "not finite"]),
+    ("dict", {"p_std": 0.0}, ["p_std", "out of range"]),
+    ("set", ["p_std=-1"], ["p_std", "out of range"]),
+    ("dict", {"mu": float("nan")}, ["mu", "not finite"]),
+    ("set", ["ema_decay=1.0"], ["ema_decay", "out of range"]),
+    ("set", ["eps=0"], ["eps", "out of range"]),
+    ("set", ["seed=1e30"], ["seed", "out of range"]),
+    ("dict", {"seed": 1e30}, ["seed", "out of range"]),
+    ("dict", {"seed": 1.5}, ["seed", "not an integer"]),
+    ("set", ["seed=-1"], ["seed", "out of range"]),
+    ("dict", {"seed": 2 ** 63}, ["seed", "out of range"]),
+    ("dict", {"seed": True}, ["seed", "wrong type"]),
+    ("dict", {"lr": True}, ["lr", "wrong type", "bool"]),
+    ("dict", {"lr": "1e-3"}, ["lr", "wrong type", "without quotes"]),
+    ("set", ["lr=abc"], ["lr", "wrong type"]),
+    ("set", ["total_steps=2.5"], ["total_steps", "not an integer"]),
+    ("dict", {"batch_size": [1, 2]}, ["batch_size", "wrong type"]),
+    ("file", "", ["is empty"]),
+    ("file", "# only a comment\n\n# another\n", ["is empty"]),
+    ("file", "lr: 1.0e-3\nflow: gc\nlr: 2.0e-3\n", ["'lr'", "twice", "lines 1 and 3"]),
+    ("file", "flow: [ic\n", ["not valid YAML"]),
+    ("file", "- 1\n- 2\n", ["mapping"]),
+    ("file", "flwo: gc\n", ["'flwo'", "did you mean 'flow'"]),
+    ("set", ["name=../.."], ["name", "run name"]),
+    ("set", ["name=a/b"], ["name", "run name"]),
+    ("dict", {"name": "a\\b"}, ["name", "run name"]),
+    ("dict", {"name": ".hidden"}, ["name", "run name"]),
+    ("dict", {"name": "x..y"}, ["name", "run name"]),
+    ("dict", {"name": ""}, ["name", "run name"]),
+    ("dict", {"eval_metrics": ["foo"]}, ["eval_metrics", "'foo' is not a metric", "'w2'", "'kid_digits'"]),
+    ("set", ["eval_metrics=[w2,sliced_wasserstein]"], ["eval_metrics", "'sliced_wasserstein'"]),
+    ("dict", {"eval_metrics": [1]}, ["eval_metrics", "list of str"]),
+    ("dict", {"predictor": "teacher"}, ["predictor", "'ema', 'online'", "*.pt"]),
+    ("dict", {"dataset": "svhn"}, ["dataset", "'two_gaussians'", "'cifar10'"]),
+    ("dict", {"model": "resnet"}, ["model", "'unet_digits'"]),
+    ("dict", {"optimizer": "sgd"}, ["optimizer", "'lion'"]),
+    ("dict", {"distance": "l1"}, ["distance", "'pseudo_huber'"]),
+    ("dict", {"ot_solver": "sinkhorn"}, ["ot_solver", "'emd'"]),
+    ("dict", {"device": "cuda:0"}, ["device", "'cuda'"]),
+    ("dict", {"progress": "sometimes"}, ["progress", "'auto'"]),
+    ("set", ["betas=[0.9]"], ["betas", "two numbers"]),
+    ("set", ["betas=[0.9, 1.0]"], ["betas", "two numbers"]),
+    ("set", ["channel_mult=[]"], ["channel_mult", "non-empty"]),
+    ("dict", {"channel_mult": [1, 2.5]}, ["channel_mult", "list of int"]),
+    ("dict", {"attn_resolutions": [0]}, ["attn_resolutions", ">= 1"]),
+    ("dict", {"emb_dim": 63}, ["emb_dim", "even"]),
+    ("dict", {"sigma_min": 1.0, "sigma_max": 0.5}, ["sigma_max", "> sigma_min"]),
+    ("dict", {"s0": 10, "s1": 5}, ["s1", ">= s0"]),
+    ("dict", {"dataset": "digits", "model": "mlp", "flow": "gc", "mu": -0.1}, ["mu", "[0, 1]"]),
+    ("dict", {"run_dir": 3}, ["run_dir", "wrong type"]),
+    ("parse", ["lr"], ["key=value"]),
+    ("parse", ["lerning_rate=1"], ["'lerning_rate'", "valid keys:", "lr,"]),
+    ("dict", {1: 2}, ["unknown configuration key 1"]),
+]
+
+
+@pytest.mark.parametrize("kind,value,keywords", BAD_INPUTS, ids=[f"{i}-{k}" for i, (k, _, _) in enumerate(BAD_INPUTS)])
+def test_bad_inputs_give_one_clear_error(tmp_path, kind, value, keywords):
+    with pytest.raises(ConfigError) as info:
+        if kind == "dict":
+            from_dict(value)
+        elif kind == "set":
+            load_config(None, value)
+        elif kind == "parse":
+            parse_overrides(value)
+        else:
+            p = tmp_path / "c.yaml"
+            p.write_text(value)
+            load_config(p)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for word in keywords:
+        assert word in msg, (msg, word)
+
+
+def test_bad_input_table_is_large_enough():
+    assert len(BAD_INPUTS) >= 30
+
+
+def test_text_and_typed_values():
+    # --set values: YAML 1.1 reads 1e-3 as text; it is a number here (as in YAML 1.2), in --set and in files
+    assert load_config(None, ["lr=1e-3", "sigma_max=5", "seed=1e3"]).lr == 1e-3
+    c = load_config(None, ["sigma_max=5", "seed=1e3", "betas=none"])
+    assert c.sigma_max == 5.0 and type(c.sigma_max) is float and c.seed == 1000 and type(c.seed) is int
+    assert c.betas is None
+    c = from_dict({"lr": 1, "channel_mult": (1.0, 2), "betas": (0.9, 0.99), "eval_metrics": "w2, nn_dist"})
+    assert type(c.lr) is float and c.channel_mult == [1, 2] and all(type(m) is int for m in c.channel_mult)
+    assert c.betas == [0.9, 0.99] and c.eval_metrics == ["w2", "nn_dist"]
+    assert parse_overrides(["eval_metrics=[fd_digits,kid_digits]"]) == {"eval_metrics": ["fd_digits", "kid_digits"]}
+    assert from_dict({"name": "digits_ic-gc_mu_0.5-s0"}).name == "digits_ic-gc_mu_0.5-s0"
+
+
+def test_config_is_frozen_and_validated_once(tmp_path):
+    import dataclasses
+
+    from gclib.config import as_config
+    c = load_config(PARAMS / "toy_ic.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.lr = 1.0
+    assert as_config(c) is c                        # no re-validation, no copy
+    d = c.replace(lr=2e-4, flow="gc")
+    assert d.lr == 2e-4 and d.flow == "gc" and c.lr == 5e-5 and c.flow == "ic"
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        c.replace(lrr=1.0)
+    with pytest.raises(ConfigError, match="lr=inf is not finite"):
+        c.replace(lr=float("inf"))
+    with pytest.raises(ConfigError, match="mu=2"):
+        Config(mu=2)                                # direct construction validates too
+    assert Config(lr=1).lr == 1.0 and type(Config(lr=1).lr) is float
+    assert c == as_config(c.to_dict()) and hash(c) == hash(as_config(c.to_dict()))
+    assert config_hash(c) == config_hash(c) == config_hash(c.to_dict())
+
+
+# Pinned configuration hashes: cached runs (runs/<name>-<hash>) depend on them. A refactor of gclib.config must
+# never change them; if a new field is added, give it a HASH_NEUTRAL value.
+DIGITS_IC_SWEEP = {"total_steps": 4000, "batch_size": 64, "lr": 5.0e-4, "optimizer": "adam", "ema_every": 1,
+                   "ema_decay": 0.9999, "s1": 160, "eval_every": 250, "eval_n": 2000,
+                   "eval_metrics": ["fd_digits", "kid_digits"], "checkpoint_every": 800, "keep_checkpoints": 5,
+                   "sample_every": 0, "seed": 0, "name": "digits_ic-ic-s0", "runs_dir": "runs", "progress": False}
+
+
+def test_config_hash_pinned():
+    full = config_hash(load_config(PARAMS / "digits_ic.yaml", DIGITS_IC_SWEEP), 64)
+    assert full == "a59f831f9a0f078cea3ddb076f0dec0f20d2d3b461b54cf86415e06dcfe1cd33"
+    assert config_hash(load_config(PARAMS / "digits_ic.yaml", DIGITS_IC_SWEEP)) == "a59f831f9a"
+    toy = config_hash(load_config(PARAMS / "toy_ic.yaml"), 64)
+    assert toy == "b96ac60424502f24e88e23b7e3db39ac080892e853ffdc95a8243c5e6236f290"
+    # the same settings given as --set text, as a dict with ints for floats, or in another order hash the same
+    text = [f"{k}={v}" for k, v in DIGITS_IC_SWEEP.items() if k != "eval_metrics"] + \
+        ["eval_metrics=[fd_digits,kid_digits]", "lr=5e-4"]
+    assert config_hash(load_config(PARAMS / "digits_ic.yaml", text)) == "a59f831f9a"
+    swapped = dict(reversed(list(DIGITS_IC_SWEEP.items())))
+    assert config_hash(load_config(PARAMS / "digits_ic.yaml", swapped)) == "a59f831f9a"
+    assert config_hash(load_config(PARAMS / "toy_ic.yaml", {"sigma_max": 5, "s0": 10.0})) == toy[:10]

@@ -94,3 +94,15 @@ def test_fake_mnist_is_padded_to_32(tmp_path):
     x = load_dataset("mnist", root=tmp_path)
     assert x.shape == (5, 1, 32, 32) and x.dtype == torch.uint8
     assert torch.equal(x[:, 0, 2:30, 2:30], torch.from_numpy(imgs)) and x[:, :, :2].sum() == 0
+
+
+def test_name_lists_live_beside_their_code():
+    from gclib import config, evaluation, nets, optim
+    from gclib.data import DATASETS, IMAGE_SHAPES, TOYS
+    assert DATASETS == TOYS + tuple(IMAGE_SHAPES) and set(IMAGE_SHAPES) == {"digits", "mnist", "cifar10"}
+    assert config.DATASETS is DATASETS and config.MODELS is nets.MODELS and config.OPTIMIZERS is optim.OPTIMIZERS
+    assert set(evaluation.METRICS) == {"w2", "w2sq", "nn_dist", "fd_digits", "kid_digits"}
+    with pytest.raises(ConfigError, match="toy='spiral' is not valid; allowed values: 'two_diracs'"):
+        toy("spiral")
+    with pytest.raises(ValueError, match="metric='w2_exact' is not valid; allowed values: 'w2'"):
+        evaluation.get_metric("w2_exact")  # a function of gclib.metrics, but not a registered metric
