@@ -7,6 +7,7 @@ crash never leaves a half-written file under a checkpoint name.
 """
 from __future__ import annotations
 
+import io
 import random
 import re
 import warnings
@@ -19,6 +20,10 @@ from .io import atomic_write
 
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
 REQUIRED_KEYS = ("step", "model", "ema", "optimizer", "rng", "config")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, not a gclib checkpoint, or from another configuration."""
 
 
 def ckpt_path(directory, step: int) -> Path:
@@ -35,15 +40,28 @@ def list_checkpoints(directory) -> list[Path]:
 
 
 def atomic_save(obj, path) -> Path:
-    """torch.save to a temporary file next to ``path``, fsync, os.replace (``gclib.io.atomic_write``)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """Serialise in memory, then write to a temporary file next to ``path``, fsync, os.replace
+    (``gclib.io.atomic_write``). Serialising first turns a full disk into the OSError (ENOSPC) of the write,
+    not torch's opaque zip-writer error, and the previous checkpoints stay intact."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """torch.load(weights_only=True) and check the expected keys; raises on a corrupt or foreign file."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    """torch.load(weights_only=True) and check the expected keys; CheckpointError naming the file when it is
+    missing, corrupt, truncated or not a gclib checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors all mean "unreadable"
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read "
+                              f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})"
+                              ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
-        raise ValueError(f"{path} is not a gclib checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
+        raise CheckpointError(f"{path} is not a gclib checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
     return ckpt
 
 
@@ -62,10 +80,9 @@ def newest_valid(directory, map_location="cpu"):
 
 
 def rotate(directory, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints (and stale temporary files)."""
+    """Delete all but the ``keep`` newest checkpoints. (Temporary files of a killed writer are removed by the
+    next owner of the run directory when it takes the run lock, never here: see ``gclib.rundir``.)"""
     for p in list_checkpoints(directory)[keep:]:
-        p.unlink(missing_ok=True)
-    for p in Path(directory).glob(".ckpt-*.tmp"):  # left by a process killed mid-write
         p.unlink(missing_ok=True)
 
 

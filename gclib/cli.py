@@ -23,6 +23,8 @@ def _train(args) -> int:
         overrides.append(f"run_dir={args.run_dir}")
     if args.no_progress:
         overrides.append("progress=false")
+    if args.fresh:
+        overrides.append("resume=false")
     cfg = load_config(args.config, overrides)
     res = train(cfg)
     state = "already finished (skipped)" if res.skipped else "finished"
@@ -32,7 +34,7 @@ def _train(args) -> int:
 
 
 def _load(args):
-    from .train import load_model
+    from .models import load_model
     import torch
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     _, ema, cfg = load_model(args.checkpoint, device)
@@ -41,7 +43,7 @@ def _load(args):
 
 def _generate(args, ema, cfg, device):
     from .evaluation import generate
-    from .train import data_shape
+    from .models import data_shape
     if args.n < 1:
         raise ValueError(f"--n {args.n}: must be >= 1")
     if args.steps < 1:
@@ -52,7 +54,7 @@ def _generate(args, ema, cfg, device):
 
 def _sample(args) -> int:
     import numpy as np
-    from .train import save_samples
+    from .images import save_samples
     if not args.out.endswith((".png", ".npz")):
         raise ValueError(f"--out {args.out!r}: the file name must end with .png or .npz")
     ema, cfg, device = _load(args)
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--run-dir", help="run directory (default: <runs_dir>/<name>-<config hash>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--fresh", action="store_true", help="start afresh in the run directory: its old checkpoints, "
+                                                        "evaluations and done.json are deleted (resume=false)")
 
     def common(p):
         p.add_argument("checkpoint", help="checkpoint file (runs/<name>-<hash>/checkpoints/ckpt-<step>.pt)")
@@ -117,32 +121,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output file: .png (grid or scatter plot) or .npz (array 'samples')")
 
     e = sub.add_parser("evaluate", help="sample quality metrics of a checkpoint (JSON on stdout)",
-                       description="Sample from the EMA model and compare with the training data. Metric names are "
-                                   "looked up in gclib.metrics first, then the built-ins: w2 (exact W2 by POT), "
-                                   "nn_dist (mean distance to the nearest data point).")
+                       description="Sample from the EMA model and compare with the training data. Metrics (the "
+                                   "registry gclib.evaluation.METRICS): w2 and w2sq (exact W2 by POT), nn_dist (mean "
+                                   "distance to the nearest data point), fd_digits and kid_digits (digits features).")
     common(e)
     e.add_argument("--metric", action="append", required=True, help="metric name (repeatable): w2, nn_dist, ...")
     e.add_argument("--out", help="also write the JSON to this file")
     return parser
 
 
+def _user_errors() -> tuple:
+    """Exceptions that mean the user's input or machine is at fault: reported in one line, exit status 2."""
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data import DataMissingError
+    from .rundir import RunLockedError
+    return (ConfigError, CheckpointError, DataMissingError, RunLockedError, FileNotFoundError, PermissionError,
+            IsADirectoryError, NotADirectoryError, ValueError)
+
+
+def _one_line(command: str, e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return f"gclib {command}: error: {msg}"
+
+
 def main(argv=None) -> int:
+    """Run a command. Errors that are the user's (bad value or file, missing data, corrupt or mismatched
+    checkpoint, a locked run, a full disk or read-only folder) print one line naming the file or key and exit 2;
+    a NaN/inf loss exits 1; anything else is a bug and shows its traceback."""
+    import errno
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "reproduce":
-        from .reproduce import reproduce
-        return reproduce(long=args.long, only=args.only)
-    handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate}
+    handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce}
+    from .io import HINTS
     from .step import NonFiniteLossError
     try:
         return handlers[args.command](args)
     except NonFiniteLossError as e:
-        print(f"gclib {args.command}: error: {e}", file=sys.stderr)
+        print(_one_line(args.command, e), file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        msg = str(e).replace("\n", " ")
-        print(f"gclib {args.command}: error: {msg}", file=sys.stderr)
+    except _user_errors() as e:
+        print(_one_line(args.command, e), file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno in HINTS or e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+            print(_one_line(args.command, e), file=sys.stderr)
+            return 2
+        raise
+
+
+def _reproduce(args) -> int:
+    from .reproduce import reproduce
+    return reproduce(long=args.long, only=args.only)
 
 
 if __name__ == "__main__":

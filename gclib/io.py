@@ -2,6 +2,7 @@
 the previous file intact; readers never see half a file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -9,20 +10,41 @@ from pathlib import Path
 from typing import Callable, IO
 
 
+HINTS = {errno.ENOSPC: "the disk is full: free space (or write the runs elsewhere: runs_dir / --run-dir)",
+         errno.EDQUOT: "the disk quota is exceeded: free space (or write the runs elsewhere: runs_dir / --run-dir)",
+         errno.EFBIG: "the disk is full or a file size limit (ulimit -f) was hit: free space (or write the runs "
+                      "elsewhere: runs_dir / --run-dir)",
+         errno.EROFS: "the file system is read-only: choose a writable runs_dir / --run-dir",
+         errno.EACCES: "permission denied: choose a writable folder (runs_dir / --run-dir) or fix its permissions",
+         errno.EPERM: "permission denied: choose a writable folder (runs_dir / --run-dir) or fix its permissions"}
+
+
+def explain(err: OSError, path) -> OSError:
+    """An OSError naming ``path``, what went wrong and the fix (same errno, so callers can still test it)."""
+    hint = HINTS.get(err.errno, err.strerror or str(err))
+    return type(err)(err.errno, f"cannot write {path}: {hint}")
+
+
 def atomic_write(path, write: Callable[[IO], None], binary: bool = True) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path``, then atomically rename it to ``path``."""
+    """Call ``write(f)`` on a temporary file next to ``path``, then atomically rename it to ``path``. An OSError
+    (disk full, read-only folder, permissions) leaves the previous file intact and names the file and the fix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise explain(e, path) from None
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in HINTS:
+            raise explain(e, path) from None
         raise
     try:  # make the rename itself durable where the platform allows
         dfd = os.open(path.parent, os.O_RDONLY)

@@ -38,21 +38,30 @@ def reproduce(root=None, long: bool = False, only: str | None = None) -> int:
     import papermill as pm
     import yaml
 
-    timings = {}
+    from .experiments.params import check_param_values
+
+    plan = []  # every parameter set is checked before anything runs
     for nb in notebooks:
         if only and nb.stem != only:
             continue
         for params in variant_files(root, nb.stem, long):
             parameters = yaml.safe_load(params.read_text()) or {}
-            variant = parameters.setdefault("variant", params.stem)
-            out = root / "results" / nb.stem / variant
-            out.mkdir(parents=True, exist_ok=True)
-            print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
-            t0 = time.perf_counter()
-            pm.execute_notebook(str(nb), str(out / nb.name), parameters=parameters, cwd=str(root / "notebooks"),
-                                kernel_name="python3", progress_bar=False)
-            timings[f"{nb.stem}/{variant}"] = time.perf_counter() - t0
-            print(f"   done in {timings[f'{nb.stem}/{variant}']:.0f} s", flush=True)
+            try:
+                check_param_values(nb.stem, parameters, root)
+            except ValueError as e:
+                raise ValueError(f"{params.relative_to(root)}: {e}") from None
+            plan.append((nb, params, parameters))
+    timings = {}
+    for nb, params, parameters in plan:
+        variant = parameters.setdefault("variant", params.stem)
+        out = root / "results" / nb.stem / variant
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
+        t0 = time.perf_counter()
+        pm.execute_notebook(str(nb), str(out / nb.name), parameters=parameters, cwd=str(root / "notebooks"),
+                            kernel_name="python3", progress_bar=False)
+        timings[f"{nb.stem}/{variant}"] = time.perf_counter() - t0
+        print(f"   done in {timings[f'{nb.stem}/{variant}']:.0f} s", flush=True)
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0

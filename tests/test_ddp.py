@@ -31,4 +31,5 @@ def test_torchrun_two_process_gloo(tmp_path):
     assert df["step"].tolist() == [1, 2, 3, 4] and df["ot_batch"].eq(8).all()  # OT matched per rank
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "ckpt-00000004.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
-    assert not torch.equal(ckpt["rng"][0]["generator"], ckpt["rng"][1]["generator"])  # per-rank seeds
+    s0, s1 = ckpt["rng"][0]["streams"], ckpt["rng"][1]["streams"]
+    assert not torch.equal(s0["noise"], s1["noise"])  # per-rank seeds

@@ -63,7 +63,7 @@ def test_train_logs_checkpoints_and_skips(tmp_path):
     assert (res.run_dir / "samples" / "step-00000030.png").is_file()
     ckpt = torch.load(res.checkpoint, weights_only=True)
     assert {"model", "ema", "optimizer", "rng", "data", "config", "step"} <= set(ckpt)
-    assert set(ckpt["rng"][0]) >= {"torch_cpu", "numpy", "python", "generator"}
+    assert set(ckpt["rng"][0]) >= {"torch_cpu", "numpy", "python", "streams"}
     model, ema, cfg = load_model(res.checkpoint)
     assert cfg.flow == "gc" and _state_equal(ema.state_dict(), ckpt["ema"])
     assert ema(torch.zeros(3, 2), 5.0).shape == (3, 2)

@@ -8,3 +8,7 @@ DataFrames) and claim verdicts one notebook plots and reports. Notebooks only ca
 - ``fid_curves``: training sweeps over flows, mu and frozen predictors with their evaluation curves (Figs. 4-5,
   Table 1), and the FID evaluation hook for GPU runs.
 """
+
+from .params import check_param_values, check_params, notebook_parameters  # noqa: E402
+
+__all__ = ["check_params", "check_param_values", "notebook_parameters"]

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import check_flow, check_mu
-from ..config import TOYS, Config, load_config
-from ..data import load_dataset, to_float
+from ..checks import check_flow, check_levels, check_mu, check_positive_int  # noqa: F401 (re-exported)
+from ..config import Config, load_config
+from ..data import TOYS, load_dataset, to_float
 from ..report import project_root, runs_dir as default_runs_dir
 
+# The data sets the experiment notebooks can train on: those with training parameter sets
+# params/train/<family>_<flow>.yaml (family "toy" for every 2-D toy). gclib.data.DATASETS lists all loadable ones.
 DATASETS = TOYS + ("digits", "cifar10")
 
 
@@ -25,30 +27,6 @@ def check_dataset(dataset: str) -> str:
     if dataset not in DATASETS:
         raise ValueError(f"dataset={dataset!r} is not valid; allowed values: {', '.join(map(repr, DATASETS))}")
     return dataset
-
-
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name}={value!r} is not valid; it must be a positive integer")
-    return int(value)
-
-
-def check_levels(name: str, values, lo: float | None = None, hi: float | None = None, allow_zero: bool = False) -> list:
-    """A non-empty list of levels, each > 0 (or == 0 if allow_zero) and within [lo, hi] when given."""
-    try:
-        vals = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={values!r} is not valid; it must be a list of numbers") from None
-    if not vals:
-        raise ValueError(f"{name}={values!r} is not valid; it must be a non-empty list")
-    for v in vals:
-        if v == 0 and allow_zero:
-            continue
-        if not v > 0 or (lo is not None and v < lo) or (hi is not None and v > hi):
-            rng = f"[{lo}, {hi}]" if lo is not None and hi is not None else "> 0"
-            raise ValueError(f"{name}={values!r} is not valid; every level must be in {rng}"
-                             + (" (or 0)" if allow_zero else ""))
-    return vals
 
 
 def train_config(dataset: str = "two_gaussians", flow: str = "ic", mu: float = 0.5, steps: int | None = None,

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .._checks import check_choice, check_flow, check_mu
+from ..checks import check_choice, check_flow, check_mu
 from .common import claim, paired_claim, paired_verdict
 
 METRICS = ("w2", "w2sq", "fd_digits", "kid_digits", "fid")

@@ -1,0 +1,121 @@
+"""Notebook parameters: one check before any work, for papermill runs, ``make reproduce`` and JupyterLab.
+
+A notebook's first code cell (tagged ``parameters``) declares every parameter with its default; that cell is the
+single source of truth. ``check_params(notebook, globals())``, the first call after it:
+
+- rejects a parameter papermill injected that the notebook does not declare (``-p flwo gc``), naming it, the
+  closest declared name and the valid ones (one ValueError, so papermill exits non-zero);
+- checks each declared parameter's type against its default (``-p n abc`` names n and the expected type);
+- gives an ad-hoc run (parameters changed, ``variant`` not given) its own results folder,
+  ``results/<notebook>/adhoc-<changed parameters>-<hash>/``, so runs with other parameters never overwrite the
+  ``default`` variant or each other. ``variant`` is updated in the caller's namespace.
+
+``check_param_values(notebook, params)`` applies the same rules to a parameter dict (``make reproduce`` checks
+every params/<notebook>/*.yaml with it before running anything).
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+INJECTED_MARK = "# Parameters"   # the first line of the cell papermill injects
+
+
+def notebook_parameters(notebook: str, root=None) -> dict:
+    """{name: default} from the ``parameters`` cell of notebooks/<notebook>.ipynb (literal assignments)."""
+    from ..report import project_root
+    path = project_root(root) / "notebooks" / f"{notebook}.ipynb"
+    if not path.is_file():
+        raise ValueError(f"notebook={notebook!r}: {path} does not exist")
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return _assignments("".join(cell["source"]))
+    raise ValueError(f"{path} has no cell tagged 'parameters'")
+
+
+def _assignments(source: str) -> dict:
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[node.targets[0].id] = None  # not a literal: any value accepted
+    return out
+
+
+def _type_ok(value, default) -> bool:
+    if default is None or value is None and default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _type_name(default) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+            tuple: "a list", dict: "a mapping"}.get(type(default), type(default).__name__)
+
+
+def check_param_values(notebook: str, params: dict, root=None) -> dict:
+    """Check names and types of ``params`` against the notebook's declared parameters; returns the declared
+    defaults updated with ``params``. One ValueError naming the first bad parameter."""
+    declared = notebook_parameters(notebook, root)
+    for name, value in params.items():
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{notebook}: unknown parameter {name!r}; {hint}valid parameters: {', '.join(declared)}")
+        if not _type_ok(value, declared[name]):
+            raise ValueError(f"{notebook}: parameter {name}={value!r} has the wrong type: expected "
+                             f"{_type_name(declared[name])} (default {declared[name]!r})")
+    return {**declared, **params}
+
+
+def _injected(namespace: dict) -> dict:
+    """The parameters papermill injected into this kernel (the newest '# Parameters' cell in IPython's history)."""
+    history = namespace.get("In") or []
+    for source in reversed(list(history)):
+        if isinstance(source, str) and source.lstrip().startswith(INJECTED_MARK):
+            return _assignments(source)
+    return {}
+
+
+def adhoc_variant(changed: dict) -> str:
+    """A results folder name for an ad-hoc run: the changed parameters in short, and a hash of all of them."""
+    parts = []
+    for k, v in sorted(changed.items()):
+        if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 12:
+            parts.append(f"{k}-{v}")
+        else:
+            parts.append(k)
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(parts))[:60].strip("_.")
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"adhoc-{slug}-{digest}"
+
+
+def check_params(notebook: str, namespace: dict, root=None) -> SimpleNamespace:
+    """Validate the parameters of a running notebook (call with ``globals()`` right after the parameters cell).
+    Returns the parameters as a namespace; sets ``namespace['variant']`` for ad-hoc runs."""
+    declared = notebook_parameters(notebook, root)
+    injected = _injected(namespace)
+    check_param_values(notebook, injected, root)
+    current = {name: namespace.get(name, default) for name, default in declared.items()}
+    check_param_values(notebook, current, root)
+    changed = {k: v for k, v in current.items() if k != "variant" and v != declared[k]}
+    if "variant" in declared and current.get("variant") == declared["variant"] and changed:
+        current["variant"] = adhoc_variant(changed)
+        namespace["variant"] = current["variant"]
+    return SimpleNamespace(**current)
