@@ -21,6 +21,15 @@ from gclib import io
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results" / "bench"
+# The training-step variants every step-time benchmark (CPU and GPU) measures: name -> train_step keywords.
+VARIANTS = {
+    "ic": dict(flow="ic"),
+    "ot": dict(flow="ot", ot_solver="auto"),
+    "gc0.5_rows": dict(flow="gc", mu=0.5, predict_all=False),
+    "gc0.5_all": dict(flow="gc", mu=0.5, predict_all=True),
+    "gc1_rows": dict(flow="gc", mu=1.0, predict_all=False),
+    "gc1_all": dict(flow="gc", mu=1.0, predict_all=True),
+}
 
 
 def pin_threads(n: Optional[int] = None) -> int:

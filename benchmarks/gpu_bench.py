@@ -41,12 +41,7 @@ from gclib.sampling import one_step  # noqa: E402
 from gclib.schedules import SIGMA_MAX, karras_sigmas  # noqa: E402
 from gclib.step import train_step  # noqa: E402
 
-VARIANTS = {
-    "ic": dict(flow="ic"),
-    "ot": dict(flow="ot", ot_solver="auto"),
-    "gc0.5_rows": dict(flow="gc", mu=0.5, predict_all=False),
-    "gc0.5_all": dict(flow="gc", mu=0.5, predict_all=True),
-}
+VARIANTS = bu.VARIANTS  # one table of step variants for every benchmark (benchutil.py)
 MODES = [
     # name, autocast bf16, channels_last, compile, variants, minimum seconds left to start it
     ("fp32", False, False, False, ["ic", "ot", "gc0.5_rows", "gc0.5_all"], 30.0),

@@ -68,14 +68,7 @@ MODELS = {
 }
 
 # variant -> train_step keywords
-VARIANTS = {
-    "ic": dict(flow="ic"),
-    "ot": dict(flow="ot", ot_solver="auto"),
-    "gc0.5_rows": dict(flow="gc", mu=0.5, predict_all=False),
-    "gc0.5_all": dict(flow="gc", mu=0.5, predict_all=True),
-    "gc1_rows": dict(flow="gc", mu=1.0, predict_all=False),
-    "gc1_all": dict(flow="gc", mu=1.0, predict_all=True),
-}
+VARIANTS = bu.VARIANTS  # one table of step variants for every benchmark (benchutil.py)
 # default variants per model: on the 35M CIFAR-10 U-Net gc1_all is left out (same work as gc1_rows: at mu = 1
 # every row is a GC row, so both run the predictor on the whole batch) to save CPU time
 DEFAULT_VARIANTS = {"cifar10": ["ic", "ot", "gc0.5_rows", "gc0.5_all", "gc1_rows"]}

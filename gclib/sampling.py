@@ -31,9 +31,3 @@ def sample(model, noise: torch.Tensor, sigmas: Sequence[float] = (SIGMA_MAX,), s
 def one_step(model, noise: torch.Tensor, sigma_max: float = SIGMA_MAX) -> torch.Tensor:
     """x = f(sigma_max z, sigma_max)."""
     return sample(model, noise, (sigma_max,))
-
-
-def randn_like_shape(n: int, shape: Sequence[int], seed: int, device="cpu") -> torch.Tensor:
-    """n standard-normal draws of ``shape`` from an explicit seed (reproducible across calls)."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn((n, *shape), generator=g).to(device)

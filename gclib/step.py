@@ -5,7 +5,7 @@ velocity) and returns the loss with a ``StepResult``; ``train_step`` adds backwa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,7 +32,6 @@ class StepResult:
     sigma_hi: torch.Tensor
     gc_mask: torch.Tensor
     num_points: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def gc_fraction(self) -> float:

@@ -2,7 +2,6 @@
 degraded sets that pixel W2 gets wrong, and KID against its closed form."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

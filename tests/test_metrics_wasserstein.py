@@ -63,7 +63,7 @@ def test_sliced_wasserstein_matches_pot_with_the_same_projections():
     proj = rng.normal(size=(4, 20))
     proj /= np.linalg.norm(proj, axis=0, keepdims=True)
     ref = ot.sliced_wasserstein_distance(x, y, n_projections=20, p=2, projections=proj)
-    assert sliced_wasserstein(x, y, projections=proj, chunk=7) == pytest.approx(float(ref), rel=1e-9)
+    assert sliced_wasserstein(x, y, projections=proj) == pytest.approx(float(ref), rel=1e-9)
     y2 = y[:45]
     ref2 = ot.sliced_wasserstein_distance(x, y2, n_projections=20, p=2, projections=proj)
     assert sliced_wasserstein(x, y2, projections=proj) == pytest.approx(float(ref2), rel=1e-6)

@@ -14,7 +14,6 @@ last step, "weak" at an early step (e.g. 20% of training), so no extra model is 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence

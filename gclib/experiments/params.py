@@ -20,7 +20,6 @@ import difflib
 import hashlib
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 INJECTED_MARK = "# Parameters"   # the first line of the cell papermill injects

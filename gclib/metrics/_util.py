@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+
 
 import numpy as np
 import torch
@@ -68,9 +68,6 @@ class eval_mode:
         if self.model is not None:
             self.model.train(self.was_training)
         return False
-
-
-Sampler = Callable[[int, torch.Generator], torch.Tensor]
 
 
 def draw_data(data, n: int, generator: torch.Generator) -> torch.Tensor:
