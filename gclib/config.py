@@ -46,7 +46,10 @@ NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_e
 
 # Fields added after runs were cached, with the value that reproduces the training from before they existed: a
 # field at its neutral value is left out of the hash, so adding a field never invalidates cached runs.
-HASH_NEUTRAL: dict = {}
+HASH_NEUTRAL: dict = {"objective": "consistency", "schedule": "ict", "init_checkpoint": None, "ect_q": 2.0,
+                      "ect_stages": 8, "ect_k": 8.0, "ect_b": 1.0}
+OBJECTIVES = ("consistency", "denoising")
+SCHEDULES = ("ict", "ect")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,13 @@ class Config:
     predictor: str = "ema"                 # ema | online | path of a checkpoint (frozen predictor)
     ot_solver: str = "auto"                # auto | emd | scipy (all exact; see gclib.couplings)
     predict_all: bool = False
+    objective: str = "consistency"         # consistency | denoising (diffusion pre-training, same network)
+    schedule: str = "ict"                  # ict (discrete curriculum N(k)) | ect (continuous t, shrinking t - r)
+    ect_q: float = 2.0                     # ect: t - r = t n(t) / q^a at stage a (ECT's CIFAR-10 setting)
+    ect_stages: int = 8                    # ect: number of stages a over training
+    ect_k: float = 8.0                     # ect: n(t) = 1 + k sigmoid(-b t)
+    ect_b: float = 1.0
+    init_checkpoint: Optional[str] = None  # start from these weights (model and EMA), e.g. a denoising run
     # optimisation
     optimizer: str = "lion"
     lr: float = 1e-4
@@ -297,6 +307,18 @@ def _validate(cfg: Config) -> None:
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("device", cfg.device, DEVICES)
     check_choice("ot_solver", cfg.ot_solver, OT_SOLVERS)
+    check_choice("objective", cfg.objective, OBJECTIVES)
+    check_choice("schedule", cfg.schedule, SCHEDULES)
+    if cfg.objective == "denoising" and cfg.flow != "ic":
+        raise ConfigError(f"objective='denoising' trains a denoiser on independent pairs: flow must be 'ic', "
+                          f"not {cfg.flow!r}")
+    check_range("ect_q", cfg.ect_q, 1.0, lo_open=True)
+    check_range("ect_stages", cfg.ect_stages, 1)
+    check_range("ect_k", cfg.ect_k, 0.0)
+    check_range("ect_b", cfg.ect_b, 0.0)
+    if cfg.init_checkpoint is not None and not str(cfg.init_checkpoint).endswith(".pt"):
+        raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} must be the path of a checkpoint file (*.pt) "
+                          f"or null")
     if isinstance(cfg.progress, str):
         check_choice("progress", cfg.progress, ("auto",))
     if cfg.predictor not in PREDICTORS and not cfg.predictor.endswith(".pt"):

@@ -72,3 +72,34 @@ def loss_weights(sigmas: torch.Tensor) -> torch.Tensor:
 def ema_decay(step: int, max_decay: float = 0.9999, power: float = 2.0 / 3.0) -> float:
     """EMA decay with warm-up: min(1 - (1 + k)^(-power), max_decay)."""
     return float(min(1.0 - (1.0 + step) ** (-power), max_decay))
+
+
+def ect_pairs(batch: int, step: int, total_steps: int, generator: torch.Generator | None = None,
+              sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, p_mean: float = -1.1, p_std: float = 2.0,
+              q: float = 2.0, stages: int = 8, k: float = 8.0, b: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continuous-time pairs of easy consistency tuning (ECT; Geng et al. 2024): (r, t), each (batch,) float64.
+
+    t ~ LogNormal(p_mean, p_std) clipped to [2 sigma_min, sigma_max]; at stage a = floor(stages * step /
+    total_steps) the gap shrinks as t - r = t n(t) / q^a with n(t) = 1 + k sigmoid(-b t), and r is clipped to
+    [sigma_min, t): at a = 0 the gap covers the whole of t (r = sigma_min: denoising, where fine-tuning a diffusion
+    model starts) and each stage divides it by q. The loss weight is 1 / (t - r) (``loss_weights`` of the pair).
+    """
+    a = min(int(stages * step // max(total_steps, 1)), stages - 1)
+    z = torch.randn(batch, generator=generator, dtype=torch.float64)
+    t = torch.exp(p_mean + p_std * z).clamp(2 * sigma_min, sigma_max)
+    n = 1.0 + k * torch.sigmoid(-b * t)
+    r = (t * (1.0 - n / q ** a)).clamp(min=sigma_min)
+    return r, t
+
+
+def denoising_sigmas(batch: int, generator: torch.Generator | None = None, sigma_min: float = SIGMA_MIN,
+                     sigma_max: float = SIGMA_MAX, p_mean: float = -1.1, p_std: float = 2.0) -> torch.Tensor:
+    """Noise levels of denoising (diffusion) pre-training: LogNormal(p_mean, p_std) clipped to [sigma_min,
+    sigma_max] (EDM's training distribution), (batch,) float64."""
+    z = torch.randn(batch, generator=generator, dtype=torch.float64)
+    return torch.exp(p_mean + p_std * z).clamp(sigma_min, sigma_max)
+
+
+def denoising_weights(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
+    """EDM's loss weight (sigma^2 + sigma_data^2) / (sigma sigma_data)^2: unit effective weight per level."""
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2

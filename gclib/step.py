@@ -61,12 +61,14 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
               predictor="ema", ema: EMA | None = None, distance="pseudo_huber", generator: Streams | torch.Generator | None = None,
               velocity: Callable | None = None, ot_solver: str = "auto", predict_all: bool = False,
               p_mean: float = -1.1, p_std: float = 2.0, z: torch.Tensor | None = None,
-              indices: torch.Tensor | None = None):
+              indices: torch.Tensor | None = None, sigma_pairs: tuple | None = None):
     """Loss of one consistency step on data x (B, ...) over the grid ``sigmas`` (ascending, (N,)).
 
     velocity=None trains CT (target x + sigma_i z); a velocity v(x, sigma) gives CD instead.
     ``generator``: a ``gclib.rng.Streams`` (noise, intervals and GC mask each from its own stream, so runs that
     differ only in the flow draw the same z and intervals), or one ``torch.Generator`` for all three.
+    ``sigma_pairs=(lo, hi)`` ((B,) each) replaces the grid and its interval draws with given continuous-time pairs
+    (ECT: ``schedules.ect_pairs``); the weight is then 1 / (hi - lo).
     Returns (loss tensor, StepResult). ``z`` and ``indices`` may be given to evaluate fixed draws.
     """
     check_flow(flow)
@@ -74,14 +76,21 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
         check_mu(mu)
     b = x.shape[0]
     noise_gen, interval_gen, mask_gen = split(generator)
-    if indices is None:
+    if sigma_pairs is None and indices is None:
         indices = sample_intervals(sigmas, b, interval_gen, p_mean, p_std)
     if z is None:
         z = _draw(x.shape, noise_gen, x.device, x.dtype)
-    indices = indices.to(x.device)
-    s = sigmas.to(device=x.device, dtype=torch.float64)
-    sigma_lo, sigma_hi = s[indices].to(x.dtype), s[indices + 1].to(x.dtype)
-    weight = loss_weights(s)[indices].to(x.dtype)
+    if sigma_pairs is None:
+        indices = indices.to(x.device)
+        s = sigmas.to(device=x.device, dtype=torch.float64)
+        sigma_lo, sigma_hi = s[indices].to(x.dtype), s[indices + 1].to(x.dtype)
+        weight = loss_weights(s)[indices].to(x.dtype)
+    else:
+        lo, hi = (torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in sigma_pairs)
+        if lo.shape != (b,) or hi.shape != (b,) or not bool((hi > lo).all()):
+            raise ValueError(f"sigma_pairs must be two ({b},) tensors with hi > lo")
+        sigma_lo, sigma_hi, weight = lo.to(x.dtype), hi.to(x.dtype), (1.0 / (hi - lo)).to(x.dtype)
+        indices = torch.full((b,), -1, dtype=torch.long, device=x.device)
     pred_fn = resolve_predictor(predictor, model, ema) if flow == "gc" else None
     c = couple(flow, x, z, sigma=sigma_lo, mu=mu, predictor=pred_fn, generator=mask_gen,
                ot_solver=ot_solver, predict_all=predict_all)
@@ -93,15 +102,40 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
     return loss, StepResult(float("nan"), indices, sigma_lo, sigma_hi, c.gc_mask, len(sigmas))
 
 
+def denoising_loss(model: nn.Module, x: torch.Tensor, *, generator=None, sigma_data: float = 0.5,
+                   p_mean: float = -1.1, p_std: float = 2.0, **_ignored):
+    """Denoising (diffusion) pre-training of the same network: mean over the batch of
+    lambda(sigma) mean_d (f(x + sigma z, sigma) - x)^2, sigma ~ LogNormal(p_mean, p_std) clipped to the model's
+    [sigma_min, sigma_max], lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (EDM). The consistency
+    parameterisation is kept, so the trained denoiser is a valid starting point for consistency tuning (ECT).
+    Returns (loss tensor, StepResult) with sigma_lo = sigma_hi = sigma."""
+    from .precond import pad_dims
+    from .schedules import denoising_sigmas, denoising_weights
+    noise_gen, level_gen, _ = split(generator)
+    b = x.shape[0]
+    core = getattr(model, "module", model)  # DDP wraps the ConsistencyModel
+    sigma64 = denoising_sigmas(b, level_gen, core.sigma_min, core.sigma_max, p_mean, p_std)
+    sigma = sigma64.to(device=x.device, dtype=x.dtype)
+    z = _draw(x.shape, noise_gen, x.device, x.dtype)
+    err = (model(x + pad_dims(sigma, x) * z, sigma) - x).pow(2).reshape(b, -1).mean(1)
+    loss = (denoising_weights(sigma64, sigma_data).to(device=x.device, dtype=x.dtype) * err).mean()
+    none = torch.zeros(b, dtype=torch.bool, device=x.device)
+    return loss, StepResult(float("nan"), torch.full((b,), -1, dtype=torch.long), sigma, sigma, none, 0)
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, sigmas: torch.Tensor, *,
-               step: int = 0, ema: EMA | None = None, **kw) -> StepResult:
-    """One full step: loss (see ``step_loss`` for the keywords), backward, optimiser step, EMA update.
+               step: int = 0, ema: EMA | None = None, objective: str = "consistency", **kw) -> StepResult:
+    """One full step: loss (see ``step_loss`` for the keywords; ``objective="denoising"`` trains
+    ``denoising_loss`` instead), backward, optimiser step, EMA update.
 
     Raises NonFiniteLossError naming the step, before the weights are touched, if the loss is NaN/inf.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss, result = step_loss(model, x, sigmas, ema=ema, **kw)
+    if objective == "denoising":
+        loss, result = denoising_loss(model, x, **kw)
+    else:
+        loss, result = step_loss(model, x, sigmas, ema=ema, **kw)
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; the weights were not updated")
     loss.backward()

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from . import distributed
-from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, newest_valid, preserve_rng,
-                         rng_state, rotate, set_rng_state)
+from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
+                         preserve_rng, rng_state, rotate, set_rng_state)
 from .config import Config, ConfigError, as_config, config_hash, run_dir_for
 from .data import BatchIterator, load_dataset
 from .ema import EMA
@@ -54,7 +54,7 @@ from .optim import make_optimizer
 from .rng import Streams
 from .rundir import (RunLock, RunLockedError, read_eval, read_json_guarded, start_metrics, truncate_metrics,
                      write_config, write_done, write_eval)
-from .schedules import karras_sigmas, num_points
+from .schedules import ect_pairs, karras_sigmas, num_points
 from .step import NonFiniteLossError, train_step
 
 __all__ = ["train", "TrainResult", "RunState", "load_model", "build_model", "data_shape", "save_samples",
@@ -187,6 +187,9 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     st.raw_model = build_model(cfg, st.shape).to(st.device)
+    if cfg.init_checkpoint:  # fine-tuning: start from another run's EMA weights (e.g. a denoising pre-training)
+        init = load_checkpoint(cfg.init_checkpoint)
+        load_weights(st.raw_model, init["ema"], cfg.init_checkpoint, "EMA (init_checkpoint)")
     if st.flags["channels_last"]:
         st.raw_model = st.raw_model.to(memory_format=torch.channels_last)
     st.ema = EMA(st.raw_model, every=cfg.ema_every, max_decay=cfg.ema_decay)
@@ -269,9 +272,19 @@ def _open_logs(st: RunState) -> None:
 def _train_step(st: RunState, step: int, autocast) -> None:
     """Optimiser step ``step`` (1-based) and its metrics row."""
     cfg, k = st.cfg, step - 1
-    n = num_points(k, cfg.total_steps, cfg.s0, cfg.s1)
+    extra = {}
+    if cfg.objective == "denoising":
+        n = 0
+        extra = dict(objective="denoising", sigma_data=cfg.sigma_data)
+    elif cfg.schedule == "ect":
+        n = 0  # continuous time: no grid
+        extra = dict(sigma_pairs=ect_pairs(st.per_rank_batch, k, cfg.total_steps, st.streams.intervals,
+                                           cfg.sigma_min, cfg.sigma_max, cfg.p_mean, cfg.p_std, cfg.ect_q,
+                                           cfg.ect_stages, cfg.ect_k, cfg.ect_b))
+    else:
+        n = num_points(k, cfg.total_steps, cfg.s0, cfg.s1)
     if n not in st.sigma_cache:
-        st.sigma_cache[n] = karras_sigmas(n, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+        st.sigma_cache[n] = karras_sigmas(max(n, 2), cfg.sigma_min, cfg.sigma_max, cfg.rho)
     x = next(st.batches).to(st.device, non_blocking=True)
     if st.flags["channels_last"] and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -280,7 +293,8 @@ def _train_step(st: RunState, step: int, autocast) -> None:
         with autocast:
             res = train_step(st.model, st.optimizer, x, st.sigma_cache[n], step=k, ema=st.ema, flow=cfg.flow,
                              mu=cfg.mu, predictor=st.predictor, distance=cfg.distance, generator=st.streams,
-                             ot_solver=cfg.ot_solver, predict_all=cfg.predict_all, p_mean=cfg.p_mean, p_std=cfg.p_std)
+                             ot_solver=cfg.ot_solver, predict_all=cfg.predict_all, p_mean=cfg.p_mean, p_std=cfg.p_std,
+                             **extra)
     except NonFiniteLossError as e:
         kept = f"last good checkpoint: {st.last_ckpt}" if st.last_ckpt else "no checkpoint was written yet"
         raise NonFiniteLossError(f"non-finite loss at step {step} of run {st.paths.run_dir}: training stopped "
