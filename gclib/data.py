@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from .checks import ConfigError, check_choice
+from .imagesets import IMAGESETS
 
 TOYS = ("two_diracs", "two_gaussians", "8gaussians", "moons", "checkerboard")
 # (C, H, W) of one image of each image dataset; a dataset is an image dataset iff it is a key here
-IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 32, 32), "cifar10": (3, 32, 32), **IMAGESETS}
 DATASETS = TOYS + tuple(IMAGE_SHAPES)
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -115,6 +116,9 @@ def load_dataset(name: str, *, root="data", download: bool = False, n: int = 819
         return toy(name, n, seed)
     if name == "digits":
         return digits()
+    if name in IMAGESETS:
+        from .imagesets import load_imageset
+        return load_imageset(name, root, download)
     if name == "mnist":
         return mnist(root, download)
     return cifar10(root, download)

@@ -47,8 +47,27 @@ def kid_digits(samples: torch.Tensor, data: torch.Tensor) -> float:
     return fn(samples, data)
 
 
+def fid(samples: torch.Tensor, data: torch.Tensor) -> float:
+    """FID (TF-Inception pool features through torch-fidelity; gclib.metrics.inception)."""
+    from .metrics.inception import fid_inception
+    return fid_inception(samples, data)
+
+
+def kid(samples: torch.Tensor, data: torch.Tensor) -> dict:
+    """KID in TF-Inception features ({"mean", "std"} over subsets; gclib.metrics.inception)."""
+    from .metrics.inception import kid_inception
+    return kid_inception(samples, data)
+
+
+def isc(samples: torch.Tensor, data: torch.Tensor) -> dict:
+    """Inception Score of the samples ({"mean", "std"} over splits; gclib.metrics.inception)."""
+    from .metrics.inception import isc_inception
+    return isc_inception(samples, data)
+
+
 # The registry: the only names that eval_metrics and --metric accept.
-METRICS = {"w2": w2, "w2sq": w2sq, "nn_dist": nn_dist, "fd_digits": fd_digits, "kid_digits": kid_digits}
+METRICS = {"w2": w2, "w2sq": w2sq, "nn_dist": nn_dist, "fd_digits": fd_digits, "kid_digits": kid_digits,
+           "fid": fid, "kid": kid, "isc": isc}
 SAME_SIZE = ("w2", "w2sq")   # exact OT between equal-size sets: as many data points as samples
 
 

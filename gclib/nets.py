@@ -5,6 +5,7 @@
   residual blocks per level, attention resolutions and dropout.
 Presets: ``unet_cifar10()`` (the paper's CIFAR-10 scale, about 35M parameters) and ``unet_digits()``
 (8x8 digits, under 1M parameters).
+Table 1's larger sets: ``unet_imagenet32()`` (about 39.5M) and ``unet_celeba64()`` (about 59.6M; also LSUN Church 64).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 # the names of Config.model: the MLP, the configurable U-Net and the U-Net presets below
-MODELS = ("mlp", "unet", "unet_digits", "unet_cifar10")
+MODELS = ("mlp", "unet", "unet_digits", "unet_cifar10", "unet_imagenet32", "unet_celeba64")
 
 
 class NoiseEmbedding(nn.Module):
@@ -192,6 +193,26 @@ def unet_digits(dropout: float = 0.0) -> UNet:
     """8x8 one-channel digits: 24 channels, multipliers [1, 2], 2 blocks per level, attention at 4x4 (0.6M)."""
     return UNet(in_channels=1, resolution=8, channels=24, channel_mult=(1, 2), num_blocks=2,
                 attn_resolutions=(4,), dropout=dropout)
+
+
+def unet_imagenet32(dropout: float = 0.0) -> UNet:
+    """ImageNet 32x32 at the paper's scale (about 39.5M parameters reported; this preset has 39.6M): 128 channels,
+    multipliers [1, 2, 2, 2] (32, 16, 8, 4), 2 blocks per level, attention at 16x16 and 8x8 (and the bottleneck).
+    Assumed: the authors' released ImageNet-32 network is an NCSN++/DDPM++-style U-Net of 128 channels; its exact
+    multipliers, depth and attention are not restated here, so these values are chosen to match its size."""
+    return UNet(in_channels=3, resolution=32, channels=128, channel_mult=(1, 2, 2, 2), num_blocks=2,
+                attn_resolutions=(16, 8), dropout=dropout)
+
+
+def unet_celeba64(dropout: float = 0.0) -> UNet:
+    """CelebA 64x64 (and LSUN Church 64x64) at the paper's scale (about 59.6M parameters reported; this preset
+    has 58.5M). Assumed: the authors' NCSN++/DDPM++-style network of 128 channels in score-SDE's NCSN++ layout
+    for 64x64 faces, multipliers [1, 2, 2, 2] (64, 32, 16, 8), 4 blocks per level, attention at 16x16 (and the
+    bottleneck); noise-embedding width 256 to match the size: this U-Net's blocks take a scale AND a shift from the
+    embedding (Linear(emb, 2 * out)), so width 256 gives each block as many embedding weights as a
+    shift-only block on the usual width 4 * 128 = 512."""
+    return UNet(in_channels=3, resolution=64, channels=128, channel_mult=(1, 2, 2, 2), num_blocks=4,
+                attn_resolutions=(16,), dropout=dropout, emb_dim=256)
 
 
 def count_parameters(net: nn.Module) -> int:

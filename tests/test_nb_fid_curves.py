@@ -88,7 +88,8 @@ def test_bad_parameters_fail_clearly(tmp_path, params, message):
     assert_fails_clearly("fid_curves", tmp_path / "bad.ipynb", message, **params)
 
 
-@pytest.mark.parametrize("variant", ["cpu", "cpu_digits", "cpu_long", "cpu_long_mu", "cpu_long_toy", "gpu"])
+@pytest.mark.parametrize("variant", ["cpu", "cpu_digits", "cpu_long", "cpu_long_mu", "cpu_long_toy", "gpu",
+                                     "gpu_imagenet32", "gpu_celeba64", "gpu_lsun_church64"])
 def test_params_files_validate(variant):
     p = load_params("fid_curves", variant)
     sw = make_sweep("test_validate", p["base_config"], p["overrides"], p["metric"], p["seeds"], p["mus"],
@@ -113,5 +114,7 @@ def test_params_files_validate(variant):
     if variant == "gpu":
         assert cfg.dataset == "cifar10" and cfg.model == "unet_cifar10" and cfg.batch_size == 512
         assert cfg.total_steps == 100_000 and p["metric"] == "fid"
+    elif variant.startswith("gpu_"):
+        assert cfg.dataset == variant[4:] and p["metric"] == "fid" and cfg.total_steps == 100_000
     else:
         assert len(p["seeds"]) >= 3 or variant == "cpu_long_mu"

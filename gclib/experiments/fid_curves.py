@@ -507,7 +507,7 @@ def fid_eval_fn(dataset: str, n: int = 50_000, data_root="data", weights_path=No
                 batch_size: int = 250, seed: int = 0, device=None) -> Callable:
     """An evaluation hook ``fn(step, ema_model) -> {"fid": value}``: one-step samples (clipped and rounded to
     uint8) against the data set's cached Inception statistics (torch-fidelity's TF-compatible weights)."""
-    from ..data import load_dataset
+    from ..data import IMAGE_SHAPES, load_dataset
     from ..evaluation import generate
     from ..metrics import fid_from_samples, inception_extractor, reference_stats
 
@@ -516,7 +516,7 @@ def fid_eval_fn(dataset: str, n: int = 50_000, data_root="data", weights_path=No
 
     def fn(step, ema_model):
         dev = next(ema_model.parameters()).device
-        shape = getattr(ema_model, "data_shape", None) or (3, 32, 32)
+        shape = getattr(ema_model, "data_shape", None) or IMAGE_SHAPES[dataset]
         samples = generate(ema_model, n, shape, ema_model.sigma_max, seed=seed, batch=batch_size, device=str(dev))
         return {"fid": fid_from_samples(samples, ref, extractor, batch_size)}
 
