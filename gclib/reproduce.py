@@ -58,13 +58,32 @@ def reproduce(root=None, long: bool = False, only: str | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
         t0 = time.perf_counter()
-        pm.execute_notebook(str(nb), str(out / nb.name), parameters=parameters, cwd=str(root / "notebooks"),
+        pm.execute_notebook(_rel(nb), _rel(out / nb.name), parameters=parameters, cwd=str(root / "notebooks"),
                             kernel_name="python3", progress_bar=False)
+        scrub_paths(out / nb.name, root)
         timings[f"{nb.stem}/{variant}"] = time.perf_counter() - t0
         print(f"   done in {timings[f'{nb.stem}/{variant}']:.0f} s", flush=True)
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
+
+
+def _rel(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (papermill stores the paths it is given)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def scrub_paths(ipynb: Path, root: Path) -> None:
+    """Replace this machine's absolute project path (and home folder) in a stored notebook by relative ones, so
+    committed outputs carry no machine-specific paths (warnings print the file they come from)."""
+    text = Path(ipynb).read_text()
+    for prefix, repl in ((str(Path(root).resolve()) + "/", ""), (str(Path(root).resolve()), "."),
+                         (str(Path.home()) + "/", "~/")):
+        text = text.replace(prefix, repl)
+    write_text(ipynb, text)
 
 
 def _claim_rows(root: Path):

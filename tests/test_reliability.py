@@ -97,22 +97,39 @@ def test_second_process_on_a_running_run_stops_at_once(tmp_path):
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["step"].tolist() == list(range(1, 21))
 
 
+WAITER = textwrap.dedent("""
+    import pathlib, sys, time, yaml
+    from gclib.train import train
+    cfg, here = yaml.safe_load(open(sys.argv[1])), pathlib.Path(sys.argv[2])
+    def wait(step, model):  # at step 10: say so, then wait until the test lets the run go on
+        if step == 10:
+            (here / "waiting").touch()
+            deadline = time.monotonic() + 120
+            while not (here / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return {}
+    train(cfg, eval_fns=[wait])
+""")
+
+
 def test_two_trainers_race_the_first_finishes_untouched(tmp_path):
-    cfg = tiny(tmp_path / "run", total_steps=4000, eval_metrics=[], sample_every=0, checkpoint_every=500)
+    cfg = tiny(tmp_path / "run", total_steps=30, eval_metrics=[], eval_every=10, sample_every=0)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    first = subprocess.Popen([sys.executable, "-m", "gclib", "train", str(tmp_path / "c.yaml")], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (tmp_path / "waiter.py").write_text(WAITER)
+    first = subprocess.Popen([sys.executable, str(tmp_path / "waiter.py"), str(tmp_path / "c.yaml"), str(tmp_path)],
+                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (tmp_path / "run" / "metrics.csv").exists():
+    while time.monotonic() < deadline and not (tmp_path / "waiting").exists():
         time.sleep(0.01)
+    assert (tmp_path / "waiting").exists() and first.poll() is None  # the first trainer is mid-run
     second = subprocess.run([sys.executable, "-m", "gclib", "train", str(tmp_path / "c.yaml")], env=ENV,
                             capture_output=True, text=True, timeout=300)
-    still_running = first.poll() is None
-    out, err = first.communicate(timeout=600)
+    (tmp_path / "go").touch()
+    out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
-    assert still_running, "the first trainer finished before the second started: the race was not tested"
     assert second.returncode == 2 and "being trained by another process" in second.stderr
-    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["step"].tolist() == list(range(1, 4001))
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["step"].tolist() == list(range(1, 31))
+    assert pd.read_csv(tmp_path / "run" / "eval.csv")["step"].tolist() == [10, 20, 30]
 
 
 def test_with_the_lock_held_in_process_train_raises(tmp_path):
