@@ -5,8 +5,10 @@ DataFrames) and claim verdicts one notebook plots and reports. Notebooks only ca
   model (cached by config hash) and its finite training set, and the claim record written to metrics.json.
 - ``ct_cd_gap``: Theorem 1 (the scaled CT/CD gap against N and its predicted limit) and the gap proxy per flow.
 - ``transport_cost``: c(t) of a trained model against IC, minibatch-OT and exact-OT costs (Fig. 3).
+- ``toy_flows``: Fig. 1, the alignment of GC, OT and IC paths with the exact PF-ODE velocity on two Diracs.
 - ``fid_curves``: training sweeps over flows, mu and frozen predictors with their evaluation curves (Figs. 4-5,
-  Table 1), and the FID evaluation hook for GPU runs.
+  Table 1), their paired claims, the FD_digits metric check, and the FID evaluation hook for GPU runs.
+- ``params``: ``check_params``, the one check of a notebook's parameters (names, types, ad-hoc variants).
 """
 
 from .params import check_param_values, check_params, notebook_parameters  # noqa: E402
