@@ -6,14 +6,11 @@ import gclib.step as gstep
 from gclib.checkpoint import load_checkpoint, newest_valid
 from gclib.rng import STREAM_NAMES, Streams, stream_seed
 from gclib.train import load_model, train
+from conftest import tiny_config
 
 
 def tiny(tmp_path, **kw):
-    cfg = dict(name="t", dataset="two_gaussians", num_data=512, model="mlp", hidden=16, depth=1, emb_dim=8,
-               sigma_max=5.0, s0=2, s1=8, distance="l2", optimizer="adam", lr=1e-3, batch_size=32, total_steps=12,
-               ema_every=1, checkpoint_every=6, keep_checkpoints=2, progress=False, runs_dir=str(tmp_path / "runs"))
-    cfg.update(kw)
-    return cfg
+    return tiny_config(tmp_path, **{"total_steps": 12, "checkpoint_every": 6, **kw})
 
 
 def test_streams_are_independent_and_reproducible():

@@ -16,16 +16,12 @@ from gclib.checkpoint import list_checkpoints, newest_valid
 from gclib.optim import Lion, make_optimizer
 from gclib.step import NonFiniteLossError
 from gclib.train import load_model, train
+from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny(tmp_path, **kw):
-    cfg = dict(name="t", dataset="two_gaussians", num_data=512, model="mlp", hidden=16, depth=1, emb_dim=8,
-               sigma_max=5.0, s0=2, s1=8, distance="l2", optimizer="adam", lr=1e-3, batch_size=32, total_steps=30,
-               ema_every=1, checkpoint_every=10, keep_checkpoints=2, progress=False, runs_dir=str(tmp_path / "runs"))
-    cfg.update(kw)
-    return cfg
+tiny = tiny_config
 
 
 def test_lion_matches_closed_form():
