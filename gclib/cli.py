@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="run every notebook with its cpu parameter sets into results/")
     rp.add_argument("--long", action="store_true", help="run the long CPU profiles (params/*/cpu_long*.yaml) instead")
     rp.add_argument("--only", default=None, help="only this notebook (e.g. fid_curves)")
+    rp.add_argument("--variant", action="append", help="only this parameter set (repeatable), e.g. cpu_long")
 
     t = sub.add_parser("train", help="train a consistency model from a YAML config (torchrun-ready)",
                        description="Train from a YAML config (see params/train/). Every key of gclib.config.Config "
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
 
 def _reproduce(args) -> int:
     from .reproduce import reproduce
-    return reproduce(long=args.long, only=args.only)
+    return reproduce(long=args.long, only=args.only, variants=args.variant)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ def variant_files(root: Path, notebook: str, long: bool = False) -> list[Path]:
     return [p for p in files if (LONG in p.stem) == long]
 
 
-def reproduce(root=None, long: bool = False, only: str | None = None) -> int:
+def reproduce(root=None, long: bool = False, only: str | None = None, variants=None) -> int:
+    """Run the notebooks (``only``: one of them) with their quick cpu parameter sets, or the long ones
+    (``long=True``), or only the named ``variants``; then rewrite results/README.md."""
     root = project_root(root)
     notebooks = _notebooks(root)
     if not notebooks:
@@ -45,6 +47,8 @@ def reproduce(root=None, long: bool = False, only: str | None = None) -> int:
         if only and nb.stem != only:
             continue
         for params in variant_files(root, nb.stem, long):
+            if variants and params.stem not in variants:
+                continue
             parameters = yaml.safe_load(params.read_text()) or {}
             try:
                 check_param_values(nb.stem, parameters, root)
