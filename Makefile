@@ -35,7 +35,7 @@ constraints:
 	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pinned packages from $(VENV)"
 
 test: setup
-	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=12
 
 test-unit: setup
 	$(PY) -m pytest tests -p no:cacheprovider

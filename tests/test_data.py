@@ -99,9 +99,11 @@ def test_fake_mnist_is_padded_to_32(tmp_path):
 def test_name_lists_live_beside_their_code():
     from gclib import config, evaluation, nets, optim
     from gclib.data import DATASETS, IMAGE_SHAPES, TOYS
-    assert DATASETS == TOYS + tuple(IMAGE_SHAPES) and set(IMAGE_SHAPES) == {"digits", "mnist", "cifar10"}
+    from gclib.imagesets import IMAGESETS
+    assert DATASETS == TOYS + tuple(IMAGE_SHAPES)
+    assert set(IMAGE_SHAPES) == {"digits", "mnist", "cifar10"} | set(IMAGESETS)
     assert config.DATASETS is DATASETS and config.MODELS is nets.MODELS and config.OPTIMIZERS is optim.OPTIMIZERS
-    assert set(evaluation.METRICS) == {"w2", "w2sq", "nn_dist", "fd_digits", "kid_digits"}
+    assert set(evaluation.METRICS) == {"w2", "w2sq", "nn_dist", "fd_digits", "kid_digits", "fid", "kid", "isc"}
     with pytest.raises(ConfigError, match="toy='spiral' is not valid; allowed values: 'two_diracs'"):
         toy("spiral")
     with pytest.raises(ValueError, match="metric='w2_exact' is not valid; allowed values: 'w2'"):
