@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..checks import check_choice, check_flow, check_mu
-from .common import claim, paired_claim, paired_verdict
+from .common import claim, combine_verdicts, paired_claim, paired_verdict
 
 METRICS = ("w2", "w2sq", "fd_digits", "kid_digits", "fid")
 METRIC_LABELS = {"w2": "W$_2$", "w2sq": "W$_2^2$", "fd_digits": "FD$_{digits}$", "kid_digits": "KID$_{digits}$", "fid": "FID"}
@@ -149,6 +149,7 @@ class Sweep:
     workers: int
     out: Path
     fid: dict = field(default_factory=dict)
+    per_flow: dict = field(default_factory=dict)   # extra config fields per flow, e.g. {"gc": {"dropout": 0.0}}
 
     @property
     def mu_labels(self) -> list:
@@ -175,7 +176,8 @@ class Sweep:
         return [str(ckpt_path(d, int(s))) for s in (steps or [self.base["total_steps"]])]
 
     def runs(self) -> list[Run]:
-        return sweep_runs(self.seeds, self.mus, self.include_ot, self.frozen_mu, self.frozen_checkpoints())
+        return sweep_runs(self.seeds, self.mus, self.include_ot, self.frozen_mu, self.frozen_checkpoints(),
+                          self.per_flow)
 
 
 def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
@@ -216,8 +218,7 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
     if metric == "fid":
         base["eval_metrics"] = []
     sw = Sweep(base, metric, list(seeds), mus, bool(include_ot), frozen, float(frozen_mu), int(frozen_seed),
-               int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}))
-    sw.per_flow = dict(per_flow or {})
+               int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}), dict(per_flow or {}))
     return sw
 
 
@@ -257,8 +258,7 @@ def run_sweep(sw: Sweep, progress: Callable | None = None) -> pd.DataFrame:
     if sw.base["dataset"] == "digits" and sw.metric in ("fd_digits", "kid_digits"):
         from ..metrics import digits_features
         digits_features()  # train (or load) the classifier once, before any worker needs it
-    runs = sweep_runs(sw.seeds, sw.mus, sw.include_ot, sw.frozen_mu, sw.frozen_checkpoints(),
-                      getattr(sw, "per_flow", None))
+    runs = sw.runs()
     first = [r for r in runs if r.family != "frozen"]
     curves = train_sweep(sw.base, first, eval_fns, progress, sw.workers)
     frozen = [r for r in runs if r.family == "frozen"]
@@ -398,13 +398,6 @@ PAPER = {
 }
 
 
-def _combine(verdicts: list) -> str:
-    """All parts hold -> holds; any part refuted -> refuted; otherwise inconclusive."""
-    if all(v == "holds" for v in verdicts):
-        return "holds"
-    return "refuted" if any(v == "refuted" for v in verdicts) else "inconclusive"
-
-
 def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9) -> list[dict]:
     """The paper's comparative statements judged on this sweep by paired differences over seeds (final metric,
     or the area under the curve for convergence speed), each holds / refuted / inconclusive."""
@@ -434,21 +427,21 @@ def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9) -> list[di
                 parts.append(pv.verdict)
                 texts.append(pv.text(l, other))
         claims.append(claim(f"every other 0.3 <= mu <= 0.7 ({', '.join(mid)}) ends below both IC and OT",
-                            _combine(parts), "; ".join(texts), PAPER["mid_mu"]))
+                            combine_verdicts(parts), "; ".join(texts), PAPER["mid_mu"]))
     if 1.0 in sw.mus:
         g1 = mu_label(1.0)
         early = paired_verdict(*_pair(curves, m, g1, "IC", "first"), "less", level)
         late = paired_verdict(*_pair(curves, m, g1, gc, "final"), "greater", level)
         first = int(curves[curves.step > 0].step.min())
         claims.append(claim("pure GC (mu = 1) improves fastest, then degrades (ahead of IC at the first evaluation, "
-                            f"behind {gc} at the end)", _combine([early.verdict, late.verdict]),
+                            f"behind {gc} at the end)", combine_verdicts([early.verdict, late.verdict]),
                             f"step {first}: {early.text(g1, 'IC')}; final: {late.text(g1, gc)}", PAPER["mu1"]))
     if "strong" in sw.frozen and "weak" in sw.frozen:
         s, w = "GC frozen strong", "GC frozen weak"
         p1 = paired_verdict(*_pair(curves, m, s, w), "less", level)
         p2 = paired_verdict(*_pair(curves, m, s, "IC"), "less", level)
         claims.append(claim("a strong frozen predictor helps more than a weak one, and beats IC",
-                            _combine([p1.verdict, p2.verdict]), f"{p1.text('strong', 'weak')}; {p2.text('strong', 'IC')}",
+                            combine_verdicts([p1.verdict, p2.verdict]), f"{p1.text('strong', 'weak')}; {p2.text('strong', 'IC')}",
                             PAPER["frozen"]))
     return claims
 
