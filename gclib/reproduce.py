@@ -62,14 +62,24 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
         out.mkdir(parents=True, exist_ok=True)
         print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
         t0 = time.perf_counter()
+        before = finished_runs(root)
         pm.execute_notebook(_rel(nb), _rel(out / nb.name), parameters=parameters, cwd=str(root / "notebooks"),
                             kernel_name="python3", progress_bar=False)
         scrub_paths(out / nb.name, root)
-        timings[f"{nb.stem}/{variant}"] = time.perf_counter() - t0
-        print(f"   done in {timings[f'{nb.stem}/{variant}']:.0f} s", flush=True)
+        trained = len(finished_runs(root) - before)
+        timings[f"{nb.stem}/{variant}"] = {"seconds": time.perf_counter() - t0, "runs_trained": trained}
+        print(f"   done in {timings[f'{nb.stem}/{variant}']['seconds']:.0f} s ({trained} runs trained; the others "
+              f"it used were cached in runs/)", flush=True)
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
+
+
+def finished_runs(root: Path) -> set:
+    """{(run directory name, done.json's mtime)} of every finished run in runs/: the runs a notebook trains
+    are those that appear (or are finished again) while it runs, so a timing can say how much was cached."""
+    from .report import runs_dir
+    return {(p.parent.name, p.stat().st_mtime_ns) for p in runs_dir(root).glob("*/done.json")}
 
 
 def _rel(path: Path) -> str:
@@ -148,8 +158,11 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
     if timings:
         import os
         import torch
-        all_t.update({k: {"seconds": round(v), "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
-                                                          f"{torch.__version__}"} for k, v in timings.items()})
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+        for k, v in timings.items():
+            v = v if isinstance(v, dict) else {"seconds": v}
+            all_t[k] = {"seconds": round(v["seconds"]), "machine": machine,
+                        **({"runs_trained": int(v["runs_trained"])} if "runs_trained" in v else {})}
         write_json(tfile, all_t)
     lines = ["# Results measured on this machine", "",
              "Written by `make reproduce` and `make reproduce-long` (gclib/reproduce.py) from each notebook's "
@@ -158,8 +171,11 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
              "excludes 0 in the paper's direction, **refuted** when it excludes 0 the other way, **inconclusive** "
              "otherwise.", ""]
     if all_t:
-        lines += ["| notebook / variant | wall time (s) | machine |", "|---|---|---|"]
-        lines += [f"| {k} | {v['seconds']} | {v['machine']} |" for k, v in sorted(all_t.items())] + [""]
+        lines += ["A notebook reuses the models it finds trained in runs/ (a cache, not committed), so its wall time "
+                  "depends on what was cached: the third column says how many runs it trained itself.", "",
+                  "| notebook / variant | wall time (s) | runs trained | machine |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['seconds']} | {v.get('runs_trained', '-')} | {v['machine']} |"
+                  for k, v in sorted(all_t.items())] + [""]
     lines += ["## Paper claims against what was measured here", "",
               "| notebook | variant | claim | verdict | measured |", "|---|---|---|---|---|"]
     for nb, variant, c in _claim_rows(root):

@@ -277,7 +277,7 @@ def _curve_plot(sw: Sweep, curves: pd.DataFrame, labels: list, title: str, path_
     ax = fig.subplots()
     data = curves[curves.label.isin(labels)].assign(run=lambda d: d.label.map(tex_label))
     sns.lineplot(data=data, x="step", y=sw.metric, hue="run", hue_order=[tex_label(l) for l in labels],
-                 errorbar=("ci", 90) if len(sw.seeds) > 1 else None, marker="o", ax=ax)
+                 errorbar=("ci", 90) if len(sw.seeds) > 1 else None, seed=0, marker="o", ax=ax)
     ax.set(yscale="log", xlabel="training iteration", ylabel=METRIC_LABELS.get(sw.metric, sw.metric), title=title)
     for axis in (ax.yaxis,):
         axis.set_major_formatter(ScalarFormatter())

@@ -1,0 +1,46 @@
+"""gclib.reproduce bookkeeping: which runs a notebook trained (so a timing says what was cached) and the timing
+table of results/README.md."""
+import json
+import os
+
+from gclib.reproduce import finished_runs, write_results_readme
+
+
+def project(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "gclib"\n')
+    (tmp_path / "results").mkdir()
+    return tmp_path
+
+
+def finish(root, name, ns=None):
+    d = root / "runs" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "done.json").write_text("{}")
+    if ns is not None:
+        os.utime(d / "done.json", ns=(ns, ns))
+
+
+def test_finished_runs_sees_new_and_refinished_runs_only(tmp_path):
+    root = project(tmp_path)
+    assert finished_runs(root) == set()
+    finish(root, "a", ns=10**18)
+    (root / "runs" / "unfinished").mkdir()
+    before = finished_runs(root)
+    assert {n for n, _ in before} == {"a"}
+    finish(root, "b", ns=10**18)
+    assert {n for n, _ in finished_runs(root) - before} == {"b"}        # a cached run does not count
+    finish(root, "a", ns=2 * 10**18)                                    # a run finished again (--fresh) does
+    assert {n for n, _ in finished_runs(root) - before} == {"a", "b"}
+
+
+def test_timing_table_says_how_many_runs_were_trained(tmp_path):
+    root = project(tmp_path)
+    (root / "results" / "timings.json").write_text(json.dumps({"old/x": {"seconds": 7, "machine": "m"}}))
+    write_results_readme(root, {"fid_curves/cpu": {"seconds": 12.4, "runs_trained": 0},
+                                "toy_flows/cpu": 3.6})
+    t = json.loads((root / "results" / "timings.json").read_text())
+    assert t["fid_curves/cpu"]["seconds"] == 12 and t["fid_curves/cpu"]["runs_trained"] == 0
+    assert t["toy_flows/cpu"]["seconds"] == 4 and "runs_trained" not in t["toy_flows/cpu"]
+    text = (root / "results" / "README.md").read_text()
+    assert "| notebook / variant | wall time (s) | runs trained | machine |" in text
+    assert "| fid_curves/cpu | 12 | 0 |" in text and "| old/x | 7 | - | m |" in text and "| toy_flows/cpu | 4 | - |" in text
