@@ -68,8 +68,8 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
         scrub_paths(out / nb.name, root)
         trained = len(finished_runs(root) - before)
         timings[f"{nb.stem}/{variant}"] = {"seconds": time.perf_counter() - t0, "runs_trained": trained}
-        print(f"   done in {timings[f'{nb.stem}/{variant}']['seconds']:.0f} s ({trained} runs trained; the others "
-              f"it used were cached in runs/)", flush=True)
+        print(f"   done in {timings[f'{nb.stem}/{variant}']['seconds']:.0f} s ({trained} run{'s' * (trained != 1)} "
+              f"trained; any other run it used came from the cache in runs/)", flush=True)
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
