@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import benchutil as bu  # noqa: E402
+from gclib.io import relative_to_cwd  # noqa: E402
 import ot_scaling  # noqa: E402
 import sampling  # noqa: E402
 import step_time  # noqa: E402
@@ -101,14 +102,6 @@ def readme(st: dict, ot: dict, sa: dict, wall: float, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when below it: logs carry no machine paths."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=None)
@@ -122,7 +115,7 @@ def main(argv=None):
         st, ot, sa = (json.loads((out / f).read_text()) for f in ("step_time.json", "ot_scaling.json", "sampling.json"))
         wall = json.loads((out / "run_all.json").read_text())["wall_s"] if (out / "run_all.json").exists() else float("nan")
         (out / "README.md").write_text(readme(st, ot, sa, wall, out))
-        print(f"[run_all] rewrote {_shown(out)}/README.md")
+        print(f"[run_all] rewrote {relative_to_cwd(out)}/README.md")
         return
     t0 = time.perf_counter()
     if a.quick:
@@ -138,7 +131,8 @@ def main(argv=None):
     wall = time.perf_counter() - t0
     bu.write_json(out / "run_all.json", {"wall_s": wall, "quick": a.quick, "machine": st["machine"]})
     (out / "README.md").write_text(readme(st, ot, sa, wall, out))
-    print(f"[run_all] wrote {_shown(out)}/step_time.json, ot_scaling.json, sampling.json, README.md in {wall:.0f} s")
+    print(f"[run_all] wrote {relative_to_cwd(out)}/step_time.json, ot_scaling.json, sampling.json, README.md "
+          f"in {wall:.0f} s")
 
 
 if __name__ == "__main__":

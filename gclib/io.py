@@ -63,3 +63,12 @@ def write_text(path, text: str) -> Path:
 
 def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def relative_to_cwd(path) -> str:
+    """``path`` relative to the working directory when it lies below it, else as given: what logs and stored
+    notebooks show, so they carry no machine paths (papermill stores the paths it is given)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

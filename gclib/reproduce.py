@@ -8,7 +8,7 @@ import platform
 import time
 from pathlib import Path
 
-from .io import write_json, write_text
+from .io import relative_to_cwd, write_json, write_text
 from .report import project_root
 
 NOTEBOOK_ORDER = ("toy_flows", "ct_cd_gap", "transport_cost", "fid_curves")
@@ -63,13 +63,13 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
         print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
         t0 = time.perf_counter()
         before = finished_runs(root)
-        pm.execute_notebook(_rel(nb), _rel(out / nb.name), parameters=parameters, cwd=str(root / "notebooks"),
-                            kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(out / nb.name), parameters=parameters,
+                            cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
         scrub_paths(out / nb.name, root)
-        trained = len(finished_runs(root) - before)
-        timings[f"{nb.stem}/{variant}"] = {"seconds": time.perf_counter() - t0, "runs_trained": trained}
-        print(f"   done in {timings[f'{nb.stem}/{variant}']['seconds']:.0f} s ({trained} run{'s' * (trained != 1)} "
-              f"trained; any other run it used came from the cache in runs/)", flush=True)
+        seconds, trained = time.perf_counter() - t0, len(finished_runs(root) - before)
+        timings[f"{nb.stem}/{variant}"] = {"seconds": seconds, "runs_trained": trained}
+        print(f"   done in {seconds:.0f} s ({trained} run{'s' * (trained != 1)} trained; any other run it used came "
+              f"from the cache in runs/)", flush=True)
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
@@ -80,14 +80,6 @@ def finished_runs(root: Path) -> set:
     are those that appear (or are finished again) while it runs, so a timing can say how much was cached."""
     from .report import runs_dir
     return {(p.parent.name, p.stat().st_mtime_ns) for p in runs_dir(root).glob("*/done.json")}
-
-
-def _rel(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it (papermill stores the paths it is given)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def scrub_paths(ipynb: Path, root: Path) -> None:
