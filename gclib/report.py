@@ -32,8 +32,12 @@ def results_dir(notebook: str, variant: str, root=None) -> Path:
 
 
 def runs_dir(root=None) -> Path:
-    """The cache of trained models (runs/<name>-<config hash>/), shared by all notebooks; not committed."""
-    return project_root(root) / "runs"
+    """The cache of trained models (<runs>/<name>-<config hash>/), shared by all notebooks; not committed.
+    ``$GCLIB_RUNS`` when set (a folder outside the work tree survives a fresh checkout, so long sweeps resume
+    where they stopped), else runs/ under the project root."""
+    import os
+    env = os.environ.get("GCLIB_RUNS")
+    return Path(env).expanduser() if env else project_root(root) / "runs"
 
 
 def sig(x: float, digits: int = 2) -> float:

@@ -7,7 +7,8 @@ import torch
 
 from gclib.experiments.fid_curves import digits_metric_check
 from gclib.metrics import digits_features, fd_digits, kid, kid_digits, mmd2_unbiased
-from gclib.metrics.digits import MIN_ACCURACY, digits_split
+from gclib.metrics.digits import (MIN_ACCURACY, WEIGHTS_PATH, WEIGHTS_SHA256, DigitsWeightsError, _sha256, accuracy,
+                                  digits_split, load_classifier)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,25 @@ def test_classifier_is_accurate_and_features_are_frozen():
     assert not any(p.requires_grad for p in ex.parameters())
     with pytest.raises(ValueError, match=r"\(B, 1, 8, 8\)"):
         ex(torch.zeros(2, 64))
+
+
+def test_shipped_weights_are_the_frozen_classifier():
+    # FD_digits is one function everywhere: the weights ship with gclib and are checked on every load
+    assert _sha256(WEIGHTS_PATH) == WEIGHTS_SHA256
+    net, recorded = load_classifier()
+    x_tr, y_tr, x_te, y_te = digits_split()
+    assert accuracy(net, x_te, y_te) == recorded >= MIN_ACCURACY  # held-out accuracy, recomputed here
+
+
+def test_tampered_or_missing_weights_are_refused(tmp_path):
+    bad = tmp_path / "w.pt"
+    blob = bytearray(WEIGHTS_PATH.read_bytes())
+    blob[-100] ^= 1
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(DigitsWeightsError, match="SHA-256"):
+        load_classifier(bad)
+    with pytest.raises(DigitsWeightsError, match="missing"):
+        load_classifier(tmp_path / "absent.pt")
 
 
 def test_fd_digits_ranks_real_digits_best(check):

@@ -140,6 +140,25 @@ def paired_claim(text: str, a, b, name_a: str, name_b: str, expect: str = "less"
     return claim(text, v.verdict, f"{name_a} {f(a)} vs {name_b} {f(b)}; {v.text(name_a, name_b, digits)}", paper)
 
 
+def paired_power(effect: float, sd: float, n: int, level: float = 0.9) -> float:
+    """The probability that ``paired_verdict`` says "holds" when the true mean paired difference is ``effect``
+    in the paper's direction (> 0 here) and the per-seed differences have standard deviation ``sd``: the
+    two-sided ``level`` t-interval over ``n`` seeds lies on the paper's side of 0 (noncentral t, exact for
+    normal differences)."""
+    from scipy import stats
+    if n < 2 or sd <= 0:
+        raise ValueError(f"paired_power needs n >= 2 and sd > 0; got n={n}, sd={sd}")
+    crit = stats.t.ppf(0.5 + level / 2, n - 1)
+    return float(stats.nct.sf(crit, n - 1, abs(effect) * np.sqrt(n) / sd))
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, level: float = 0.9) -> float:
+    """The smallest true paired difference that ``paired_verdict`` declares "holds" with probability
+    ``power`` over ``n`` seeds when the differences have standard deviation ``sd``."""
+    from scipy.optimize import brentq
+    return float(brentq(lambda e: paired_power(e, sd, n, level) - power, 1e-9 * sd, 100 * sd))
+
+
 def resolve_device(device: str = "auto") -> str:
     """"auto" -> "cuda" when available, else "cpu"; "cpu"/"cuda" checked."""
     if device not in ("auto", "cpu", "cuda"):

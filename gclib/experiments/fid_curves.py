@@ -222,6 +222,20 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
     return sw
 
 
+SWEEP_KEYS = ("variant", "base_config", "overrides", "metric", "seeds", "mus", "include_ot", "frozen", "frozen_mu",
+              "frozen_seed", "per_flow", "fid", "workers")
+
+
+def sweep_from_params(path, root=None) -> Sweep:
+    """The ``Sweep`` of a parameter file params/fid_curves/<variant>.yaml (the keys ``make_sweep`` takes; the
+    notebook's other parameters, such as the pre-registration, are ignored here)."""
+    import yaml
+    p = yaml.safe_load(Path(path).read_text()) or {}
+    kw = {k: p[k] for k in SWEEP_KEYS if k in p}
+    kw.setdefault("variant", Path(path).stem)
+    return make_sweep(**kw, root=root)
+
+
 def describe(sw: Sweep) -> str:
     """One line on what the sweep trains."""
     b = sw.base

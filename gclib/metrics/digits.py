@@ -7,10 +7,12 @@ sklearn's 8x8 digits no pre-trained network exists, so the project trains a smal
 - data: sklearn's digits (1797 images, 10 classes), a fixed seeded split: ``TEST_SIZE`` images held out;
 - network: two 3x3 convolution stages (32 and 64 channels, max-pooling to 2x2), a 128-unit fully connected
   layer (the features, after its ReLU), a linear read-out to 10 classes;
-- training: Adam, random one-pixel shifts, a fixed seed; about 10 s on 2 CPU cores; at least 97% held-out
-  accuracy is checked after training (``DigitsClassifierError`` otherwise);
-- cache: the weights are saved under ``cache_dir`` (default ``$GCLIB_CACHE`` or ``~/.cache/gclib``) named by a
-  hash of the settings, and retrained when absent or unreadable.
+- training: AdamW, random one-pixel shifts, a fixed seed; about 15 s on 2 CPU cores;
+- **frozen weights**: as FID freezes Inception, the trained weights ship with the package
+  (``digits_classifier.pt`` beside this file, checked against ``WEIGHTS_SHA256`` on every load), so FD_digits is
+  one function on every machine. CPU training is not bit-reproducible across machines, so retraining gives a
+  slightly different metric; ``python -m gclib.metrics.digits --regenerate`` retrains and rewrites the file
+  (and prints the new checksum to put in ``WEIGHTS_SHA256``) and must be followed by re-running every result.
 
 ``digits_features()`` returns the frozen extractor (images (B, 1, 8, 8) in [-1, 1], clipped to that range as
 the FID protocol clips samples, -> (B, 128) float64 features). ``fd_digits`` is the Frechet distance between
@@ -22,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -119,32 +120,49 @@ def settings_hash(settings: dict = SETTINGS) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("GCLIB_CACHE") or Path.home() / ".cache" / "gclib")
+WEIGHTS_PATH = Path(__file__).with_name("digits_classifier.pt")
+WEIGHTS_SHA256 = "7ef5c4977f2d2c7d67f4470ffe0d373a0c5a38d630bf70c1dd69740f001fec63"
 
 
-def load_classifier(cache_dir=None, settings: dict = SETTINGS) -> tuple[DigitsNet, float]:
-    """The trained classifier and its held-out accuracy, from the cache or trained now (and cached)."""
-    path = Path(cache_dir or default_cache_dir()) / f"digits-classifier-{settings_hash(settings)}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            net = DigitsNet(tuple(settings["channels"]), settings["features"], settings["dropout"])
-            net.load_state_dict(blob["state_dict"])
-            return net.eval(), float(blob["accuracy"])
-        except Exception:  # unreadable or stale: train again below and overwrite it
-            pass
+class DigitsWeightsError(RuntimeError):
+    """The shipped classifier weights are missing or are not the frozen ones (checksum mismatch)."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_classifier(path=None, sha256: str | None = WEIGHTS_SHA256) -> tuple[DigitsNet, float]:
+    """The frozen classifier and its held-out accuracy (as recorded when it was trained), read from ``path``
+    (default: the weights shipped with gclib) after checking its SHA-256 (``sha256=None`` skips the check, for
+    a file you trained yourself)."""
+    path = Path(path or WEIGHTS_PATH)
+    if not path.is_file():
+        raise DigitsWeightsError(f"{path}: the frozen digits classifier is missing (it ships with gclib; "
+                                 f"`python -m gclib.metrics.digits --regenerate` trains a new one)")
+    if sha256 is not None and _sha256(path) != sha256:
+        raise DigitsWeightsError(f"{path}: SHA-256 {_sha256(path)[:16]}... is not the frozen classifier's "
+                                 f"{sha256[:16]}...; FD_digits would not be comparable with the committed results")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    s = blob["settings"]
+    net = DigitsNet(tuple(s["channels"]), s["features"], s["dropout"])
+    net.load_state_dict(blob["state_dict"])
+    return net.eval(), float(blob["accuracy"])
+
+
+def regenerate(path=None, settings: dict = SETTINGS) -> str:
+    """Train the classifier from scratch and write it to ``path`` (default: the shipped file); returns its
+    SHA-256. The file is written only when the held-out accuracy reaches ``MIN_ACCURACY``."""
     net, acc = train_classifier(settings)
     if acc < MIN_ACCURACY:
         raise DigitsClassifierError(f"the digits classifier reached {acc:.3f} held-out accuracy, below the "
                                     f"{MIN_ACCURACY} its features need; settings {settings}")
     buf = io.BytesIO()
-    torch.save({"state_dict": net.state_dict(), "accuracy": acc, "settings": settings}, buf)
-    try:
-        atomic_write(path, lambda f: f.write(buf.getvalue()))
-    except OSError:  # a read-only cache is not fatal: the classifier is simply retrained next time
-        pass
-    return net, acc
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "accuracy": acc, "settings": settings}, buf)
+    path = Path(path or WEIGHTS_PATH)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return _sha256(path)
 
 
 class DigitsFeatures(nn.Module):
@@ -154,7 +172,7 @@ class DigitsFeatures(nn.Module):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
         self.accuracy = accuracy
-        self.name = f"digits-cnn-{settings_hash()}"
+        self.name = f"digits-cnn-{WEIGHTS_SHA256[:12]}"
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
@@ -165,14 +183,10 @@ class DigitsFeatures(nn.Module):
         return torch.cat([self.net.features(b) for b in x.split(batch_size)]).double()
 
 
-@lru_cache(maxsize=4)
-def _cached_features(cache_dir: str | None) -> DigitsFeatures:
-    return DigitsFeatures(*load_classifier(cache_dir))
-
-
-def digits_features(cache_dir=None) -> DigitsFeatures:
-    """The frozen digits feature extractor (trained once, then loaded from the cache)."""
-    return _cached_features(str(cache_dir) if cache_dir is not None else None)
+@lru_cache(maxsize=1)
+def digits_features() -> DigitsFeatures:
+    """The frozen digits feature extractor (the weights shipped with gclib, checksum verified)."""
+    return DigitsFeatures(*load_classifier())
 
 
 def _stats(f: torch.Tensor):
@@ -193,3 +207,17 @@ def kid_digits(samples: torch.Tensor, reference: torch.Tensor, subsets: int = 50
     """KID (cubic polynomial kernel MMD^2, unbiased, averaged over subsets) in the digits feature space."""
     ex = digits_features()
     return kid(ex(samples), ex(reference), subsets=subsets, subset_size=subset_size, seed=seed)["mean"]
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="The frozen digits classifier behind FD_digits.")
+    ap.add_argument("--regenerate", action="store_true", help="retrain it and rewrite the shipped weights")
+    ap.add_argument("--out", default=None, help="write the weights here instead of the shipped file")
+    args = ap.parse_args()
+    if args.regenerate:
+        digest = regenerate(args.out)
+        print(f"wrote {args.out or WEIGHTS_PATH}; SHA-256 {digest}: set WEIGHTS_SHA256 to it and re-run the results")
+    else:
+        net, acc = load_classifier()
+        print(f"{WEIGHTS_PATH}: SHA-256 {WEIGHTS_SHA256}, held-out accuracy {acc:.4f}")
