@@ -29,10 +29,18 @@ def variant_files(root: Path, notebook: str, long: bool = False) -> list[Path]:
     return [p for p in files if (LONG in p.stem) == long]
 
 
-def reproduce(root=None, long: bool = False, only: str | None = None, variants=None) -> int:
+def reproduce(root=None, long: bool = False, only: str | None = None, variants=None, status: bool = False) -> int:
     """Run the notebooks (``only``: one of them) with their quick cpu parameter sets, or the long ones
-    (``long=True``), or only the named ``variants``; then rewrite results/README.md."""
+    (``long=True``), or only the named ``variants``; then rewrite results/README.md. With ``long``, first print
+    where each long profile stands in the run cache (``long_status``); ``status=True`` prints only that."""
     root = project_root(root)
+    if long or status:
+        from .report import runs_dir
+        print(f"run cache: {runs_dir(root)} (set GCLIB_RUNS to keep it outside the work tree)")
+        for line in long_status(root, variants):
+            print(line, flush=True)
+        if status:
+            return 0
     notebooks = _notebooks(root)
     if not notebooks:
         print("No notebooks yet in notebooks/: nothing to reproduce.")
@@ -73,6 +81,78 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
+
+
+def run_state(run_dir: Path) -> tuple[str, int]:
+    """("finished", step), ("partial", newest checkpoint step) or ("pending", 0) for one cached run directory."""
+    import re
+    if (run_dir / "done.json").is_file():
+        return "finished", -1
+    steps = [int(m.group(1)) for p in (run_dir / "checkpoints").glob("ckpt-*.pt")
+             if (m := re.fullmatch(r"ckpt-(\d+)\.pt", p.name))]
+    return ("partial", max(steps)) if steps else ("pending", 0)
+
+
+def _seconds_per_step(run_dirs) -> float | None:
+    """Median training seconds per step of the runs among ``run_dirs`` that have trained (their metrics.csv's
+    last row: seconds since the run's start, evaluations included), or None."""
+    import csv
+    import statistics
+    rates = []
+    for d in run_dirs:
+        if not (d / "metrics.csv").is_file():
+            continue
+        with open(d / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        if len(rows) > 100 and float(rows[-1]["seconds"]) > 0:
+            rates.append(float(rows[-1]["seconds"]) / int(rows[-1]["step"]))
+    return statistics.median(rates) if rates else None
+
+
+def _similar_runs(runs: Path, base: dict):
+    """Run directories in ``runs`` whose config has base's data set, model and batch size (same cost per step)."""
+    import yaml
+    for d in runs.glob("*"):
+        try:
+            c = yaml.safe_load((d / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if all(c.get(k) == base.get(k) for k in ("dataset", "model", "batch_size")):
+            yield d
+
+
+def long_status(root=None, variants=None) -> list[str]:
+    """One line per long fid_curves profile: how many of its runs are finished, partly trained (resumed from
+    their newest checkpoint) or not started in the run cache, and the estimated time left with the profile's
+    workers (from the seconds per step of runs finished on this machine). A run shared by two profiles is
+    counted in the first that lists it."""
+    from .config import run_dir_for
+    from .experiments.fid_curves import run_config, sweep_from_params
+    root = project_root(root)
+    seen, lines = set(), []
+    for params in variant_files(root, "fid_curves", long=True):
+        if variants and params.stem not in variants:
+            continue
+        sw = sweep_from_params(params, root=root)
+        dirs = []
+        for run in sw.runs():
+            d = run_dir_for(run_config(sw.base, run))
+            if d not in seen:
+                seen.add(d)
+                dirs.append(d)
+        states = [run_state(d) for d in dirs]
+        done = sum(s == "finished" for s, _ in states)
+        partial = [k for s, k in states if s == "partial"]
+        total = int(sw.base["total_steps"])
+        left = sum(total - k for s, k in states if s != "finished")
+        rate = _seconds_per_step(dirs) or _seconds_per_step(_similar_runs(Path(sw.base["runs_dir"]), sw.base))
+        eta = (f"about {left * rate / sw.workers / 3600:.1f} h left with {sw.workers} worker(s) "
+               f"({rate:.3f} s per step measured here)" if rate and left else
+               "nothing left to train" if not left else "time left unknown (no run has trained here yet)")
+        lines.append(f"fid_curves/{params.stem}: {len(dirs)} runs of its own: {done} finished, {len(partial)} partly "
+                     f"trained{' (resume at steps ' + ', '.join(map(str, sorted(partial))) + ')' if partial else ''}, "
+                     f"{len(dirs) - done - len(partial)} not started; {eta}")
+    return lines
 
 
 def finished_runs(root: Path) -> set:
@@ -169,9 +249,15 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
         lines += [f"| {k} | {v['seconds']} | {v.get('runs_trained', '-')} | {v['machine']} |"
                   for k, v in sorted(all_t.items())] + [""]
     lines += ["## Paper claims against what was measured here", "",
-              "| notebook | variant | claim | verdict | measured |", "|---|---|---|---|---|"]
+              "`endpoint` says whether a row is a **primary** or secondary endpoint of a profile that fixed its "
+              "endpoints and seeds before its runs (`preregistration` in params/fid_curves/cpu_long*.yaml), and `n` "
+              "the number of paired seeds behind a paired row; a run that is evidence in another profile's rows is "
+              "named in the measured column.", "",
+              "| notebook | variant | claim | endpoint | n | verdict | measured |", "|---|---|---|---|---|---|---|"]
     for nb, variant, c in _claim_rows(root):
-        lines.append(f"| {nb} | {variant} | {c['claim']} | {_verdict(c)} | {c['measured']} |")
+        role = {"primary": "**primary**", "secondary": "secondary"}.get(c.get("role"), "-")
+        lines.append(f"| {nb} | {variant} | {c['claim']} | {role} | {c.get('n', '-')} | {_verdict(c)} | "
+                     f"{c['measured']} |")
     lines.append("")
     lines += _table1_rows(root)
     for nb in NOTEBOOK_ORDER:

@@ -137,7 +137,8 @@ def paired_claim(text: str, a, b, name_a: str, name_b: str, expect: str = "less"
     mean of each side and the paired difference with its interval."""
     v = paired_verdict(a, b, expect, level)
     f = lambda x: f"{np.mean(x):.{digits}g}"
-    return claim(text, v.verdict, f"{name_a} {f(a)} vs {name_b} {f(b)}; {v.text(name_a, name_b, digits)}", paper)
+    row = claim(text, v.verdict, f"{name_a} {f(a)} vs {name_b} {f(b)}; {v.text(name_a, name_b, digits)}", paper)
+    return {**row, "n": int(v.n)}
 
 
 def paired_power(effect: float, sd: float, n: int, level: float = 0.9) -> float:

@@ -1,0 +1,160 @@
+"""Pre-registered endpoints of the long digits profiles (gclib.experiments.fid_curves): the endpoints computed
+by hand on synthetic curves, verdicts that can come out every way (a real effect holds, no effect is not "holds",
+a reversed effect is refuted), the power formula against a simulation of the verdict itself, the final
+evaluation on a tiny run, and the committed profiles: endpoints named, seeds as planned, power text from the code."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gclib.experiments.common import detectable_effect, paired_power, paired_verdict
+from gclib.experiments.fid_curves import (Run, Sweep, endpoint, evaluate_final, final_evaluation, make_sweep,
+                                          preregistered_claims, sweep_from_params)
+from nbhelpers import ROOT
+
+PRE = {"primary": [{"endpoint": "final", "a": "GC mu=0.5", "b": "IC"},
+                   {"endpoint": "final", "a": "GC mu=0.5", "b": "OT"}],
+       "secondary": [{"endpoint": "mean_log", "a": "GC mu=0.5", "b": "IC"},
+                     {"endpoint": "steps_to_reach", "a": "GC mu=0.5", "b": "IC"}]}
+
+
+def sweep(tmp_path, pre=PRE, seeds=range(8)) -> Sweep:
+    return Sweep(base={"total_steps": 400, "eval_every": 100, "dataset": "digits"}, metric="fd_digits",
+                 seeds=list(seeds), mus=[0.5], include_ot=True, frozen={}, frozen_mu=0.5, frozen_seed=0, workers=1,
+                 out=tmp_path, preregistration=pre)
+
+
+def curves(gc_factor: float, seeds=range(8), noise: float = 0.03, rng_seed: int = 0) -> pd.DataFrame:
+    """IC's curve 100/step^0.5-like, OT = IC, GC = IC * gc_factor, each with multiplicative per-seed noise."""
+    g = np.random.default_rng(rng_seed)
+    rows = []
+    for s in seeds:
+        for label, f in (("IC", 1.0), ("OT", 1.0), ("GC mu=0.5", gc_factor)):
+            for step in (100, 200, 300, 400):
+                rows.append({"label": label, "seed": s, "step": step,
+                             "fd_digits": 100 * f / math.sqrt(step / 100) * math.exp(noise * g.standard_normal())})
+    return pd.DataFrame(rows)
+
+
+def test_endpoints_by_hand(tmp_path):
+    sw, c = sweep(tmp_path), curves(0.8, seeds=[0, 1])
+    g = c[(c.label == "GC mu=0.5") & (c.seed == 1)].sort_values("step").fd_digits.to_numpy()
+    assert endpoint(sw, c, None, "final", "GC mu=0.5")[1] == g[-1]
+    assert endpoint(sw, c, None, "first", "GC mu=0.5")[1] == g[0]
+    assert math.isclose(endpoint(sw, c, None, "mean_log", "GC mu=0.5")[1], np.log(g).mean())
+    ic_final = c[(c.label == "IC") & (c.seed == 1) & (c.step == 400)].fd_digits.item()
+    want = next((st for st, v in zip((100, 200, 300, 400), g) if v <= ic_final), 500)  # never: one interval past
+    assert endpoint(sw, c, None, "steps_to_reach", "GC mu=0.5", "IC")[1] == want
+    final = pd.DataFrame({"label": ["GC mu=0.5"] * 2, "seed": [0, 1], "fd_digits": [7.0, 8.0]})
+    assert endpoint(sw, c, final, "final", "GC mu=0.5").tolist() == [7.0, 8.0]  # the final evaluation wins
+
+
+@pytest.mark.parametrize("factor, want", [(0.8, "holds"), (1.0, "not holds"), (1.25, "refuted")])
+def test_verdicts_can_come_out_every_way(tmp_path, factor, want):
+    rows = preregistered_claims(sweep(tmp_path), curves(factor))
+    primary = [r for r in rows if r["role"] == "primary"]
+    assert [r["n"] for r in rows] == [8] * 4 and len(primary) == 2
+    assert primary[0]["claim"] == "GC mu=0.5 ends below IC (final fd_digits)" and "8 paired seeds" in primary[0]["measured"]
+    for r in primary + [rows[2]]:
+        assert (r["verdict"] != "holds") if want == "not holds" else (r["verdict"] == want), r
+
+
+def test_shared_runs_are_named(tmp_path):
+    pre = {**PRE, "shared_with": {"cpu_long": ["IC", "OT"]}}
+    rows = preregistered_claims(sweep(tmp_path, pre), curves(0.8))
+    assert "IC runs shared with cpu_long" in rows[0]["measured"]
+    assert "OT runs shared with cpu_long" in rows[1]["measured"]
+
+
+def test_paired_power_matches_a_simulation_of_the_verdict():
+    g = np.random.default_rng(1)
+    effect, sd, n, reps = 1.0, 1.5, 6, 4000
+    d = effect + sd * g.standard_normal((reps, n))
+    hits = np.mean([paired_verdict(-x, np.zeros(n)).verdict == "holds" for x in d])
+    p = paired_power(effect, sd, n)
+    assert abs(hits - p) < 4 * math.sqrt(p * (1 - p) / reps), (hits, p)
+    assert math.isclose(paired_power(detectable_effect(sd, n), sd, n), 0.8, rel_tol=1e-6)
+    assert paired_power(0.0, sd, n) == pytest.approx(0.05, abs=1e-9)  # no effect: the one-sided error rate
+
+
+def test_bad_preregistration_is_named():
+    base = dict(variant="x", base_config="params/train/digits_ic.yaml", overrides={"total_steps": 100},
+                metric="fd_digits", seeds=[0, 1], mus=[0.5], root=ROOT)
+    with pytest.raises(ValueError, match=r"preregistration.primary\[0\].a='GC mu=0.3' is not a run"):
+        make_sweep(**base, preregistration={"primary": [{"endpoint": "final", "a": "GC mu=0.3", "b": "IC"}]})
+    with pytest.raises(ValueError, match="endpoint"):
+        make_sweep(**base, preregistration={"primary": [{"endpoint": "auc", "a": "GC mu=0.5", "b": "IC"}]})
+    with pytest.raises(ValueError, match="at least one primary"):
+        make_sweep(**base, preregistration={"secondary": []})
+    with pytest.raises(ValueError, match="final_eval: n=1"):
+        make_sweep(**base, final_eval={"n": 1, "sampling_seeds": [0]})
+    with pytest.raises(ValueError, match="sampling_seeds"):
+        make_sweep(**base, final_eval={"n": 10, "sampling_seeds": [0, 0]})
+
+
+def test_long_profiles_fix_endpoints_and_seeds_before_the_runs():
+    plan = {"cpu_long": (10, 4000), "cpu_long_2x": (5, 8000), "cpu_long_mu": (5, 4000)}
+    for name, (seeds, steps) in plan.items():
+        sw = sweep_from_params(ROOT / "params" / "fid_curves" / f"{name}.yaml", root=ROOT)
+        assert len(sw.seeds) >= seeds and sw.base["total_steps"] == steps, name
+        assert sw.preregistration["primary"] and sw.preregistration["power"], name
+        fe = sw.final_eval
+        assert fe["n"] * len(fe["sampling_seeds"]) >= 10_000 and len(fe["sampling_seeds"]) >= 5, name
+    # the power statement of cpu_long.yaml is what the code computes from cpu_long's earlier spread
+    assert round(detectable_effect(1.34, 10), 1) == 1.1 and round(detectable_effect(2.28, 10), 1) == 1.9
+    assert round(paired_power(2.02, 1.34, 5), 2) == 0.86 and round(paired_power(3.82, 2.28, 5), 2) == 0.92
+    # cpu_long_mu's baselines are cpu_long's runs (same configs), so it names them as shared
+    a = sweep_from_params(ROOT / "params" / "fid_curves" / "cpu_long.yaml", root=ROOT)
+    b = sweep_from_params(ROOT / "params" / "fid_curves" / "cpu_long_mu.yaml", root=ROOT)
+    assert a.base == b.base
+    assert set(b.preregistration["shared_with"]["cpu_long"]) == {"IC", "OT", "GC mu=0.5"}
+
+
+def test_final_evaluation_pools_sampling_seeds_and_is_cached(tmp_path, one_thread):
+    from conftest import tiny_config
+    from gclib.train import train
+    cfg = tiny_config(tmp_path, total_steps=10, checkpoint_every=10)
+    base = {**cfg, "eval_metrics": []}
+    sw = Sweep(base=base, metric="w2", seeds=[0], mus=[], include_ot=False, frozen={}, frozen_mu=0.5, frozen_seed=0,
+               workers=1, out=tmp_path / "out", final_eval={"n": 64, "sampling_seeds": [0, 1]})
+    from gclib.experiments.fid_curves import run_config
+    run = Run("IC", 0, {"flow": "ic"})
+    with pytest.raises(FileNotFoundError, match="final checkpoint of IC"):
+        evaluate_final(sw, run)
+    train(run_config(base, run))
+    v1 = evaluate_final(sw, run)
+    cache = list((tmp_path / "runs").glob("*/final_eval-*.json"))
+    assert len(cache) == 1 and '"samples": 128' in cache[0].read_text()
+    assert evaluate_final(sw, run) == v1 and v1["w2"] > 0
+    t = final_evaluation(sw)
+    assert t.w2.tolist() == [v1["w2"]] and (tmp_path / "out" / "final_eval.csv").is_file()
+
+
+def test_long_status_counts_finished_partial_and_pending_runs(tmp_path, monkeypatch, one_thread):
+    import yaml
+    from conftest import tiny_config
+    from gclib.reproduce import long_status
+    from gclib.train import train
+    root = tmp_path / "proj"
+    (root / "params" / "train").mkdir(parents=True)
+    (root / "params" / "fid_curves").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "gclib"\n')
+    base = {k: v for k, v in tiny_config(tmp_path).items() if k != "runs_dir"}
+    (root / "params" / "train" / "toy.yaml").write_text(yaml.safe_dump(base))
+    (root / "params" / "fid_curves" / "cpu_long_t.yaml").write_text(yaml.safe_dump(dict(
+        variant="cpu_long_t", base_config="params/train/toy.yaml", overrides={"total_steps": 20}, metric="w2",
+        seeds=[0], mus=[0.5], include_ot=False, workers=2)))
+    monkeypatch.setenv("GCLIB_RUNS", str(tmp_path / "cache"))
+    assert long_status(root) == ["fid_curves/cpu_long_t: 2 runs of its own: 0 finished, 0 partly trained, "
+                                 "2 not started; time left unknown (no run has trained here yet)"]
+    sw = sweep_from_params(root / "params" / "fid_curves" / "cpu_long_t.yaml", root=root)
+    from gclib.experiments.fid_curves import run_config
+    ic, gc = sw.runs()
+    train(run_config(sw.base, ic))
+    res = train(run_config(sw.base, gc))
+    (res.run_dir / "done.json").unlink()  # as if killed after its last checkpoint
+    line = long_status(root)[0]
+    assert "1 finished, 1 partly trained (resume at steps 20), 0 not started" in line, line
