@@ -33,6 +33,7 @@ from .evaluation import METRICS
 from .losses import DISTANCES
 from .nets import MODELS
 from .optim import OPTIMIZERS
+from .schedules import ECT_R_CLIPS
 
 DEVICES = ("auto", "cpu", "cuda")
 SEED_MAX = 2 ** 63 - 1
@@ -47,7 +48,11 @@ NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_e
 # Fields added after runs were cached, with the value that reproduces the training from before they existed: a
 # field at its neutral value is left out of the hash, so adding a field never invalidates cached runs.
 HASH_NEUTRAL: dict = {"objective": "consistency", "schedule": "ict", "init_checkpoint": None, "ect_q": 2.0,
-                      "ect_stages": 8, "ect_k": 8.0, "ect_b": 1.0}
+                      "ect_stages": 8, "ect_k": 8.0, "ect_b": 1.0,
+                      "ect_stage_offset": 0, "ect_r_clip": "sigma_min", "ect_distance": None}
+# Fields that act only with schedule 'ect': left out of the hash of every other configuration, whatever their value
+# (their defaults are ECT's own choices, their HASH_NEUTRAL values gclib's earlier ones; see docs/method.md, Table 2).
+ECT_ONLY = ("ect_stage_offset", "ect_r_clip", "ect_distance")
 OBJECTIVES = ("consistency", "denoising")
 SCHEDULES = ("ict", "ect")
 
@@ -99,6 +104,9 @@ class Config:
     ect_stages: int = 8                    # ect: number of stages a over training
     ect_k: float = 8.0                     # ect: n(t) = 1 + k sigmoid(-b t)
     ect_b: float = 1.0
+    ect_stage_offset: int = 1              # ect: r = t (1 - n(t) / q^(a + offset)); 1 is ECT's, 0 gclib's earlier
+    ect_r_clip: str = "zero"               # ect: r clipped at 0 with the data as target there (ECT) | "sigma_min"
+    ect_distance: Optional[str] = "l2_norm"  # ect: the loss distance (ECT's ||.||_2); null: `distance` applies
     init_checkpoint: Optional[str] = None  # start from these weights (model and EMA), e.g. a denoising run
     # optimisation
     optimizer: str = "lion"
@@ -316,6 +324,10 @@ def _validate(cfg: Config) -> None:
     check_range("ect_stages", cfg.ect_stages, 1)
     check_range("ect_k", cfg.ect_k, 0.0)
     check_range("ect_b", cfg.ect_b, 0.0)
+    check_choice("ect_stage_offset", cfg.ect_stage_offset, (0, 1))
+    check_choice("ect_r_clip", cfg.ect_r_clip, ECT_R_CLIPS)
+    if cfg.ect_distance is not None:
+        check_choice("ect_distance", cfg.ect_distance, DISTANCES)
     if cfg.init_checkpoint is not None and not str(cfg.init_checkpoint).endswith(".pt"):
         raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} must be the path of a checkpoint file (*.pt) "
                           f"or null")
@@ -456,7 +468,8 @@ def as_config(config) -> Config:
 
 def _digest(cfg: Config) -> str:
     d = {k: v for k, v in cfg.to_dict().items()
-         if k not in NOT_HASHED and not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])}
+         if k not in NOT_HASHED and not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])
+         and not (k in ECT_ONLY and cfg.schedule != "ect")}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

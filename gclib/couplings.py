@@ -9,7 +9,8 @@
 - "gc": generator-augmented coupling. Each row is a GC row with probability mu (independent Bernoulli);
   for those rows the endpoint is replaced by x^ = sg f_pred(x + sigma_i z, sigma_i), predicted at the LOWER
   level of the pair, and the SAME z is kept. The predictor runs only on the GC rows (unless
-  ``predict_all=True``, the authors' whole-batch variant, kept for benchmarks).
+  ``predict_all=True``, the authors' whole-batch variant, kept for benchmarks). A GC row whose lower level is 0
+  (ECT's pairs with r = 0) keeps its data endpoint: the predictor at level 0 is the identity, f(x, 0) = x.
 """
 from __future__ import annotations
 
@@ -94,13 +95,16 @@ def gc_mask(batch: int, mu: float, generator: torch.Generator | None = None, dev
 
 def couple(flow: str, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None, mu: float = 0.5,
            predictor: Predictor | None = None, generator: torch.Generator | None = None,
-           ot_solver: str = "auto", predict_all: bool = False) -> Coupling:
+           ot_solver: str = "auto", predict_all: bool = False, ot_perm: torch.Tensor | None = None) -> Coupling:
     """Couple a data batch x (B, ...) with noise z (B, ...) according to ``flow`` in {"ic", "ot", "gc"}.
 
     For "gc": ``sigma`` (B,) is the lower level sigma_i of each row's pair, ``mu`` the probability of a GC row,
     ``predictor(x_noisy, sigma) -> x^`` the endpoint predictor (EMA, online or frozen model; run under
     no_grad here), ``generator`` drives the Bernoulli draws.
-    For "ot": ``ot_solver`` in {"auto", "emd", "scipy"} (all exact; "auto" picks the faster for the batch size).
+    For "ot": ``ot_solver`` in {"auto", "emd", "scipy"} (all exact; "auto" picks the faster for the batch size);
+    ``ot_perm`` (int64 (B,)), when given, is ``ot_permutation(x, z, ot_solver)`` solved ahead of time
+    (``gclib.prefetch``) and is used instead of solving again.
+    For "gc", rows with sigma == 0 keep x (f(x, 0) = x) and the predictor is not run on them.
     """
     check_flow(flow)
     check_same_shape("x", x, "z", z)
@@ -108,7 +112,8 @@ def couple(flow: str, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor |
     if flow == "ic":
         return Coupling(x, z, no_gc)
     if flow == "ot":
-        return Coupling(x, z[ot_permutation(x, z, ot_solver)], no_gc)
+        perm = ot_permutation(x, z, ot_solver) if ot_perm is None else ot_perm.to(z.device)
+        return Coupling(x, z[perm], no_gc)
 
     mu = check_mu(mu)
     if sigma is None or predictor is None:
@@ -117,14 +122,16 @@ def couple(flow: str, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor |
     if sigma.shape != (x.shape[0],):
         raise ValueError(f"sigma has shape {tuple(sigma.shape)}; expected ({x.shape[0]},)")
     mask = gc_mask(x.shape[0], mu, generator, x.device)
-    if not mask.any():
+    live = mask & (sigma > 0)  # GC rows at level 0 keep x: f(x, 0) = x
+    if not live.any():
         return Coupling(x, z, mask)
     with torch.no_grad():
-        if predict_all:
-            x_hat = predictor(x + pad_dims(sigma, x) * z, sigma)[mask]
+        if predict_all:  # level-0 rows run at the smallest positive level; their output is not used
+            s_in = sigma.clamp(min=torch.finfo(sigma.dtype).tiny)
+            x_hat = predictor(x + pad_dims(sigma, x) * z, s_in)[live]
         else:
-            xm, zm, sm = x[mask], z[mask], sigma[mask]
+            xm, zm, sm = x[live], z[live], sigma[live]
             x_hat = predictor(xm + pad_dims(sm, xm) * zm, sm)
     x_new = x.clone()
-    x_new[mask] = x_hat.to(x.dtype)
+    x_new[live] = x_hat.to(x.dtype)
     return Coupling(x_new, z, mask)

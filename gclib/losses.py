@@ -20,7 +20,7 @@ import torch
 from .checks import check_choice, check_same_shape
 from .precond import pad_dims
 
-DISTANCES = ("pseudo_huber", "l2")
+DISTANCES = ("pseudo_huber", "l2", "l2_norm")
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -46,9 +46,16 @@ def squared_l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _flat_sq(a, b)
 
 
+def l2_norm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a - b||_2 per sample over the whole flattened sample (pseudo-Huber with c = 0; ECT's distance):
+    (B, ...) -> (B,). Its gradient at a == b is 0 (not NaN)."""
+    check_same_shape("a", a, "b", b)
+    return torch.linalg.vector_norm((a - b).reshape(a.shape[0], -1), dim=1)
+
+
 def get_distance(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     check_choice("distance", name, DISTANCES)
-    return pseudo_huber if name == "pseudo_huber" else squared_l2
+    return {"pseudo_huber": pseudo_huber, "l2": squared_l2, "l2_norm": l2_norm}[name]
 
 
 def ct_points(x: torch.Tensor, z: torch.Tensor, sigma_lo: torch.Tensor, sigma_hi: torch.Tensor):

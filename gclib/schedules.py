@@ -74,21 +74,34 @@ def ema_decay(step: int, max_decay: float = 0.9999, power: float = 2.0 / 3.0) ->
     return float(min(1.0 - (1.0 + step) ** (-power), max_decay))
 
 
+ECT_R_CLIPS = ("zero", "sigma_min")
+
+
+def ect_stage(step: int, total_steps: int, stages: int = 8) -> int:
+    """ECT's stage at 0-based step k of K: a = floor(k / (K / stages)) = floor(stages k / K), in [0, stages - 1]
+    (integer arithmetic, so stage boundaries are exact)."""
+    return min(int(stages * step // max(total_steps, 1)), stages - 1)
+
+
 def ect_pairs(batch: int, step: int, total_steps: int, generator: torch.Generator | None = None,
               sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, p_mean: float = -1.1, p_std: float = 2.0,
-              q: float = 2.0, stages: int = 8, k: float = 8.0, b: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+              q: float = 2.0, stages: int = 8, k: float = 8.0, b: float = 1.0, stage_offset: int = 1,
+              r_floor: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Continuous-time pairs of easy consistency tuning (ECT; Geng et al. 2024): (r, t), each (batch,) float64.
 
-    t ~ LogNormal(p_mean, p_std) clipped to [2 sigma_min, sigma_max]; at stage a = floor(stages * step /
-    total_steps) the gap shrinks as t - r = t n(t) / q^a with n(t) = 1 + k sigmoid(-b t), and r is clipped to
-    [sigma_min, t): at a = 0 the gap covers the whole of t (r = sigma_min: denoising, where fine-tuning a diffusion
-    model starts) and each stage divides it by q. The loss weight is 1 / (t - r) (``loss_weights`` of the pair).
+    t ~ LogNormal(p_mean, p_std) clipped to [2 sigma_min, sigma_max] (gclib; ECT leaves t unclipped) and, at stage
+    a = ``ect_stage(step, total_steps, stages)``,
+        r = t (1 - n(t) / q^(a + stage_offset)),   n(t) = 1 + k sigmoid(-b t),   r clipped below at ``r_floor``.
+    Defaults are ECT's: stage_offset = 1 (the gap t - r = t n(t) / q^(a+1) already at stage 0) and r_floor = 0,
+    where r <= 0 becomes 0 and the target there is the data itself (f(x, 0) = x; ``gclib.step.step_loss`` applies
+    it). gclib's earlier choice, stage_offset = 0 and r_floor = sigma_min, made stage 0 pure denoising (r =
+    sigma_min for every t) and kept every later stage one behind ECT's. The loss weight is 1 / (t - r).
     """
-    a = min(int(stages * step // max(total_steps, 1)), stages - 1)
+    a = ect_stage(step, total_steps, stages)
     z = torch.randn(batch, generator=generator, dtype=torch.float64)
     t = torch.exp(p_mean + p_std * z).clamp(2 * sigma_min, sigma_max)
     n = 1.0 + k * torch.sigmoid(-b * t)
-    r = (t * (1.0 - n / q ** a)).clamp(min=sigma_min)
+    r = (t * (1.0 - n / q ** (a + stage_offset))).clamp(min=r_floor)
     return r, t
 
 

@@ -15,6 +15,7 @@ from .checks import check_choice, check_flow, check_mu
 from .couplings import couple
 from .ema import EMA
 from .losses import cd_points, consistency_loss, ct_points
+from .precond import pad_dims
 from .rng import Streams, split
 from .schedules import loss_weights, sample_intervals
 
@@ -52,6 +53,20 @@ def resolve_predictor(predictor, model: nn.Module, ema: EMA | None) -> Callable:
     return predictor
 
 
+def data_at_level_zero(model: Callable, sigma_floor: float = 1.0) -> Callable:
+    """``model`` with the boundary condition f(x, 0) = x applied to rows at level 0 (ECT's pairs with r = 0 take
+    the data as the target). The whole batch still runs through the network, the level-0 rows at ``sigma_floor``
+    (any valid level: their output is discarded), so every row keeps the dropout mask the student draws; then the
+    level-0 rows are replaced by x exactly. Batches without a level-0 row are passed straight to ``model``."""
+    def f(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        zero = sigma <= 0
+        if not bool(zero.any()):
+            return model(x, sigma)
+        out = model(x, torch.where(zero, torch.full_like(sigma, sigma_floor), sigma))
+        return torch.where(pad_dims(zero, x), x, out)
+    return f
+
+
 def _draw(shape, generator, device, dtype):
     gdev = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
@@ -61,15 +76,19 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
               predictor="ema", ema: EMA | None = None, distance="pseudo_huber", generator: Streams | torch.Generator | None = None,
               velocity: Callable | None = None, ot_solver: str = "auto", predict_all: bool = False,
               p_mean: float = -1.1, p_std: float = 2.0, z: torch.Tensor | None = None,
-              indices: torch.Tensor | None = None, sigma_pairs: tuple | None = None):
+              indices: torch.Tensor | None = None, sigma_pairs: tuple | None = None,
+              ot_perm: torch.Tensor | None = None):
     """Loss of one consistency step on data x (B, ...) over the grid ``sigmas`` (ascending, (N,)).
 
     velocity=None trains CT (target x + sigma_i z); a velocity v(x, sigma) gives CD instead.
     ``generator``: a ``gclib.rng.Streams`` (noise, intervals and GC mask each from its own stream, so runs that
     differ only in the flow draw the same z and intervals), or one ``torch.Generator`` for all three.
     ``sigma_pairs=(lo, hi)`` ((B,) each) replaces the grid and its interval draws with given continuous-time pairs
-    (ECT: ``schedules.ect_pairs``); the weight is then 1 / (hi - lo).
-    Returns (loss tensor, StepResult). ``z`` and ``indices`` may be given to evaluate fixed draws.
+    (ECT: ``schedules.ect_pairs``); the weight is then 1 / (hi - lo), and rows with lo = 0 take the endpoint itself
+    as the target (f(x, 0) = x, ``data_at_level_zero``; for GC the predicted endpoint at level 0 is the data).
+    Returns (loss tensor, StepResult). ``z`` and ``indices`` may be given to evaluate fixed draws; ``ot_perm`` is
+    the exact OT permutation of (x, z) solved ahead of the step (``gclib.prefetch``), used by flow "ot" instead of
+    solving it here.
     """
     check_flow(flow)
     if flow == "gc":
@@ -87,18 +106,22 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
         weight = loss_weights(s)[indices].to(x.dtype)
     else:
         lo, hi = (torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in sigma_pairs)
-        if lo.shape != (b,) or hi.shape != (b,) or not bool((hi > lo).all()):
-            raise ValueError(f"sigma_pairs must be two ({b},) tensors with hi > lo")
+        if lo.shape != (b,) or hi.shape != (b,) or not bool((hi > lo).all() & (lo >= 0).all()):
+            raise ValueError(f"sigma_pairs must be two ({b},) tensors with hi > lo >= 0")
         sigma_lo, sigma_hi, weight = lo.to(x.dtype), hi.to(x.dtype), (1.0 / (hi - lo)).to(x.dtype)
         indices = torch.full((b,), -1, dtype=torch.long, device=x.device)
     pred_fn = resolve_predictor(predictor, model, ema) if flow == "gc" else None
     c = couple(flow, x, z, sigma=sigma_lo, mu=mu, predictor=pred_fn, generator=mask_gen,
-               ot_solver=ot_solver, predict_all=predict_all)
+               ot_solver=ot_solver, predict_all=predict_all, ot_perm=ot_perm)
     if velocity is None:
         x_lo, x_hi = ct_points(c.x, c.z, sigma_lo, sigma_hi)
     else:
         x_lo, x_hi = cd_points(c.x, c.z, sigma_lo, sigma_hi, velocity)
-    loss = consistency_loss(model, x_lo, x_hi, sigma_lo, sigma_hi, weight, distance)
+    target_model = model
+    if sigma_pairs is not None and bool((sigma_lo <= 0).any()):
+        core = getattr(model, "module", model)  # DDP wraps the ConsistencyModel
+        target_model = data_at_level_zero(model, float(getattr(core, "sigma_min", 1.0)))
+    loss = consistency_loss(target_model, x_lo, x_hi, sigma_lo, sigma_hi, weight, distance)
     return loss, StepResult(float("nan"), indices, sigma_lo, sigma_hi, c.gc_mask, len(sigmas))
 
 

@@ -272,15 +272,17 @@ def _open_logs(st: RunState) -> None:
 def _train_step(st: RunState, step: int, autocast) -> None:
     """Optimiser step ``step`` (1-based) and its metrics row."""
     cfg, k = st.cfg, step - 1
-    extra = {}
+    extra, distance = {}, cfg.distance
     if cfg.objective == "denoising":
         n = 0
         extra = dict(objective="denoising", sigma_data=cfg.sigma_data)
     elif cfg.schedule == "ect":
         n = 0  # continuous time: no grid
+        r_floor = 0.0 if cfg.ect_r_clip == "zero" else cfg.sigma_min
         extra = dict(sigma_pairs=ect_pairs(st.per_rank_batch, k, cfg.total_steps, st.streams.intervals,
                                            cfg.sigma_min, cfg.sigma_max, cfg.p_mean, cfg.p_std, cfg.ect_q,
-                                           cfg.ect_stages, cfg.ect_k, cfg.ect_b))
+                                           cfg.ect_stages, cfg.ect_k, cfg.ect_b, cfg.ect_stage_offset, r_floor))
+        distance = cfg.ect_distance or cfg.distance
     else:
         n = num_points(k, cfg.total_steps, cfg.s0, cfg.s1)
     if n not in st.sigma_cache:
@@ -292,7 +294,7 @@ def _train_step(st: RunState, step: int, autocast) -> None:
     try:
         with autocast:
             res = train_step(st.model, st.optimizer, x, st.sigma_cache[n], step=k, ema=st.ema, flow=cfg.flow,
-                             mu=cfg.mu, predictor=st.predictor, distance=cfg.distance, generator=st.streams,
+                             mu=cfg.mu, predictor=st.predictor, distance=distance, generator=st.streams,
                              ot_solver=cfg.ot_solver, predict_all=cfg.predict_all, p_mean=cfg.p_mean, p_std=cfg.p_std,
                              **extra)
     except NonFiniteLossError as e:
