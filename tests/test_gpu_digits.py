@@ -1,0 +1,56 @@
+"""The GPU path of the central digits profile (benchmarks/gpu_digits.sh, params/fid_curves/gpu_digits.yaml),
+checked on CPU: its runs are cpu_long.yaml's runs (same configuration hashes), the script refuses to start
+without CUDA, and its --smoke mode (CPU, 2 seeds, 40 steps) goes end to end through the notebook to
+pre-registered claims."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from gclib.config import config_hash, load_config
+from gclib.experiments.fid_curves import run_config, sweep_from_params
+from nbhelpers import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "gpu_digits.sh"
+
+
+def test_gpu_profile_trains_exactly_cpu_longs_runs():
+    cpu = sweep_from_params(ROOT / "params" / "fid_curves" / "cpu_long.yaml", root=ROOT)
+    gpu = sweep_from_params(ROOT / "params" / "fid_curves" / "gpu_digits.yaml", root=ROOT)
+    assert gpu.base["device"] == "cuda" and gpu.workers > 2
+    assert {k: v for k, v in gpu.base.items() if k != "device"} == {k: v for k, v in cpu.base.items() if k != "device"}
+    hashes = lambda sw: [config_hash(load_config(None, run_config(sw.base, r))) for r in sw.runs()]
+    assert hashes(gpu) == hashes(cpu) and len(hashes(cpu)) == 30
+    assert gpu.preregistration["primary"] == cpu.preregistration["primary"] and gpu.final_eval == cpu.final_eval
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_script_refuses_without_cuda_in_one_line(tmp_path):
+    r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "GCLIB_RUNS": str(tmp_path)})
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+        "gpu_digits.sh: no CUDA device here (use --smoke for the CPU check)"]
+    assert not any(tmp_path.iterdir())  # nothing trained
+
+
+def test_smoke_run_goes_end_to_end(tmp_path):
+    out = ROOT / "results" / "fid_curves" / "_pytest-gpu-smoke"
+    try:
+        r = subprocess.run(["bash", str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "GCLIB_RUNS_SMOKE": str(tmp_path)})
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["seeds"] == [0, 1] and m["final_from"].startswith("final evaluation: 100 one-step samples x 2")
+        primary = [c for c in m["claims"] if c.get("role") == "primary"]
+        assert [c["claim"] for c in primary] == ["GC mu=0.5 ends below IC (final fd_digits)",
+                                                 "GC mu=0.5 ends below OT (final fd_digits)"]
+        assert all(c["n"] == 2 and c["verdict"] in ("holds", "refuted", "inconclusive") for c in m["claims"])
+        assert len((out / "final_eval.csv").read_text().splitlines()) == 1 + 6
+        assert len(list(tmp_path.glob("*/final_eval-*.json"))) == 6 and len(list(tmp_path.glob("*/done.json"))) == 6
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
