@@ -178,8 +178,27 @@ def _claim_rows(root: Path):
             if m.parent.name == "default":
                 continue
             data = json.loads(m.read_text())
+            note = superseded(root, nb, m.parent.name, data)
             for c in data.get("claims", []):
-                yield nb, m.parent.name, c
+                yield nb, m.parent.name, ({**c, "measured": f"{c['measured']} ({note})", "superseded": True}
+                                           if note else c)
+
+
+def superseded(root: Path, nb: str, variant: str, metrics: dict) -> str | None:
+    """A note when committed results no longer answer their parameter file: a pre-registered profile whose
+    results predate its pre-registration (other seeds, or no pre-registered endpoints). None when current."""
+    import yaml
+    params = root / "params" / nb / f"{variant}.yaml"
+    if not params.is_file() or "seeds" not in metrics:
+        return None
+    p = yaml.safe_load(params.read_text()) or {}
+    if not p.get("preregistration"):
+        return None
+    if metrics.get("preregistration") and list(metrics["seeds"]) == list(p.get("seeds", [])):
+        return None
+    return (f"SUPERSEDED: an earlier run on seeds {metrics['seeds']}, before the profile was pre-registered with "
+            f"{len(p.get('seeds', []))} seeds and the frozen FD_digits classifier; not evidence for the "
+            f"pre-registered rows, which replace it when all their runs are trained")
 
 
 # Table 1 of the paper (one-step FID, mu = 0.5) and the parameter set that measures each row on a GPU node.
@@ -256,7 +275,8 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
               "| notebook | variant | claim | endpoint | n | verdict | measured |", "|---|---|---|---|---|---|---|"]
     for nb, variant, c in _claim_rows(root):
         role = {"primary": "**primary**", "secondary": "secondary"}.get(c.get("role"), "-")
-        lines.append(f"| {nb} | {variant} | {c['claim']} | {role} | {c.get('n', '-')} | {_verdict(c)} | "
+        verdict = f"superseded (was {c['verdict']})" if c.get("superseded") else _verdict(c)
+        lines.append(f"| {nb} | {variant} | {c['claim']} | {role} | {c.get('n', '-')} | {verdict} | "
                      f"{c['measured']} |")
     lines.append("")
     lines += _table1_rows(root)

@@ -158,3 +158,16 @@ def test_long_status_counts_finished_partial_and_pending_runs(tmp_path, monkeypa
     (res.run_dir / "done.json").unlink()  # as if killed after its last checkpoint
     line = long_status(root)[0]
     assert "1 finished, 1 partly trained (resume at steps 20), 0 not started" in line, line
+
+
+def test_results_that_predate_a_preregistration_are_marked_superseded(tmp_path):
+    import json
+    import yaml
+    from gclib.reproduce import superseded
+    (tmp_path / "params" / "fid_curves").mkdir(parents=True)
+    (tmp_path / "params" / "fid_curves" / "p.yaml").write_text(yaml.safe_dump({"seeds": [0, 1, 2, 3], "preregistration": PRE}))
+    (tmp_path / "params" / "fid_curves" / "q.yaml").write_text(yaml.safe_dump({"seeds": [0, 1]}))
+    old = {"seeds": [0, 1], "claims": []}
+    assert "SUPERSEDED: an earlier run on seeds [0, 1]" in superseded(tmp_path, "fid_curves", "p", old)
+    assert superseded(tmp_path, "fid_curves", "p", {**old, "seeds": [0, 1, 2, 3], "preregistration": PRE}) is None
+    assert superseded(tmp_path, "fid_curves", "q", old) is None  # no pre-registration: nothing to supersede
