@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gclib-installed
 
-.PHONY: setup constraints test test-unit reproduce reproduce-long bench lab clean
+.PHONY: setup constraints test test-unit reproduce reproduce-long reproduce-status bench lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,8 +43,15 @@ test-unit: setup
 reproduce: setup
 	$(PY) -m gclib reproduce
 
-reproduce-long: setup   # the long CPU profiles (params/*/cpu_long*.yaml): about 2.5 h on 2 cores in all
-	$(PY) -m gclib reproduce --long
+# The long CPU profiles (params/*/cpu_long*.yaml): many hours on 2 cores, so they span sessions. Their run cache
+# defaults to ~/.cache/gclib/runs (outside the work tree: a fresh checkout resumes where the last one stopped);
+# it first prints how many runs are finished, partly trained or not started and the time left.
+GCLIB_RUNS ?= $(HOME)/.cache/gclib/runs
+reproduce-long: setup
+	GCLIB_RUNS="$(GCLIB_RUNS)" $(PY) -m gclib reproduce --long
+
+reproduce-status: setup   # where the long profiles stand, without training anything
+	GCLIB_RUNS="$(GCLIB_RUNS)" $(PY) -m gclib reproduce --status
 
 bench: setup
 	$(PY) benchmarks/run_all.py
