@@ -25,9 +25,33 @@ def explain(err: OSError, path) -> OSError:
     return type(err)(err.errno, f"cannot write {path}: {hint}")
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be, so that it is never changed, even briefly)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a file written at ``path`` gets: those of the file it replaces, else 0o666 less the umask
+    (0644 with the usual umask), as ``open`` would give it; ``tempfile.mkstemp`` alone would leave 0600."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path, write: Callable[[IO], None], binary: bool = True) -> Path:
     """Call ``write(f)`` on a temporary file next to ``path``, then atomically rename it to ``path``. An OSError
-    (disk full, read-only folder, permissions) leaves the previous file intact and names the file and the fix."""
+    (disk full, read-only folder, permissions) leaves the previous file intact and names the file and the fix.
+    The file gets ordinary permissions (those of the file it replaces, else 0666 less the umask)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +59,10 @@ def atomic_write(path, write: Callable[[IO], None], binary: bool = True) -> Path
     except OSError as e:
         raise explain(e, path) from None
     try:
+        try:
+            os.fchmod(fd, _mode_for(path))
+        except OSError:
+            pass  # a file system without permissions (e.g. some network mounts): keep what mkstemp gave
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
@@ -44,6 +72,8 @@ def atomic_write(path, write: Callable[[IO], None], binary: bool = True) -> Path
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in HINTS:
+            raise explain(e, path) from None
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:  # name the file it was for
             raise explain(e, path) from None
         raise
     try:  # make the rename itself durable where the platform allows
