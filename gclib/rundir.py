@@ -10,18 +10,44 @@
 left by a killed run is stale and simply taken over (its leftover temporary files are removed then, by the new
 owner, never by anyone else). A second process on a running run stops at once with ``RunLockedError`` naming the
 run and the holder. Every state file is written atomically and read with a guard that names the file.
+
+A folder is gclib's only when it carries the marker ``.gclib-run`` (written when gclib creates or adopts the run
+directory; ``claim_run_dir``). An existing folder without it is refused before a byte is written, unless it is
+empty or a run directory of an older gclib (its config.yaml carries a config hash, next to gclib's metrics.csv,
+checkpoints or done.json), which is adopted. Cleaning up after a killed writer removes only the temporary files
+of the names gclib writes (``.config.yaml.<random>.tmp``, ``checkpoints/.ckpt-<step>.pt.<random>.tmp``, ...),
+never anything else. ``wait_for_run`` lets a notebook wait for a run another process is training and then reuse
+it. done.json stores its checkpoint relative to the run directory (``done_checkpoint`` reads either form).
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
 
-from .io import atomic_write, write_json, write_text
+from .io import atomic_write, explain, write_json, write_text
+
+MARKER = ".gclib-run"
+RUN_FILES = ("lock", MARKER, "config.yaml", "metrics.csv", "eval.csv", "done.json")   # what gclib writes there
+RUN_FOLDERS = ("checkpoints", "samples")
+_RANDOM = r"[a-z0-9_]{8}"   # the random part of tempfile.mkstemp's names (gclib.io.atomic_write)
+TEMPORARIES = {  # folder of the run directory -> the temporary files gclib's atomic writes leave there
+    ".": re.compile(rf"^\.(?:config\.yaml|metrics\.csv|eval\.csv|done\.json|\.gclib-run)\.{_RANDOM}\.tmp$"),
+    "checkpoints": re.compile(rf"^\.ckpt-\d{{8}}\.pt\.{_RANDOM}\.tmp$"),
+    "samples": re.compile(rf"^\.step-\d{{8}}\.png\.{_RANDOM}\.tmp$"),
+}
+LOCK_TIMEOUT_ENV = "GCLIB_LOCK_TIMEOUT"
+LOCK_TIMEOUT = 6 * 3600.0   # seconds a notebook waits for a run another process trains (default)
+
+
+class NotARunDirError(ValueError):
+    """A run directory that gclib may not write into: a file, or a folder that is not a gclib run."""
 
 
 class RunLockedError(RuntimeError):
@@ -38,7 +64,7 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         import fcntl
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        claim_run_dir(self.run_dir)  # refuses a folder that is not gclib's before anything is written
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,10 +102,114 @@ class RunLock:
 
 
 def remove_stale_temporaries(run_dir) -> None:
-    """Delete the temporary files of interrupted atomic writes (``.<name>.*.tmp``) in the run directory tree.
-    Only the owner of the run lock calls this, so no other process can be writing them."""
-    for p in Path(run_dir).rglob(".*.tmp"):
-        p.unlink(missing_ok=True)
+    """Delete the temporary files that interrupted atomic writes of gclib's own files left (``TEMPORARIES``: the
+    run directory, checkpoints/ and samples/, not below; nothing else is touched). Only the owner of the run lock
+    calls this, so no other process can be writing them."""
+    for folder, pattern in TEMPORARIES.items():
+        d = Path(run_dir) / folder
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if pattern.match(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+
+
+def _is_older_run(d: Path, names: set) -> bool:
+    """Whether folder ``d`` (holding ``names``) is a run directory written by a gclib from before the marker:
+    only a lock file (a run killed while it started), or a config.yaml with the config hash gclib writes there
+    next to gclib's metrics.csv, checkpoints or done.json."""
+    if names and all(n == "lock" or TEMPORARIES["."].match(n) for n in names):
+        return True
+    if "config.yaml" not in names:
+        return False
+    try:
+        import yaml
+        cfg = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - unreadable: not recognisably gclib's
+        return False
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("config_hash"), str):
+        return False
+    try:
+        with open(d / "metrics.csv", encoding="utf-8") as f:
+            if f.readline().startswith("step,loss,"):
+                return True
+    except (OSError, UnicodeDecodeError):
+        pass
+    from .checkpoint import list_checkpoints
+    return bool(list_checkpoints(d / "checkpoints")) or (d / "done.json").is_file()
+
+
+def claim_run_dir(run_dir) -> Path:
+    """Make ``run_dir`` a gclib run directory, or refuse it before anything is written (``NotARunDirError``, one
+    line naming the folder): a missing folder is created with the marker ``.gclib-run``; an existing one must
+    carry the marker, be empty, or be a run directory of an older gclib (then the marker is added); a file in
+    place of the folder, of checkpoints/ or samples/, or a folder in place of one of gclib's files is refused."""
+    d = Path(run_dir)
+    try:
+        if d.exists() and not d.is_dir():
+            raise NotARunDirError(f"run directory {d} is a file, not a folder: choose another run_dir / --run-dir, "
+                                  f"or move the file away")
+        if not d.is_dir():
+            d.mkdir(parents=True, exist_ok=True)
+        names = {p.name for p in d.iterdir()}
+    except NotARunDirError:
+        raise
+    except OSError as e:
+        raise explain(e, d) from None
+    if MARKER not in names:
+        if names and not _is_older_run(d, names):
+            shown = ", ".join(sorted(names)[:4]) + (", ..." if len(names) > 4 else "")
+            raise NotARunDirError(
+                f"run directory {d} is not a gclib run (it has no {MARKER} and holds {shown}): gclib writes only "
+                f"into folders it created; give a new or empty folder as run_dir / --run-dir (nothing was written)")
+        write_text(d / MARKER, json.dumps({"gclib_run": 1, "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    elif not (d / MARKER).is_file():
+        raise NotARunDirError(f"{d / MARKER} is not a file: this is not a gclib run directory")
+    for name in RUN_FOLDERS:
+        if (d / name).exists() and not (d / name).is_dir():
+            raise NotARunDirError(f"{d / name} is a file, but gclib keeps its {name} in a folder of that name: move "
+                                  f"the file away")
+    for name in RUN_FILES:
+        if (d / name).is_dir():
+            raise NotARunDirError(f"{d / name} is a folder, but gclib writes a file of that name there: move the "
+                                  f"folder away")
+    return d
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for a run another process trains: ``$GCLIB_LOCK_TIMEOUT`` or ``LOCK_TIMEOUT`` (6 h)."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not text:
+        return LOCK_TIMEOUT
+    try:
+        value = float(text)
+        if not value >= 0 or value == float("inf"):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={text!r} is not valid; give a number of seconds >= 0") from None
+    return value
+
+
+def wait_for_run(fn, run_dir, timeout: float | None = None, poll: float = 2.0, say=None):
+    """``fn()`` (a call of ``gclib.train.train``), waiting while another process trains ``run_dir``: on
+    ``RunLockedError`` say so once (``say``, default: a line on stderr) and try again every ``poll`` seconds, so
+    the finished run is reused (or resumed, if its trainer died); after ``timeout`` seconds (default
+    ``lock_timeout()``) raise RunLockedError saying how long it waited."""
+    timeout = lock_timeout() if timeout is None else float(timeout)
+    say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    deadline = None
+    while True:
+        try:
+            return fn()
+        except RunLockedError as e:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+                say(f"run {run_dir} is being trained by another process; waiting for it to finish to reuse it "
+                    f"(up to {timeout:.0f} s, ${LOCK_TIMEOUT_ENV})")
+            if now >= deadline:
+                raise RunLockedError(f"{e}; still locked after waiting {timeout:.0f} s (${LOCK_TIMEOUT_ENV})") from None
+            time.sleep(max(0.0, min(poll, deadline - now)))
 
 
 def read_json_guarded(path) -> dict | None:
@@ -99,7 +229,33 @@ def read_json_guarded(path) -> dict | None:
 
 
 def write_done(path, info: dict) -> Path:
+    """done.json (atomic); its ``checkpoint`` is stored relative to the run directory (the folder of ``path``),
+    so a run directory can be moved or shared."""
+    info = dict(info)
+    if info.get("checkpoint"):
+        ck, base = Path(info["checkpoint"]), Path(path).parent
+        try:
+            info["checkpoint"] = ck.relative_to(base).as_posix()
+        except ValueError:
+            try:
+                info["checkpoint"] = ck.resolve().relative_to(base.resolve()).as_posix()
+            except (ValueError, OSError):
+                info["checkpoint"] = str(ck)
     return write_json(path, info)
+
+
+def done_checkpoint(run_dir, done: dict) -> Path:
+    """The final checkpoint that done.json names: relative to ``run_dir`` (this gclib) or absolute (older ones;
+    when that path is gone, the file of the same name in ``run_dir``/checkpoints)."""
+    text = str(done.get("checkpoint") or "")
+    if not text:
+        return Path(run_dir) / "checkpoints" / "missing"
+    ck = Path(text)
+    if not ck.is_absolute():
+        return Path(run_dir) / ck
+    if not ck.is_file() and (Path(run_dir) / "checkpoints" / ck.name).is_file():
+        return Path(run_dir) / "checkpoints" / ck.name
+    return ck
 
 
 def write_config(path, cfg_dict: dict, chash: str) -> Path:

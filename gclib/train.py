@@ -52,7 +52,7 @@ from .images import save_samples
 from .models import build_model, data_shape, load_model, load_weights
 from .optim import make_optimizer
 from .rng import Streams
-from .rundir import (RunLock, RunLockedError, read_eval, read_json_guarded, start_metrics, truncate_metrics,
+from .rundir import (RunLock, RunLockedError, done_checkpoint, read_eval, read_json_guarded, start_metrics, truncate_metrics,
                      write_config, write_done, write_eval)
 from .schedules import ect_pairs, karras_sigmas, num_points
 from .step import NonFiniteLossError, train_step
@@ -138,7 +138,7 @@ def _finished(cfg: Config, chash: str, paths: RunPaths) -> TrainResult | None:
     done = read_json_guarded(paths.done_json)
     if not done:
         return None
-    final = Path(done.get("checkpoint", ""))
+    final = done_checkpoint(paths.run_dir, done)
     if done.get("config_hash") == chash and done.get("step") == cfg.total_steps and final.is_file():
         return TrainResult(paths.run_dir, cfg.total_steps, final, paths.metrics_csv, paths.eval_csv, cfg, skipped=True)
     return None
