@@ -4,10 +4,16 @@ A checkpoint is a dict of tensors and plain containers saved with ``torch.save``
 ``torch.load(weights_only=True)`` (data, never code). Files are ``<dir>/ckpt-<step:08d>.pt``; a write goes to a
 temporary file in the same directory, is fsync'ed and then renamed over the target (``os.replace``), so a
 crash never leaves a half-written file under a checkpoint name.
+
+Rotation keeps the ``keep`` newest checkpoints that are *verified* (written by this process, or read back once
+with ``load_checkpoint``): a corrupt file never counts as one of them, whatever its step, so it can never push a
+good checkpoint out. A corrupt checkpoint newer than the ones kept is moved aside (``ckpt-<step>.pt.corrupt``) with
+a one-line warning, never deleted.
 """
 from __future__ import annotations
 
 import io
+import os
 import random
 import re
 import warnings
@@ -39,13 +45,46 @@ def list_checkpoints(directory) -> list[Path]:
     return sorted(files, key=lambda p: int(CKPT_RE.match(p.name).group(1)), reverse=True)
 
 
+_VERIFIED: set = set()   # (path, size, mtime_ns) of checkpoint files known to be whole in this process
+
+
+def _identity(path: Path):
+    st = path.stat()
+    return (str(Path(path).absolute()), st.st_size, st.st_mtime_ns)
+
+
+def _mark_verified(path: Path) -> None:
+    try:
+        _VERIFIED.add(_identity(path))
+    except OSError:
+        pass
+
+
+def is_verified(path) -> bool:
+    """Whether checkpoint ``path`` is whole: written by this process or loaded by it before (both remembered by
+    file identity), else read back now with ``load_checkpoint``."""
+    path = Path(path)
+    try:
+        if _identity(path) in _VERIFIED:
+            return True
+    except OSError:
+        return False
+    try:
+        load_checkpoint(path)
+    except Exception:  # noqa: BLE001 - any failure to read means "not whole"
+        return False
+    return True
+
+
 def atomic_save(obj, path) -> Path:
     """Serialise in memory, then write to a temporary file next to ``path``, fsync, os.replace
     (``gclib.io.atomic_write``). Serialising first turns a full disk into the OSError (ENOSPC) of the write,
     not torch's opaque zip-writer error, and the previous checkpoints stay intact."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    return atomic_write(path, lambda f: f.write(buf.getbuffer()))
+    out = atomic_write(path, lambda f: f.write(buf.getbuffer()))
+    _mark_verified(out)
+    return out
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -53,15 +92,19 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     missing, corrupt, truncated or not a gclib checkpoint."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:  # removed between the check and the read: rotated away by its run, not corrupt
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist any more (removed while it was being "
+                              f"read, e.g. rotated away by its run: keep_checkpoints); use a newer one") from None
     except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors all mean "unreadable"
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read "
                               f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})"
                               ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a gclib checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
+    _mark_verified(path)
     return ckpt
 
 
@@ -79,11 +122,33 @@ def newest_valid(directory, map_location="cpu"):
     return None, None
 
 
+def set_aside(path) -> Path:
+    """Rename a corrupt checkpoint to ``<name>.corrupt`` (``.corrupt.1``, ... if taken) with a one-line
+    warning; returns the new path. Nothing is deleted."""
+    path = Path(path)
+    target, k = path.with_name(path.name + ".corrupt"), 0
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.corrupt.{k}")
+    os.replace(path, target)
+    warnings.warn(f"checkpoint {path} is corrupt or truncated: moved aside to {target.name} (not counted among "
+                  f"the kept checkpoints)", RuntimeWarning, stacklevel=3)
+    return target
+
+
 def rotate(directory, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints. (Temporary files of a killed writer are removed by the
-    next owner of the run directory when it takes the run lock, never here: see ``gclib.rundir``.)"""
-    for p in list_checkpoints(directory)[keep:]:
-        p.unlink(missing_ok=True)
+    """Keep the ``keep`` newest *verified* checkpoints (``is_verified``) and delete the older ones; a corrupt
+    checkpoint newer than the last one kept is moved aside (``set_aside``), so it never pushes a good one out.
+    (Temporary files of a killed writer are removed by the next owner of the run directory when it takes the run
+    lock, never here: see ``gclib.rundir``.)"""
+    good = 0
+    for p in list_checkpoints(directory):
+        if good >= keep:
+            p.unlink(missing_ok=True)
+        elif is_verified(p):
+            good += 1
+        elif p.exists():
+            set_aside(p)
 
 
 # ---------------------------------------------------------------------------------------------- RNG states

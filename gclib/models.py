@@ -68,10 +68,7 @@ def load_weights(module, state: dict, path, what: str) -> None:
 
 def load_model(path, device="cpu"):
     """(model, ema_model, config) from a checkpoint file, both models in eval mode on ``device``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = load_checkpoint(path, map_location="cpu")  # CheckpointError naming a missing, folder or corrupt file
     try:
         cfg = from_dict(ckpt["config"])
     except ConfigError as e:
