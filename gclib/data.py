@@ -36,8 +36,15 @@ class DataMissingError(FileNotFoundError):
     """A torchvision dataset is not on disk and could not be downloaded."""
 
 
+class DataCorruptError(ValueError):
+    """A data file that is there but cannot be read (corrupt, truncated, or not what its name says)."""
+
+
 def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
+    """A generator seeded with ``seed`` taken modulo 2**64: torch accepts seeds in [-2**63, 2**64) and stores
+    them modulo 2**64, so every seed it accepted before gives the same stream, and the derived seeds of large
+    run seeds (``BatchIterator``: seed * 1000003 + epoch) no longer overflow."""
+    return torch.Generator().manual_seed(int(seed) % 2 ** 64)
 
 
 def toy(name: str, n: int = 8192, seed: int = 0) -> torch.Tensor:
@@ -86,13 +93,24 @@ def _missing(name: str, folder: Path, files, err=None) -> DataMissingError:
         f"(--set download=true) on a machine with internet access{extra}")
 
 
+def _corrupt(name: str, folder: Path, files, err) -> DataCorruptError:
+    detail = " ".join(str(err).split())[:160] if err is not None else ""
+    return DataCorruptError(
+        f"dataset {name!r}: the files in {folder}/ are there but corrupt or incomplete ({', '.join(files)} fail "
+        f"their check{': ' + detail if detail else ''}); replace them, or delete them and set download: true to "
+        f"fetch them again")
+
+
 def mnist(root="data", download: bool = False) -> torch.Tensor:
     """MNIST training images padded to 32x32: (60000, 1, 32, 32) uint8."""
     from torchvision.datasets import MNIST
     folder = Path(root) / "MNIST" / "raw"
     try:
         ds = MNIST(str(root), train=True, download=download)
-    except Exception as e:  # RuntimeError (not found) or URLError (offline)
+    except Exception as e:  # RuntimeError (not found) or URLError (offline); other errors: files that do not parse
+        present = [f for f in MNIST_FILES if (folder / f).is_file()]
+        if len(present) == len(MNIST_FILES):
+            raise _corrupt("mnist", folder, present, e) from None
         raise _missing("mnist", folder, MNIST_FILES, e if download else None) from None
     x = ds.data.to(torch.uint8)[:, None]
     return torch.nn.functional.pad(x, (2, 2, 2, 2))
@@ -101,10 +119,17 @@ def mnist(root="data", download: bool = False) -> torch.Tensor:
 def cifar10(root="data", download: bool = False) -> torch.Tensor:
     """CIFAR-10 training images: (50000, 3, 32, 32) uint8."""
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
     folder = Path(root) / "cifar-10-batches-py"
     try:
         ds = CIFAR10(str(root), train=True, download=download)
-    except Exception as e:
+    except Exception as e:  # not found (or offline), or files that fail their MD5 check or do not unpickle
+        present = [f for f in CIFAR10_FILES if (folder / f).is_file()]
+        if present:
+            md5 = dict(CIFAR10.train_list + CIFAR10.test_list)
+            bad = [f for f in present if f in md5 and not check_integrity(str(folder / f), md5[f])]
+            if bad or len(present) == len(CIFAR10_FILES):
+                raise _corrupt("cifar10", folder, bad or present, None if bad else e) from None
         raise _missing("cifar10", folder, CIFAR10_FILES, e if download else None) from None
     return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
 

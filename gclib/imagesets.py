@@ -26,6 +26,7 @@ import os
 import sys
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
@@ -104,8 +105,20 @@ def preprocess(sources: Iterable, n: int, size: int, open_image: Callable, desc:
     return out
 
 
+def _corrupt(message: str):
+    from .data import DataCorruptError  # lazy, as _missing
+    return DataCorruptError(message)
+
+
 def _load_cache(path: Path, name: str) -> torch.Tensor:
-    arr = np.load(path, allow_pickle=False)
+    try:
+        arr = np.load(path, allow_pickle=False)
+        if not isinstance(arr, np.ndarray):
+            raise ValueError("not a single array")
+    except (ValueError, OSError, EOFError) as e:  # numpy's own message may advise loading pickles: not here
+        why = "not a .npy array file" if "pickle" in str(e) else " ".join(str(e).split())[:120]
+        raise _corrupt(f"{path}: the preprocessed cache of {name!r} is corrupt or truncated ({why}); delete it to "
+                       f"rebuild it from the images") from None
     if arr.dtype != np.uint8 or arr.ndim != 4 or tuple(arr.shape[1:]) != IMAGESETS[name] or len(arr) == 0:
         raise ValueError(f"{path}: cache of {name!r} holds {arr.dtype} {arr.shape}, not (N, "
                          f"{', '.join(map(str, IMAGESETS[name]))}) uint8; delete it to rebuild it from the images")
@@ -184,8 +197,8 @@ def _npz_data_shape(path: Path) -> tuple:
             version = np.lib.format.read_magic(f)
             shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
                                else np.lib.format.read_array_header_2_0(f))
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not a numpy .npz file with an array 'data' ({e}); use the npz version of "
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zlib.error) as e:
+        raise _corrupt(f"{path}: not a numpy .npz file with an array 'data' ({e}); use the npz version of "
                          f"Downsampled ImageNet 32x32 (Imagenet32_train_npz.zip)") from None
     return shape, dtype
 
@@ -215,8 +228,12 @@ def imagenet32(root="data") -> torch.Tensor:
     out = np.empty((sum(shapes), 3, 32, 32), np.uint8)
     start = 0
     for p, n in zip(paths, shapes):
-        with np.load(p, allow_pickle=False) as z:
-            out[start:start + n] = z["data"].reshape(n, 3, 32, 32)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                out[start:start + n] = z["data"].reshape(n, 3, 32, 32)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zlib.error) as e:
+            raise _corrupt(f"{p}: the ImageNet 32 archive is corrupt or truncated ({type(e).__name__}: "
+                           f"{' '.join(str(e).split())[:120]}); download Imagenet32_train_npz.zip again") from None
         start += n
     return torch.from_numpy(out)
 
