@@ -13,7 +13,7 @@ import numbers
 import operator
 from typing import Iterable
 
-__all__ = ["ConfigError", "FLOWS", "PREDICTORS", "check_choice", "check_flow", "check_mu", "check_finite",
+__all__ = ["ConfigError", "MissingExtraError", "EXTRAS", "require", "missing_extra", "FLOWS", "PREDICTORS", "check_choice", "check_flow", "check_mu", "check_finite",
            "check_range", "check_int", "check_positive_int", "check_levels", "check_sigma_range",
            "check_same_shape"]
 
@@ -23,6 +23,38 @@ PREDICTORS = ("ema", "online")
 
 class ConfigError(ValueError):
     """A bad configuration key or value (a ValueError with one clear message)."""
+
+
+# optional module -> (the name pip installs it by, the gclib extra that brings it)
+EXTRAS = {"sklearn": ("scikit-learn", "data"), "torchvision": ("torchvision", "data"),
+          "matplotlib": ("matplotlib", "notebooks"), "seaborn": ("seaborn", "notebooks"),
+          "papermill": ("papermill", "notebooks"), "nbformat": ("nbformat", "notebooks"),
+          "torch_fidelity": ("torch-fidelity", "fid"), "PIL": ("pillow", "data"), "lmdb": ("lmdb", None)}
+
+
+class MissingExtraError(ModuleNotFoundError):
+    """An optional package that this use of gclib needs is not installed (the message names it and the extra)."""
+
+
+def missing_extra(module: str, what: str = "this") -> MissingExtraError:
+    """The one-line error for optional ``module`` (a key of EXTRAS, or its top-level name) missing."""
+    top = str(module).split(".")[0]
+    pip_name, extra = EXTRAS.get(top, (top, None))
+    how = f"pip install 'gclib[{extra}]' (or pip install {pip_name})" if extra else f"pip install {pip_name}"
+    err = MissingExtraError(f"{what} needs the optional package {pip_name!r}, which is not installed: {how}")
+    err.name = top
+    return err
+
+
+def require(module: str, what: str = "this") -> None:
+    """Check that optional ``module`` can be imported, before any work; else ``missing_extra``."""
+    import importlib.util
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise missing_extra(module, what)
 
 
 def _bad():

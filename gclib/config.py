@@ -369,6 +369,126 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"attn_resolutions={cfg.attn_resolutions!r} must be a list of integers >= 1 (resolutions)")
     if cfg.model != "mlp" and cfg.dataset not in IMAGE_SHAPES:
         raise ConfigError(f"model={cfg.model!r} needs an image dataset; dataset={cfg.dataset!r} is 2-D: use model='mlp'")
+    _check_limits(cfg)
+
+
+# Limits that torch, the metrics or any machine impose, checked from the values alone so that a run never fails
+# after hours of training (evaluation runs before the final checkpoint, so a late failure also loses that).
+MULTINOMIAL_MAX = 2 ** 24           # torch.multinomial's largest number of categories (the s1 intervals)
+MAX_PARAMETERS = 2 ** 31            # model + EMA + two optimiser moments: >= 32 GiB of float32 beyond this
+MAX_SAMPLE_N = 10_000               # the sample picture: a grid or scatter plot of sample_n samples
+MAX_EVAL_N = 1_000_000              # evaluation samples (FID uses 50,000)
+MAX_EVAL_ELEMENTS = 2 ** 30         # eval_n samples of the data shape in float32: 4 GiB
+MAX_EXACT_OT_N = 20_000             # w2 / w2sq: exact OT on an eval_n x eval_n float64 cost matrix (3.2 GB)
+MAX_LR = 1.0                        # Adam, RAdam and Lion move each weight by about lr per step
+METRIC_NEEDS = {"fd_digits": ("digits",), "kid_digits": ("digits",)}   # metric -> the datasets it can measure
+IMAGE_METRICS = ("fid", "kid", "isc")                                  # Inception metrics: any image dataset
+
+
+def _shape(cfg: Config) -> tuple:
+    return tuple(IMAGE_SHAPES.get(cfg.dataset, (2,)))
+
+
+def _parameters(cfg: Config, dim: int) -> int:
+    """The number of weights of the configured network (exact for the MLP; a close upper estimate for the
+    configurable U-Net, whose 3x3 convolutions dominate; the presets are of fixed, known size)."""
+    if cfg.model == "mlp":
+        h = cfg.hidden
+        return cfg.emb_dim * h + h + dim * h + h + cfg.depth * (h * h + h) + h * dim + dim
+    if cfg.model != "unet":
+        return 0
+    per_level = [(cfg.channels * m) ** 2 for m in cfg.channel_mult]
+    return 2 * 2 * 9 * (cfg.num_blocks + 1) * sum(per_level)
+
+
+def _curriculum_sizes(cfg: Config) -> list:
+    """Every grid size N(k) the iCT curriculum reaches (``gclib.schedules.num_points``)."""
+    sizes, n = set(), cfg.s0
+    while n < cfg.s1:
+        sizes.add(n + 1)
+        n *= 2
+    sizes.add(cfg.s1 + 1)
+    return sorted(sizes)
+
+
+def _check_grids(cfg: Config) -> None:
+    """The sigma grids and interval distributions of the whole curriculum are finite and valid for
+    torch.multinomial (extreme rho, p_mean or p_std make them overflow or put no mass on the grid)."""
+    import math
+
+    import torch
+
+    from .schedules import interval_probs, karras_sigmas
+    for n in _curriculum_sizes(cfg):
+        try:
+            sigmas = karras_sigmas(n, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+        except (OverflowError, ZeroDivisionError, ValueError):
+            sigmas = None
+        if sigmas is None or not bool(torch.isfinite(sigmas).all()) or not bool((sigmas[1:] > sigmas[:-1]).all()):
+            raise ConfigError(f"rho={cfg.rho!r} is out of range for sigma_min={cfg.sigma_min}, sigma_max="
+                              f"{cfg.sigma_max}: the Karras grid of {n} points is not finite and increasing; "
+                              f"allowed: a rho that keeps it so (the paper uses 7)")
+        p = interval_probs(sigmas, cfg.p_mean, cfg.p_std)
+        if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or not float(p.sum()) > 0:
+            lo, hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
+            raise ConfigError(f"p_mean={cfg.p_mean!r}, p_std={cfg.p_std!r} put no probability on the sigma grid "
+                              f"[sigma_min, sigma_max] (log sigma in [{lo:.3g}, {hi:.3g}]), so torch.multinomial "
+                              f"cannot draw intervals; allowed: p_mean within a few p_std of that range (the paper "
+                              f"uses -1.1 and 2)")
+
+
+def _check_limits(cfg: Config) -> None:
+    import math
+    shape = _shape(cfg)
+    dim = math.prod(shape)
+    for m in cfg.eval_metrics:
+        if m in METRIC_NEEDS and cfg.dataset not in METRIC_NEEDS[m]:
+            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} measures {' or '.join(METRIC_NEEDS[m])} "
+                              f"samples (shape (1, 8, 8)); dataset={cfg.dataset!r} gives {shape}: use w2 or nn_dist")
+        if m in IMAGE_METRICS and cfg.dataset not in IMAGE_SHAPES:
+            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} measures images; dataset={cfg.dataset!r} "
+                              f"is 2-D: use w2 or nn_dist")
+        if m in ("w2", "w2sq") and cfg.eval_n > MAX_EXACT_OT_N:
+            raise ConfigError(f"eval_n={cfg.eval_n} is too large for eval_metrics {m!r} (exact OT builds an eval_n x "
+                              f"eval_n cost matrix); allowed: eval_n <= {MAX_EXACT_OT_N}")
+    check_range("s1", cfg.s1, cfg.s0, MULTINOMIAL_MAX,
+                what=f">= s0={cfg.s0} and <= 2**24 = {MULTINOMIAL_MAX} (torch.multinomial draws one of s1 intervals)")
+    check_range("lr", cfg.lr, 0.0, MAX_LR, lo_open=True,
+                what=f"in (0, {MAX_LR}] (the optimisers move each weight by about lr per step)")
+    check_range("sample_n", cfg.sample_n, 1, MAX_SAMPLE_N, what=f"in [1, {MAX_SAMPLE_N}] (samples in one picture)")
+    check_range("eval_n", cfg.eval_n, 1, MAX_EVAL_N, what=f"in [1, {MAX_EVAL_N}] (samples generated per evaluation)")
+    if cfg.eval_n * dim > MAX_EVAL_ELEMENTS:
+        raise ConfigError(f"eval_n={cfg.eval_n} is too large: {cfg.eval_n} samples of shape {shape} need "
+                          f"{cfg.eval_n * dim * 4 / 2 ** 30:.0f} GiB; allowed: eval_n <= {MAX_EVAL_ELEMENTS // dim}")
+    n_params = _parameters(cfg, dim)
+    if n_params > MAX_PARAMETERS:
+        keys = "hidden, depth, emb_dim" if cfg.model == "mlp" else "channels, channel_mult, num_blocks"
+        raise ConfigError(f"model={cfg.model!r} with these sizes ({keys}: "
+                          f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in keys.split(', '))}) has about "
+                          f"{n_params:.3g} parameters; allowed: at most 2**31 (model, EMA and optimiser states "
+                          f"would need more than 32 GiB)")
+    if cfg.objective == "consistency" and cfg.schedule == "ict":
+        _check_grids(cfg)
+
+
+def preflight(cfg: Config) -> Config:
+    """What a run needs beyond valid values, checked before anything is written: the optional packages its data
+    set and evaluation metrics import (one line naming the extra to install), the Inception weights of fid / kid
+    / isc, and a GPU for device='cuda'. Raises ConfigError, MissingExtraError or FileNotFoundError naming it."""
+    from .checks import require
+    if cfg.dataset in ("moons", "digits") or any(m in ("fd_digits", "kid_digits") for m in cfg.eval_metrics):
+        require("sklearn", f"dataset={cfg.dataset!r}" if cfg.dataset in ("moons", "digits") else "eval_metrics")
+    if cfg.dataset in ("mnist", "cifar10", "celeba64", "lsun_church64"):
+        require("torchvision", f"dataset={cfg.dataset!r}")
+    if any(m in IMAGE_METRICS for m in cfg.eval_metrics):
+        require("torch_fidelity", f"eval_metrics={cfg.eval_metrics!r}")
+        from .metrics.fid import inception_weights_path
+        inception_weights_path(None)
+    if cfg.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but CUDA is not available; allowed values here: 'auto', 'cpu'")
+    return cfg
 
 
 def validate(cfg: Config) -> Config:

@@ -45,7 +45,7 @@ import torch
 from . import distributed
 from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
                          preserve_rng, rng_state, rotate, set_rng_state)
-from .config import Config, ConfigError, as_config, config_hash, run_dir_for
+from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
 from .data import BatchIterator, load_dataset
 from .ema import EMA
 from .images import save_samples
@@ -430,6 +430,7 @@ def train(config, eval_fns: Sequence[EvalFn] = (), data: torch.Tensor | None = N
     done = _finished(cfg, chash, paths)
     if done:
         return done
+    preflight(cfg)  # what the run needs beyond its values (packages, files, a GPU), before anything is written
     d, device = distributed.setup(cfg)
     lock = None
     try:
