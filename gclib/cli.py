@@ -24,6 +24,7 @@ def _train(args) -> int:
     if args.no_progress:
         overrides.append("progress=false")
     if args.fresh:
+        _check_fresh(args)
         overrides.append("resume=false")
     cfg = load_config(args.config, overrides)
     res = train(cfg)
@@ -33,9 +34,50 @@ def _train(args) -> int:
     return 0
 
 
+def _check_fresh(args) -> None:
+    """``--fresh`` means resume=false: an explicit resume: true in the file or in --set contradicts it."""
+    from .config import _read_yaml, parse_overrides
+    given = parse_overrides(args.set or []).get("resume")
+    where = "--set resume=true"
+    if given is None:
+        given, where = _read_yaml(args.config).get("resume"), f"resume: true in {args.config}"
+    if given is True:
+        raise ValueError(f"--fresh (start afresh: resume=false) conflicts with {where}; drop one of them")
+
+
+SEED_MAX = 2 ** 63 - 1
+MAX_SAMPLES = 10_000_000
+
+
+def _check_sampling(args) -> None:
+    """The options of ``sample`` and ``evaluate``, checked before the checkpoint is read."""
+    import math
+    import torch
+    if not 1 <= args.n <= MAX_SAMPLES:
+        raise ValueError(f"--n {args.n}: must be in [1, {MAX_SAMPLES}]")
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: must be >= 1")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ValueError(f"--seed {args.seed}: must be in [0, 2**63 - 1]")
+    if args.sigmas is not None:
+        if not all(math.isfinite(v) and v > 0 for v in args.sigmas):
+            raise ValueError(f"--sigmas {' '.join(map(str, args.sigmas))}: every sigma must be a finite number > 0")
+        if any(b >= a for a, b in zip(args.sigmas, args.sigmas[1:])):
+            raise ValueError(f"--sigmas {' '.join(map(str, args.sigmas))}: must be strictly decreasing")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine; use --device cpu (or auto)")
+    if getattr(args, "out", None):
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--out {args.out}: the folder {folder} does not exist")
+        if os.path.isdir(args.out):
+            raise IsADirectoryError(f"--out {args.out} is a folder; give a file name")
+
+
 def _load(args):
     from .models import load_model
     import torch
+    _check_sampling(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     _, ema, cfg = load_model(args.checkpoint, device)
     return ema, cfg, device
@@ -58,6 +100,12 @@ def _sample(args) -> int:
     if not args.out.endswith((".png", ".npz")):
         raise ValueError(f"--out {args.out!r}: the file name must end with .png or .npz")
     ema, cfg, device = _load(args)
+    if args.out.endswith(".png"):  # the picture's package, before any sampling
+        from .checks import require
+        from .models import data_shape
+        images = len(getattr(ema, "data_shape", None) or data_shape(cfg)) == 3
+        require("torchvision" if images else "matplotlib", f"--out {args.out} (a PNG of "
+                f"{'images' if images else '2-D samples'})")
     x = _generate(args, ema, cfg, device)
     if args.out.endswith(".npz"):
         np.savez(args.out, samples=x.numpy())
@@ -66,7 +114,9 @@ def _sample(args) -> int:
         if x.ndim == 2:
             from .data import load_dataset
             ref = load_dataset(cfg.dataset, root=cfg.data_root, n=cfg.num_data, seed=cfg.seed)
-        save_samples(x, args.out, ref)
+        if save_samples(x, args.out, ref) is None:
+            raise OSError(f"--out {args.out}: the picture was not written (a package it needs is missing: "
+                          f"pip install 'gclib[notebooks]'), or write .npz")
     print(f"wrote {len(x)} samples to {args.out}")
     return 0
 
@@ -132,13 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple:
-    """Exceptions that mean the user's input or machine is at fault: reported in one line, exit status 2."""
+    """Exceptions that mean the user's input or machine is at fault: reported in one line, exit status 2.
+    (Every OSError is one: a full disk, a read-only folder, a too-long name, an unreadable state file, ...)"""
     from .checkpoint import CheckpointError
+    from .checks import MissingExtraError
     from .config import ConfigError
     from .data import DataMissingError
     from .rundir import RunLockedError
-    return (ConfigError, CheckpointError, DataMissingError, RunLockedError, FileNotFoundError, PermissionError,
-            IsADirectoryError, NotADirectoryError, ValueError)
+    return (ConfigError, CheckpointError, DataMissingError, RunLockedError, MissingExtraError, OSError, ValueError)
 
 
 def _one_line(command: str, e: BaseException) -> str:
@@ -146,33 +197,90 @@ def _one_line(command: str, e: BaseException) -> str:
     return f"gclib {command}: error: {msg}"
 
 
+INTERRUPTED = {"train": "interrupted; the run can be resumed: run the same command again (it continues from its "
+                        "newest checkpoint)",
+               "reproduce": "interrupted; the runs it trained can be resumed: run it again (finished runs are "
+                            "reused from the cache)"}
+NOTEBOOK_USER_ERRORS = ("ValueError", "ConfigError", "FileNotFoundError", "DataMissingError", "DataCorruptError",
+                        "CheckpointError", "MissingExtraError", "ModuleNotFoundError", "PermissionError",
+                        "RunLockedError")
+
+
+def run_command(command: str, fn) -> int:
+    """The error boundary of every command: ``fn()``'s exit status, or ONE line on stderr and the status:
+    2 for the user's input or machine (bad value or file, missing data or extra, corrupt or mismatched
+    checkpoint, a locked run, any OSError), 1 for a NaN/inf loss or a notebook that failed, 130 for Ctrl-C
+    (saying whether the work can be resumed); anything else is a bug and shows its traceback. Warnings are
+    printed as one line each."""
+    import warnings
+    from .checks import EXTRAS, missing_extra
+    from .step import NonFiniteLossError
+    show = warnings.showwarning
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"gclib {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+    warnings.showwarning = one_line_warning
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print(f"gclib {command}: {INTERRUPTED.get(command, 'interrupted')}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as e:
+        print(_one_line(command, e), file=sys.stderr)
+        return 1
+    except _user_errors() as e:
+        print(_one_line(command, e), file=sys.stderr)
+        return 2
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in EXTRAS:
+            raise
+        print(_one_line(command, missing_extra(e.name, f"gclib {command}")), file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - only papermill's failure is reported here; the rest re-raised
+        if type(e).__name__ != "PapermillExecutionError":
+            raise
+        evalue = " ".join(str(getattr(e, "evalue", "")).split())
+        print(f"gclib {command}: error: a notebook failed in cell {getattr(e, 'exec_count', '?')}: "
+              f"{getattr(e, 'ename', 'Error')}: {evalue} (the executed notebook under results/ holds its traceback)",
+              file=sys.stderr)
+        return 2 if getattr(e, "ename", "") in NOTEBOOK_USER_ERRORS else 1
+    finally:
+        warnings.showwarning = show
+
+
 def main(argv=None) -> int:
     """Run a command. Errors that are the user's (bad value or file, missing data, corrupt or mismatched
-    checkpoint, a locked run, a full disk or read-only folder) print one line naming the file or key and exit 2;
-    a NaN/inf loss exits 1; anything else is a bug and shows its traceback."""
-    import errno
+    checkpoint, a locked run, a full disk or read-only folder, a missing optional package) print one line naming
+    the file, key or extra and exit 2; a NaN/inf loss exits 1; Ctrl-C exits 130 saying whether the run can be
+    resumed; anything else is a bug and shows its traceback (``run_command``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce}
-    from .io import HINTS
-    from .step import NonFiniteLossError
-    try:
-        return handlers[args.command](args)
-    except NonFiniteLossError as e:
-        print(_one_line(args.command, e), file=sys.stderr)
-        return 1
-    except _user_errors() as e:
-        print(_one_line(args.command, e), file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.errno in HINTS or e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
-            print(_one_line(args.command, e), file=sys.stderr)
-            return 2
-        raise
+    return run_command(args.command, lambda: handlers[args.command](args))
+
+
+def _check_reproduce(args) -> None:
+    """``--only`` and ``--variant`` must name a notebook and parameter sets that exist (one line listing them)."""
+    from .report import project_root
+    from .reproduce import _notebooks, variant_files
+    root = project_root()
+    notebooks = [p.stem for p in _notebooks(root)]
+    if args.only is not None and args.only not in notebooks:
+        raise ValueError(f"--only {args.only!r} is not a notebook; valid choices: {', '.join(notebooks)}")
+    if args.variant:
+        chosen = [args.only] if args.only else notebooks
+        valid = sorted({p.stem for nb in chosen for p in variant_files(root, nb, args.long)})
+        unknown = [v for v in args.variant if v not in valid]
+        if unknown:
+            kind = "long" if args.long else "quick"
+            raise ValueError(f"--variant {unknown[0]!r} matches no {kind} parameter set"
+                             f"{' of ' + args.only if args.only else ''}; valid choices: {', '.join(valid)}"
+                             f"{'' if args.long else ' (the long profiles need --long)'}")
 
 
 def _reproduce(args) -> int:
     from .reproduce import reproduce
+    _check_reproduce(args)
     return reproduce(long=args.long, only=args.only, variants=args.variant)
 
 
