@@ -12,6 +12,11 @@ single source of truth. ``check_params(notebook, globals())``, the first call af
 
 ``check_param_values(notebook, params)`` applies the same rules to a parameter dict (``make reproduce`` checks
 every params/<notebook>/*.yaml with it before running anything).
+
+Parameters that become paths are checked as such: ``variant`` names the folder results/<notebook>/<variant>/ and
+must be a plain name (letters, digits, '_', '-', '.', '='; no '/', no '..', not absolute), so a notebook writes
+under the project's results/ only; ``base_config`` must be a relative path inside the project (no '..'). A
+notebook run from outside the project tree says where its results go.
 """
 from __future__ import annotations
 
@@ -23,6 +28,28 @@ import re
 from types import SimpleNamespace
 
 INJECTED_MARK = "# Parameters"   # the first line of the cell papermill injects
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*")
+PATH_PARAMS = ("base_config",)    # parameters read as a file path relative to the project root
+
+
+def check_variant(notebook: str, variant) -> str:
+    """``variant`` if it is a plain folder name for results/<notebook>/<variant>/ (one ValueError otherwise)."""
+    if not isinstance(variant, str) or not PLAIN_NAME.fullmatch(variant) or ".." in variant:
+        raise ValueError(f"{notebook}: parameter variant={variant!r} is not a plain name; use letters, digits, '_', "
+                         f"'-', '.' and '=' (no '/', no '..', not an absolute path): it names the folder "
+                         f"results/{notebook}/<variant>/")
+    return variant
+
+
+def check_project_path(notebook: str, name: str, value) -> str:
+    """A parameter that names a file of the project: a relative path without '..' (one ValueError otherwise)."""
+    from pathlib import PurePosixPath, PureWindowsPath
+    parts = PurePosixPath(str(value)).parts
+    if (not isinstance(value, str) or not value or PurePosixPath(value).is_absolute()
+            or PureWindowsPath(value).is_absolute() or "\\" in value or ".." in parts):
+        raise ValueError(f"{notebook}: parameter {name}={value!r} must be a path relative to the project root "
+                         f"without '..' (e.g. params/train/toy_ic.yaml)")
+    return value
 
 
 def notebook_parameters(notebook: str, root=None) -> dict:
@@ -80,6 +107,10 @@ def check_param_values(notebook: str, params: dict, root=None) -> dict:
         if not _type_ok(value, declared[name]):
             raise ValueError(f"{notebook}: parameter {name}={value!r} has the wrong type: expected "
                              f"{_type_name(declared[name])} (default {declared[name]!r})")
+        if name == "variant":
+            check_variant(notebook, value)
+        elif name in PATH_PARAMS:
+            check_project_path(notebook, name, value)
     return {**declared, **params}
 
 
@@ -117,4 +148,20 @@ def check_params(notebook: str, namespace: dict, root=None) -> SimpleNamespace:
     if "variant" in declared and current.get("variant") == declared["variant"] and changed:
         current["variant"] = adhoc_variant(changed)
         namespace["variant"] = current["variant"]
+    _say_where(notebook, current.get("variant"), root)
     return SimpleNamespace(**current)
+
+
+def _say_where(notebook: str, variant, root=None) -> None:
+    """Outside the project tree (no gclib pyproject.toml above the working directory) the results go to the
+    installed project's results/: say where, once, so they are not looked for next to the notebook."""
+    from pathlib import Path
+
+    from ..report import project_root
+    if root is not None or variant is None:
+        return
+    here = Path.cwd().resolve()
+    target = project_root()
+    if target != here and target not in here.parents:
+        print(f"{notebook}: this notebook runs outside the gclib project tree; its results go to "
+              f"{target / 'results' / notebook / str(variant)}")
