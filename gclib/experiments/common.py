@@ -62,9 +62,13 @@ def training_data(cfg: Config) -> torch.Tensor:
 
 
 def trained_model(cfg: Config, device: str = "cpu"):
-    """Train (or reuse the cached run with the same configuration hash) and return (ema_model, data, run_dir)."""
+    """Train (or reuse the cached run with the same configuration hash) and return (ema_model, data, run_dir).
+    A run that another process is training (another notebook, a second ``reproduce``) is waited for (a message,
+    then up to ``gclib.rundir.lock_timeout()`` seconds) and reused."""
+    from ..config import run_dir_for
+    from ..rundir import wait_for_run
     from ..train import train
-    res = train(cfg)
+    res = wait_for_run(lambda: train(cfg), run_dir_for(cfg))
     _, ema, _ = res.load(device)
     return ema, training_data(cfg).to(device), Path(res.run_dir)
 

@@ -86,8 +86,11 @@ def _train_one(cfg: dict, threads: int | None = None):
     if threads:
         import torch
         torch.set_num_threads(threads)
+    from ..config import run_dir_for
+    from ..rundir import wait_for_run
     from ..train import train
-    res = train(cfg)
+    # a run another notebook or worker is training: wait for it (message, timeout) and reuse it
+    res = wait_for_run(lambda: train(cfg), run_dir_for(cfg))
     return str(res.eval_csv), int(res.step)
 
 
@@ -98,6 +101,8 @@ def train_sweep(base: dict, runs: Sequence[Run], eval_fns: Sequence[Callable] = 
     config's ``eval_metrics`` / ``eval_fns`` produce. ``workers`` > 1 trains that many runs at a time in spawned
     processes of one thread each (only without ``eval_fns``, which need not be picklable); results are identical
     to ``workers=1`` because every run is seeded by its configuration."""
+    from ..config import run_dir_for
+    from ..rundir import wait_for_run
     from ..train import train
     configs = [run_config(base, r) for r in runs]
     outcomes: list = [None] * len(runs)
@@ -113,7 +118,7 @@ def train_sweep(base: dict, runs: Sequence[Run], eval_fns: Sequence[Callable] = 
                     progress(k, len(runs), runs[i], outcomes[i])
     else:
         for i, cfg in enumerate(configs):
-            res = train(cfg, eval_fns=eval_fns)
+            res = wait_for_run(lambda: train(cfg, eval_fns=eval_fns), run_dir_for(cfg))
             outcomes[i] = (str(res.eval_csv), int(res.step))
             if progress:
                 progress(i, len(runs), runs[i], outcomes[i])
