@@ -123,13 +123,14 @@ def _sample(args) -> int:
 
 def _evaluate(args) -> int:
     from .data import load_dataset
-    from .evaluation import evaluate_samples, get_metric
-    for m in args.metric:
-        get_metric(m)  # validate names before any work
+    from .evaluation import check_metric_data, check_metrics, evaluate_samples
+    check_metrics(args.metric, args.weights_path)  # names, packages, weight files: before any work
     ema, cfg, device = _load(args)
     data = load_dataset(cfg.dataset, root=cfg.data_root, n=cfg.num_data, seed=cfg.seed)
+    check_metric_data(args.metric, tuple(data.shape[1:]))  # the reference data suit every metric: before sampling
     x = _generate(args, ema, cfg, device)
-    out = evaluate_samples(x, data, args.metric, n_ref=max(args.n, 10_000), seed=args.seed)
+    out = evaluate_samples(x, data, args.metric, n_ref=max(args.n, 10_000), seed=args.seed,
+                           weights_path=args.weights_path)
     out = {"checkpoint": args.checkpoint, "n": args.n, "steps": args.steps, **out}
     text = json.dumps(out)
     print(text)
@@ -174,9 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="sample quality metrics of a checkpoint (JSON on stdout)",
                        description="Sample from the EMA model and compare with the training data. Metrics (the "
                                    "registry gclib.evaluation.METRICS): w2 and w2sq (exact W2 by POT), nn_dist (mean "
-                                   "distance to the nearest data point), fd_digits and kid_digits (digits features).")
+                                   "distance to the nearest data point), fd_digits and kid_digits (digits features), "
+                                   "fid, kid and isc (Inception features through torch-fidelity). What each metric "
+                                   "needs (packages, weight files, data) is checked before any sample is drawn.")
     common(e)
     e.add_argument("--metric", action="append", required=True, help="metric name (repeatable): w2, nn_dist, ...")
+    e.add_argument("--weights-path", default=None, metavar="FILE",
+                   help="the Inception weights for fid, kid and isc (torch-fidelity's "
+                        "weights-inception-2015-12-05-6726825d.pth); default: $GCLIB_INCEPTION_WEIGHTS, else "
+                        "torch hub's cache (<hub dir>/checkpoints/)")
     e.add_argument("--out", help="also write the JSON to this file")
     return parser
 

@@ -7,7 +7,14 @@ The metrics that ``eval_metrics`` and ``gclib evaluate --metric`` accept are exa
 - ``w2sq``: its square (the optimal mean squared distance);
 - ``nn_dist``: mean Euclidean distance from each sample to its nearest data point (over the whole set);
 - ``fd_digits``, ``kid_digits``: Frechet distance and kernel inception distance of 8x8 digits in the features of
-  a small digits classifier (``gclib.metrics.fd_digits`` / ``kid_digits``, imported when first called).
+  a small digits classifier (``gclib.metrics.fd_digits`` / ``kid_digits``, imported when first called);
+- ``fid``, ``kid``, ``isc``: FID, KID and Inception Score in torch-fidelity's TF-compatible Inception features
+  (``gclib.metrics.inception``; the weights file from ``weights_path``, $GCLIB_INCEPTION_WEIGHTS or torch hub's
+  cache).
+
+What each metric needs (``NEEDS``: optional packages, weight files, data of a given shape) is checked by
+``check_metrics`` / ``check_metric_data`` before the first sample is drawn, so ``gclib evaluate`` with a missing
+file fails at once, in one line naming the file, instead of after generating every sample.
 """
 from __future__ import annotations
 
@@ -47,22 +54,22 @@ def kid_digits(samples: torch.Tensor, data: torch.Tensor) -> float:
     return fn(samples, data)
 
 
-def fid(samples: torch.Tensor, data: torch.Tensor) -> float:
+def fid(samples: torch.Tensor, data: torch.Tensor, weights_path=None) -> float:
     """FID (TF-Inception pool features through torch-fidelity; gclib.metrics.inception)."""
     from .metrics.inception import fid_inception
-    return fid_inception(samples, data)
+    return fid_inception(samples, data, weights_path=weights_path)
 
 
-def kid(samples: torch.Tensor, data: torch.Tensor) -> dict:
+def kid(samples: torch.Tensor, data: torch.Tensor, weights_path=None) -> dict:
     """KID in TF-Inception features ({"mean", "std"} over subsets; gclib.metrics.inception)."""
     from .metrics.inception import kid_inception
-    return kid_inception(samples, data)
+    return kid_inception(samples, data, weights_path=weights_path)
 
 
-def isc(samples: torch.Tensor, data: torch.Tensor) -> dict:
+def isc(samples: torch.Tensor, data: torch.Tensor, weights_path=None) -> dict:
     """Inception Score of the samples ({"mean", "std"} over splits; gclib.metrics.inception)."""
     from .metrics.inception import isc_inception
-    return isc_inception(samples, data)
+    return isc_inception(samples, data, weights_path=weights_path)
 
 
 # The registry: the only names that eval_metrics and --metric accept.
@@ -71,9 +78,103 @@ METRICS = {"w2": w2, "w2sq": w2sq, "nn_dist": nn_dist, "fd_digits": fd_digits, "
 SAME_SIZE = ("w2", "w2sq")   # exact OT between equal-size sets: as many data points as samples
 
 
+INCEPTION_METRICS = ("fid", "kid", "isc")   # these take weights_path
+
+
 def get_metric(name: str):
     """The metric function registered as ``name`` in ``METRICS``; ValueError listing the valid names otherwise."""
     return METRICS[check_choice("metric", name, METRICS)]
+
+
+# ------------------------------------------------------------------------------- prerequisites, before sampling
+def _need_torch_fidelity(weights_path=None) -> None:
+    from .checks import require
+    require("torch_fidelity", "it")    # MissingExtraError naming the package and the extra (gclib[fid])
+
+
+def _need_inception_weights(weights_path=None) -> None:
+    from .metrics.fid import inception_weights_path
+    inception_weights_path(weights_path)   # FileNotFoundError / ValueError naming the file and its checksum
+
+
+def _need_digits_classifier(weights_path=None) -> None:
+    from .metrics.digits import DigitsWeightsError, digits_features
+    try:
+        digits_features()
+    except DigitsWeightsError as e:
+        raise FileNotFoundError(str(e)) from e
+
+
+def _images(shape) -> str | None:
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        return f"needs images (C, H, W) with 1 or 3 channels; the data items have shape {tuple(shape)}"
+    return None
+
+
+def _digits(shape) -> str | None:
+    if tuple(shape) != (1, 8, 8):
+        return f"needs 8x8 digits (1, 8, 8); the data items have shape {tuple(shape)}"
+    return None
+
+
+# What each metric needs before it can run: (checks of packages and files, check of one data item's shape).
+# Checked in order, so a missing package is named before a file that the package would read.
+NEEDS = {
+    "w2": ((), None), "w2sq": ((), None), "nn_dist": ((), None),
+    "fd_digits": ((_need_digits_classifier,), _digits), "kid_digits": ((_need_digits_classifier,), _digits),
+    "fid": ((_need_torch_fidelity, _need_inception_weights), _images),
+    "kid": ((_need_torch_fidelity, _need_inception_weights), _images),
+    "isc": ((_need_torch_fidelity, _need_inception_weights), _images),
+}
+
+
+def _raise_problems(problems: dict) -> None:
+    """problems: {message: (exception type, [metric names])} -> one exception, one line, every problem."""
+    if not problems:
+        return
+    parts = [f"metric {', '.join(map(repr, names))}: {msg}" for msg, (_, names) in problems.items()]
+    first_type = next(iter(problems.values()))[0]
+    raise first_type("; ".join(" ".join(p.split()) for p in parts))
+
+
+def check_metrics(names, weights_path=None) -> list:
+    """Check, before any sample is drawn, that every metric in ``names`` can run here: its name (``METRICS``),
+    the optional packages it imports (torch-fidelity for fid/kid/isc: the ``fid`` extra) and the files it reads
+    (the Inception weights from ``weights_path``, $GCLIB_INCEPTION_WEIGHTS or torch hub's cache, checked by
+    SHA-256; the shipped digits classifier). Returns the names. Raises one exception, one line naming every
+    problem (each file with where it was looked for and how to provide it): ValueError for an unknown name,
+    ModuleNotFoundError for a missing package, FileNotFoundError / ValueError for a missing or wrong file."""
+    names = list(names)
+    for m in names:
+        get_metric(m)
+    problems: dict = {}
+    done: dict = {}
+    for m in names:
+        for need in NEEDS[m][0]:
+            if need not in done:
+                try:
+                    need(weights_path)
+                    done[need] = None
+                except (ImportError, OSError, ValueError) as e:
+                    done[need] = e
+            e = done[need]
+            if e is not None:
+                problems.setdefault(str(e), (type(e), []))[1].append(m)
+                break   # the next needs of this metric depend on this one
+    _raise_problems(problems)
+    return names
+
+
+def check_metric_data(names, item_shape) -> None:
+    """Check that every metric in ``names`` accepts data items of shape ``item_shape`` (e.g. (3, 32, 32)): images
+    for the Inception metrics, 8x8 digits for the digits metrics. One ValueError naming every problem."""
+    problems: dict = {}
+    for m in names:
+        check = NEEDS[check_choice("metric", m, METRICS)][1]
+        msg = check(tuple(item_shape)) if check else None
+        if msg:
+            problems.setdefault(msg, (ValueError, []))[1].append(m)
+    _raise_problems(problems)
 
 
 @torch.no_grad()
@@ -97,8 +198,10 @@ def generate(ema_model, n: int, shape, sigma_max: float, steps: int = 1, seed: i
     return torch.cat(out)
 
 
-def evaluate_samples(samples: torch.Tensor, data: torch.Tensor, names, n_ref: int | None = None, seed: int = 0) -> dict:
-    """{name: value} for each metric name (dict-valued metrics are merged with 'name/key')."""
+def evaluate_samples(samples: torch.Tensor, data: torch.Tensor, names, n_ref: int | None = None, seed: int = 0,
+                     weights_path=None) -> dict:
+    """{name: value} for each metric name (dict-valued metrics are merged with 'name/key'). ``weights_path``: the
+    Inception weights file for fid, kid and isc (default $GCLIB_INCEPTION_WEIGHTS, else torch hub's cache)."""
     ref = to_float(data)
     ref = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed + 1))]  # random order
     if n_ref is not None:
@@ -107,7 +210,8 @@ def evaluate_samples(samples: torch.Tensor, data: torch.Tensor, names, n_ref: in
     for name in names:
         fn = get_metric(name)
         ref_n = ref[:len(samples)] if name in SAME_SIZE else ref
-        val = fn(samples.float(), ref_n)
+        kw = {"weights_path": weights_path} if name in INCEPTION_METRICS and weights_path is not None else {}
+        val = fn(samples.float(), ref_n, **kw)
         if isinstance(val, dict):
             out.update({f"{name}/{k}": float(v) for k, v in val.items()})
         else:

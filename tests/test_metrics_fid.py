@@ -9,7 +9,7 @@ from torch import nn
 
 from gclib.metrics import (FeatureStats, fid_from_samples, frechet_distance, inception_extractor, load_stats,
                            reference_stats, save_stats, stats_from_samples, to_uint8)
-from gclib.metrics.fid import INCEPTION_FILE, INCEPTION_URL
+from gclib.metrics.fid import INCEPTION_FILE, INCEPTION_SHA256_PREFIX, INCEPTION_URL, WEIGHTS_ENV
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,6 +126,7 @@ def test_missing_inception_weights_error_is_clear(tmp_path, monkeypatch):
     msg = str(e.value)
     assert str(missing) in msg and INCEPTION_URL in msg
     # default location: torch hub's checkpoints folder
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(FileNotFoundError) as e:
         inception_extractor()
@@ -135,3 +136,51 @@ def test_missing_inception_weights_error_is_clear(tmp_path, monkeypatch):
     bad.write_bytes(b"not the weights")
     with pytest.raises(ValueError, match="SHA-256"):
         inception_extractor(weights_path=bad)
+
+
+def test_fid_hook_of_the_sweeps_names_the_weights_file_before_any_work(tmp_path, monkeypatch):
+    """fid_curves' FID hook (fid_eval_fn) resolves the weights before the reference statistics and before training:
+    one line naming the file, its checksum prefix and where it was looked for."""
+    from gclib.experiments import fid_curves
+    missing = tmp_path / "nowhere" / INCEPTION_FILE
+    kw = dict(data_root=tmp_path / "no-data", cache_dir=tmp_path / "stats")
+    with pytest.raises(FileNotFoundError) as e:
+        fid_curves.fid_eval_fn("cifar10", weights_path=missing, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg and f"{INCEPTION_FILE} (SHA-256 starting {INCEPTION_SHA256_PREFIX}) not found at {missing}" in msg
+    assert not (tmp_path / "stats").exists()
+    monkeypatch.setenv(WEIGHTS_ENV, str(missing))   # weights_path None: the environment variable names the file
+    with pytest.raises(FileNotFoundError, match=rf"not found at {missing} \(from \${WEIGHTS_ENV}\)"):
+        fid_curves.fid_eval_fn("cifar10", **kw)
+    # a sweep scored by FID stops there, before any run trains
+    monkeypatch.setattr(fid_curves, "train_sweep", lambda *a, **k: pytest.fail("a run trained without FID weights"))
+    sw = fid_curves.make_sweep("t", "params/train/toy_ic.yaml", {"runs_dir": str(tmp_path / "runs")}, "fid", [0],
+                               [0.5], fid={"n": 10, "weights_path": str(missing), "data_root": str(tmp_path)},
+                               root=Path(__file__).parents[1])
+    with pytest.raises(FileNotFoundError, match=INCEPTION_FILE):
+        fid_curves.run_sweep(sw)
+
+
+def test_inception_extractor_pickles_as_its_weights_path_and_is_rebuilt_on_first_use(tmp_path, monkeypatch):
+    """A sweep's FID hook travels to a submitit job: the extractor pickles as its (verified) weights path, not 100 MB
+    of weights, and is rebuilt where it is used, checking the file again."""
+    import pickle
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    from gclib.metrics import fid as fid_module
+    monkeypatch.setattr(fe.torch, "load", lambda *a, **k: {})   # random weights: the TF weights are not here
+    monkeypatch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+    weights = tmp_path / INCEPTION_FILE
+    weights.write_bytes(b"stand-in")
+    st = weights.stat()
+    monkeypatch.setitem(fid_module._VERIFIED, (str(weights.resolve()), st.st_size, st.st_mtime_ns),
+                        INCEPTION_SHA256_PREFIX + "0" * 56)
+    ex = inception_extractor(weights, device="cpu")
+    blob = pickle.dumps(ex)
+    assert len(blob) < 10_000
+    copy = pickle.loads(blob)
+    assert copy.module is None and copy.name == ex.name
+    feats = copy(torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8))
+    assert feats.shape == (2, 2048) and feats.dtype == torch.float64 and copy.module is not None
+    weights.unlink()   # the job's machine lacks the file: named when the extractor is first used
+    with pytest.raises(FileNotFoundError, match=INCEPTION_FILE):
+        pickle.loads(blob)(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))

@@ -10,6 +10,7 @@ callable uint8 (B, C, H, W) -> (B, F) features, optionally with a ``name`` attri
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -25,6 +26,7 @@ INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2
 # The full digest is not published by torch-fidelity; only this 8-hex-digit prefix is verified.
 INCEPTION_SHA256_PREFIX = "6726825d"
 INCEPTION_NAME = "inception-v3-compat-2048"
+WEIGHTS_ENV = "GCLIB_INCEPTION_WEIGHTS"   # the weights file (used when no weights_path is given)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
@@ -112,12 +114,31 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Inception:
-    """uint8 (B, C, H, W) -> (B, 2048) float64 pool features; C = 1 images are repeated to 3 channels."""
+    """uint8 (B, C, H, W) -> (B, 2048) float64 pool features; C = 1 images are repeated to 3 channels.
 
-    def __init__(self, module: torch.nn.Module, device):
+    Built by ``inception_extractor`` from a weights file, it pickles as that file's path (not its 100 MB of
+    weights) and is rebuilt on first use where it is unpickled (a submitit job), on that machine's default device
+    when none was asked for, after checking the file again."""
+
+    def __init__(self, module: torch.nn.Module | None, device, weights_path=None, auto_device: bool = False):
         self.module, self.device, self.name = module, torch.device(device), INCEPTION_NAME
+        self.weights_path, self.auto_device = weights_path, auto_device
+
+    def __getstate__(self):
+        if self.weights_path is None:
+            return self.__dict__
+        return {**self.__dict__, "module": None, "device": None if self.auto_device else self.device}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def _ensure(self):
+        if self.module is None:
+            built = inception_extractor(self.weights_path, None if self.device is None else self.device)
+            self.module, self.device = built.module, built.device
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._ensure()
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         with torch.no_grad():
@@ -133,36 +154,57 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_VERIFIED: dict = {}   # {(path, size, mtime_ns): digest} of weights files already checked in this process
+
+
+def _where(weights_path) -> tuple[Path, str]:
+    """(path, where it came from): ``weights_path`` > $GCLIB_INCEPTION_WEIGHTS > torch hub's checkpoints folder."""
+    if weights_path is not None and str(weights_path):
+        return Path(weights_path).expanduser(), "given"
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env).expanduser(), f"from ${WEIGHTS_ENV}"
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE, "torch hub's cache, the default"
+
+
 def inception_weights_path(weights_path=None) -> Path:
-    """Locate and verify the TF-compatible Inception weights: ``weights_path`` if given, else
+    """Locate and verify the TF-compatible Inception weights (torch-fidelity's ``weights-inception-2015-12-05-
+    6726825d.pth``): ``weights_path`` if given, else the file named by $GCLIB_INCEPTION_WEIGHTS, else
     <torch hub dir>/checkpoints/weights-inception-2015-12-05-6726825d.pth (where torch-fidelity caches it).
-    Raises FileNotFoundError (saying which file to place where and the URL) or ValueError (bad checksum)."""
-    if weights_path is not None:
-        p = Path(weights_path).expanduser()
-    else:
-        p = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    Raises FileNotFoundError or ValueError (bad checksum), one line naming the file, its expected SHA-256 prefix,
+    the ways to point at it and the URL; a file is hashed once per process."""
+    p, origin = _where(weights_path)
+    fix = (f"Place the file at {Path(torch.hub.get_dir()) / 'checkpoints' / INCEPTION_FILE}, point to it (gclib "
+           f"evaluate --weights-path FILE, fid_curves' fid.weights_path) or set {WEIGHTS_ENV}=FILE; download it on a "
+           f"connected machine from {INCEPTION_URL}")
+    if p.is_dir():
+        p = p / INCEPTION_FILE
     if not p.is_file():
         raise FileNotFoundError(
-            f"Inception weights for FID not found at {p}. Place the file {INCEPTION_FILE} there (or pass "
-            f"weights_path=...). On a connected machine download it from {INCEPTION_URL} "
-            f"(e.g. `curl -L -o {INCEPTION_FILE} {INCEPTION_URL}`) and copy it over.")
-    digest = _sha256(p)
+            f"Inception weights {INCEPTION_FILE} (SHA-256 starting {INCEPTION_SHA256_PREFIX}) not found at {p} "
+            f"({origin}). {fix}.")
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _VERIFIED.get(key) or _sha256(p)
     if not digest.startswith(INCEPTION_SHA256_PREFIX):
-        raise ValueError(f"{p}: SHA-256 {digest} does not start with {INCEPTION_SHA256_PREFIX} as {INCEPTION_FILE} "
-                         f"must; the file is corrupt or not the TF-compatible 2015-12-05 weights ({INCEPTION_URL})")
+        raise ValueError(f"{p} ({origin}): SHA-256 {digest} does not start with {INCEPTION_SHA256_PREFIX} as "
+                         f"{INCEPTION_FILE} must; the file is corrupt or not the TF-compatible 2015-12-05 weights. "
+                         f"{fix}")
+    _VERIFIED[key] = digest
     return p
 
 
 def inception_extractor(weights_path=None, device=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """torch-fidelity's FeatureExtractorInceptionV3 ('2048' features) with verified local weights, never a
     download. device: default cuda if available, else cpu. Returns a callable uint8 (B, 3|1, H, W) -> (B, 2048)
-    float64 with ``name`` = 'inception-v3-compat-2048'."""
+    float64 with ``name`` = 'inception-v3-compat-2048' (picklable: see ``_Inception``)."""
     path = inception_weights_path(weights_path)
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+    auto = device is None
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     module = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-    return _Inception(module.to(device).eval(), device)
+    return _Inception(module.to(device).eval(), device, str(path), auto)
 
 
 def _batches(samples, batch_size: int) -> Iterable[torch.Tensor]:

@@ -1,7 +1,8 @@
 """FID, KID and Inception Score of image samples through torch-fidelity (docs/method.md section 7; Table 1).
 
 One pass of torch-fidelity's ``FeatureExtractorInceptionV3`` (TF-compatible 2015-12-05 weights from a LOCAL file,
-``gclib.metrics.fid.inception_weights_path``; never a download) gives both feature sets used here:
+``gclib.metrics.fid.inception_weights_path``: ``weights_path``, else $GCLIB_INCEPTION_WEIGHTS, else torch hub's cache;
+never a download) gives both feature sets used here:
 '2048' (pool features: FID, KID) and 'logits_unbiased' (1008 logits: IS). The metrics are torch-fidelity's
 feature-level functions with its defaults:
 
