@@ -27,6 +27,18 @@ def _train(args) -> int:
         _check_fresh(args)
         overrides.append("resume=false")
     cfg = load_config(args.config, overrides)
+    if args.executor == "submitit" or args.submit:   # a submitit job (docs/cluster.md); checked before submitting
+        from .executors import JobFailedError, executor_spec, parse_assignments, submit_train
+        spec = executor_spec({"kind": args.executor or "submitit", **parse_assignments(args.submit)})
+        try:
+            out = submit_train(cfg, spec)
+        except JobFailedError as e:
+            print(_one_line("train", e), file=sys.stderr)
+            return 1
+        if out is not None:
+            run_dir, step, ckpt, skipped = out
+            print(f"{'already finished (skipped)' if skipped else 'finished'}: {run_dir} step {step}, checkpoint {ckpt}")
+        return 0
     res = train(cfg)
     state = "already finished (skipped)" if res.skipped else "finished"
     if os.environ.get("RANK", "0") == "0":
@@ -158,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--fresh", action="store_true", help="start afresh in the run directory: its old checkpoints, "
                                                         "evaluations and done.json are deleted (resume=false)")
+    t.add_argument("--executor", choices=("local", "submitit"), default=None,
+                   help="local: train in this process (default); submitit: submit the run as a job (SLURM, or "
+                        "--submit cluster=local), wait for it and print the same line; see docs/cluster.md")
+    t.add_argument("--submit", action="append", metavar="KEY=VALUE",
+                   help="a submitit setting (repeatable; implies --executor submitit): folder, cluster "
+                        "(auto|slurm|local|debug), wait (false: return once submitted), poll_s, or a submitit "
+                        "parameter such as timeout_min, nodes, tasks_per_node, gpus_per_node, cpus_per_task, "
+                        "mem_gb, slurm_partition, slurm_account")
 
     def common(p):
         p.add_argument("checkpoint", help="checkpoint file (runs/<name>-<hash>/checkpoints/ckpt-<step>.pt)")

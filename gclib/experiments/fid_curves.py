@@ -81,8 +81,8 @@ def run_config(base: dict, run: Run) -> dict:
     return {**base, **run.overrides, "seed": run.seed, "name": f"{base.get('name', 'run')}-{_name(run.label)}-s{run.seed}"}
 
 
-def _train_one(cfg: dict, threads: int | None = None):
-    """Worker entry point (module level, so a spawned process can import it)."""
+def _train_one(cfg: dict, threads: int | None = None, eval_fns: Sequence[Callable] = ()):
+    """Worker and job entry point (module level, so a spawned process or a submitit job can import it)."""
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -90,38 +90,53 @@ def _train_one(cfg: dict, threads: int | None = None):
     from ..rundir import wait_for_run
     from ..train import train
     # a run another notebook or worker is training: wait for it (message, timeout) and reuse it
-    res = wait_for_run(lambda: train(cfg), run_dir_for(cfg))
+    res = wait_for_run(lambda: train(cfg, eval_fns=eval_fns), run_dir_for(cfg))
     return str(res.eval_csv), int(res.step)
 
 
+def _finished(cfg: dict) -> bool:
+    """Whether this configuration's run has finished (its done.json matches): such a run is never submitted."""
+    from ..config import as_config, config_hash, run_dir_for
+    from ..train import RunPaths, _finished as finished
+    c = as_config(cfg)
+    return finished(c, config_hash(c), RunPaths(run_dir_for(c))) is not None
+
+
 def train_sweep(base: dict, runs: Sequence[Run], eval_fns: Sequence[Callable] = (), progress: Callable | None = None,
-                workers: int = 1) -> pd.DataFrame:
+                workers: int = 1, executor=None) -> pd.DataFrame:
     """Train every run (config = ``run_config(base, run)``; cached by config hash) and return the evaluation
     curves: one row per (run, evaluated step) with columns label, family, seed, step and the metrics that the
     config's ``eval_metrics`` / ``eval_fns`` produce. ``workers`` > 1 trains that many runs at a time in spawned
     processes of one thread each (only without ``eval_fns``, which need not be picklable); results are identical
-    to ``workers=1`` because every run is seeded by its configuration."""
-    from ..config import run_dir_for
-    from ..rundir import wait_for_run
-    from ..train import train
+    to ``workers=1`` because every run is seeded by its configuration. ``executor`` (``gclib.executors``): None or
+    'local' is this behaviour; {'kind': 'submitit', ...} submits every unfinished run as a job (with ``eval_fns``,
+    pickled by cloudpickle) and waits for them; finished runs are read from their run directories at once."""
+    from itertools import chain
+    from ..executors import InProcess, executor_spec, make_executor
+    spec = executor_spec(executor)
+    if not spec.wait:
+        raise ValueError("executor wait=false: a sweep needs its runs' curves (submit single runs with "
+                         "gclib train --submit wait=false)")
     configs = [run_config(base, r) for r in runs]
     outcomes: list = [None] * len(runs)
-    if workers > 1 and not eval_fns and len(runs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_train_one, cfg, 1): i for i, cfg in enumerate(configs)}
-            for k, fut in enumerate(as_completed(futures)):
-                i = futures[fut]
-                outcomes[i] = fut.result()
-                if progress:
-                    progress(k, len(runs), runs[i], outcomes[i])
+    n_workers = spec.workers if spec.workers is not None else workers
+    if spec.kind == "submitit":
+        todo = [i for i, cfg in enumerate(configs) if not _finished(cfg)]
+        cached = ((i, _train_one(configs[i])) for i in range(len(runs)) if i not in todo)  # never submitted
+        submitted = ()
+        if todo:
+            jobs = make_executor(spec, default_folder=base.get("runs_dir")).run(
+                _train_one, [(configs[i], None, tuple(eval_fns)) for i in todo], [configs[i]["name"] for i in todo])
+            submitted = ((todo[j], out) for j, out in jobs)
+        results = chain(cached, submitted)
+    elif n_workers > 1 and not eval_fns and len(runs) > 1:
+        results = make_executor(spec, n_workers).run(_train_one, [(cfg, 1) for cfg in configs])
     else:
-        for i, cfg in enumerate(configs):
-            res = wait_for_run(lambda: train(cfg, eval_fns=eval_fns), run_dir_for(cfg))
-            outcomes[i] = (str(res.eval_csv), int(res.step))
-            if progress:
-                progress(i, len(runs), runs[i], outcomes[i])
+        results = InProcess().run(_train_one, [(cfg, None, eval_fns) for cfg in configs])
+    for k, (i, out) in enumerate(results):
+        outcomes[i] = out
+        if progress:
+            progress(k, len(runs), runs[i], outcomes[i])
     frames = []
     for r, (eval_csv, step) in zip(runs, outcomes):
         ev = pd.read_csv(eval_csv) if Path(eval_csv).is_file() else pd.DataFrame({"step": [step]})
@@ -155,6 +170,7 @@ class Sweep:
     out: Path
     fid: dict = field(default_factory=dict)
     per_flow: dict = field(default_factory=dict)   # extra config fields per flow, e.g. {"gc": {"dropout": 0.0}}
+    executor: dict = field(default_factory=dict)   # where the runs train (gclib.executors); {}: locally, workers
 
     @property
     def mu_labels(self) -> list:
@@ -187,7 +203,7 @@ class Sweep:
 
 def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
                frozen: dict | None = None, frozen_mu: float = 0.5, frozen_seed: int = 0, per_flow: dict | None = None,
-               fid: dict | None = None, workers: int = 1, root=None) -> Sweep:
+               fid: dict | None = None, workers: int = 1, root=None, *, executor: dict | None = None) -> Sweep:
     """Validate a notebook's parameters and build its ``Sweep`` (nothing is trained here)."""
     from .. import report
     from ..config import load_config
@@ -200,6 +216,9 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
         raise ValueError("metric='fid' needs the fid block (n, weights_path, data_root)")
     if isinstance(workers, bool) or int(workers) != workers or workers < 1:
         raise ValueError(f"workers={workers!r} is not valid; it must be a positive integer")
+    from ..executors import executor_spec
+    if not executor_spec(executor or None).wait:   # one line naming a bad executor setting, before any work
+        raise ValueError("executor: wait=false is for gclib train; a sweep waits for its runs' curves")
     root = report.project_root(root)
     base = load_config(root / base_config, {"runs_dir": str(report.runs_dir(root)), **overrides, "progress": False})
     frozen = dict(frozen or {})
@@ -223,12 +242,13 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
     if metric == "fid":
         base["eval_metrics"] = []
     sw = Sweep(base, metric, list(seeds), mus, bool(include_ot), frozen, float(frozen_mu), int(frozen_seed),
-               int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}), dict(per_flow or {}))
+               int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}), dict(per_flow or {}),
+               executor=dict(executor or {}))
     return sw
 
 
 SWEEP_KEYS = ("variant", "base_config", "overrides", "metric", "seeds", "mus", "include_ot", "frozen", "frozen_mu",
-              "frozen_seed", "per_flow", "fid", "workers")
+              "frozen_seed", "per_flow", "fid", "workers", "executor")
 
 
 def sweep_from_params(path, root=None) -> Sweep:
@@ -279,10 +299,11 @@ def run_sweep(sw: Sweep, progress: Callable | None = None) -> pd.DataFrame:
         digits_features()  # train (or load) the classifier once, before any worker needs it
     runs = sw.runs()
     first = [r for r in runs if r.family != "frozen"]
-    curves = train_sweep(sw.base, first, eval_fns, progress, sw.workers)
+    curves = train_sweep(sw.base, first, eval_fns, progress, sw.workers, sw.executor or None)
     frozen = [r for r in runs if r.family == "frozen"]
     if frozen:
-        curves = pd.concat([curves, train_sweep(sw.base, frozen, eval_fns, progress, sw.workers)], ignore_index=True)
+        curves = pd.concat([curves, train_sweep(sw.base, frozen, eval_fns, progress, sw.workers, sw.executor or None)],
+                           ignore_index=True)
     report.save_table(curves, sw.out / "curves.csv")
     return curves
 
