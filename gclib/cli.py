@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--long", action="store_true", help="run the long CPU profiles (params/*/cpu_long*.yaml) instead")
     rp.add_argument("--only", default=None, help="only this notebook (e.g. fid_curves)")
     rp.add_argument("--variant", action="append", help="only this parameter set (repeatable), e.g. cpu_long")
+    rp.add_argument("--status", action="store_true", help="say how far the long profiles' runs are, then stop")
 
     t = sub.add_parser("train", help="train a consistency model from a YAML config (torchrun-ready)",
                        description="Train from a YAML config (see params/train/). Every key of gclib.config.Config "
@@ -308,7 +309,7 @@ def _check_reproduce(args) -> None:
 def _reproduce(args) -> int:
     from .reproduce import reproduce
     _check_reproduce(args)
-    return reproduce(long=args.long, only=args.only, variants=args.variant)
+    return reproduce(long=args.long, only=args.only, variants=args.variant, status=args.status)
 
 
 if __name__ == "__main__":

@@ -170,6 +170,8 @@ class Sweep:
     out: Path
     fid: dict = field(default_factory=dict)
     per_flow: dict = field(default_factory=dict)   # extra config fields per flow, e.g. {"gc": {"dropout": 0.0}}
+    final_eval: dict = field(default_factory=dict)  # {"n": per sampling seed, "sampling_seeds": [...]}; {}: none
+    preregistration: dict = field(default_factory=dict)  # endpoints fixed before the runs (see ENDPOINTS)
     executor: dict = field(default_factory=dict)   # where the runs train (gclib.executors); {}: locally, workers
 
     @property
@@ -203,7 +205,8 @@ class Sweep:
 
 def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
                frozen: dict | None = None, frozen_mu: float = 0.5, frozen_seed: int = 0, per_flow: dict | None = None,
-               fid: dict | None = None, workers: int = 1, root=None, *, executor: dict | None = None) -> Sweep:
+               fid: dict | None = None, workers: int = 1, root=None, *, final_eval: dict | None = None,
+               preregistration: dict | None = None, executor: dict | None = None) -> Sweep:
     """Validate a notebook's parameters and build its ``Sweep`` (nothing is trained here)."""
     from .. import report
     from ..config import load_config
@@ -243,17 +246,67 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
         base["eval_metrics"] = []
     sw = Sweep(base, metric, list(seeds), mus, bool(include_ot), frozen, float(frozen_mu), int(frozen_seed),
                int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}), dict(per_flow or {}),
-               executor=dict(executor or {}))
+               _check_final_eval(final_eval), dict(preregistration or {}), executor=dict(executor or {}))
+    _check_preregistration(sw)
     return sw
 
 
+def _check_final_eval(final_eval) -> dict:
+    fe = dict(final_eval or {})
+    if not fe:
+        return {}
+    unknown = set(fe) - {"n", "sampling_seeds"}
+    if unknown:
+        raise ValueError(f"final_eval: unknown key(s) {sorted(unknown)}; allowed: 'n', 'sampling_seeds'")
+    n, seeds = fe.get("n"), fe.get("sampling_seeds")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"final_eval: n={n!r} must be an integer >= 2 (samples per sampling seed)")
+    if not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 63 for x in seeds):
+        raise ValueError(f"final_eval: sampling_seeds={seeds!r} must be a non-empty list of distinct integers >= 0")
+    return {"n": int(n), "sampling_seeds": [int(x) for x in seeds]}
+
+
+# Endpoints a pre-registration can name (per seed, from a run's curve or its final evaluation):
+ENDPOINTS = {
+    "final": "the metric of the final EMA model on the final evaluation's samples (the curve's last point when the "
+             "sweep has no final_eval)",
+    "mean_log": "the mean of log(metric) over the curve's evaluations after step 0 (convergence speed)",
+    "steps_to_reach": "the first evaluated step at which a's curve is at or below b's final value on the curve "
+                      "(never reached: one evaluation interval past the end), against b's own",
+    "first": "the metric at the first evaluation after step 0",
+}
+
+
+def _check_preregistration(sw: Sweep) -> None:
+    pre = sw.preregistration
+    if not pre:
+        return
+    unknown = set(pre) - {"date", "primary", "secondary", "power", "shared_with"}
+    if unknown:
+        raise ValueError(f"preregistration: unknown key(s) {sorted(unknown)}; allowed: date, primary, secondary, "
+                         f"power, shared_with")
+    if not pre.get("primary"):
+        raise ValueError("preregistration: name at least one primary endpoint")
+    labels = set(sw.mu_labels + sw.frozen_labels)
+    for role in ("primary", "secondary"):
+        for i, e in enumerate(pre.get(role) or []):
+            where = f"preregistration.{role}[{i}]"
+            if not isinstance(e, dict) or set(e) - {"endpoint", "a", "b", "expect"} or not {"endpoint", "a", "b"} <= set(e):
+                raise ValueError(f"{where}={e!r}: give endpoint, a, b (and optionally expect)")
+            check_choice(f"{where}.endpoint", e["endpoint"], tuple(ENDPOINTS))
+            for side in ("a", "b"):
+                if e[side] not in labels:
+                    raise ValueError(f"{where}.{side}={e[side]!r} is not a run of this sweep; runs: {sorted(labels)}")
+            check_choice(f"{where}.expect", e.get("expect", "less"), ("less", "greater"))
+
+
 SWEEP_KEYS = ("variant", "base_config", "overrides", "metric", "seeds", "mus", "include_ot", "frozen", "frozen_mu",
-              "frozen_seed", "per_flow", "fid", "workers", "executor")
+              "frozen_seed", "per_flow", "fid", "workers", "final_eval", "preregistration", "executor")
 
 
 def sweep_from_params(path, root=None) -> Sweep:
-    """The ``Sweep`` of a parameter file params/fid_curves/<variant>.yaml (the keys ``make_sweep`` takes; the
-    notebook's other parameters, such as the pre-registration, are ignored here)."""
+    """The ``Sweep`` of a parameter file params/fid_curves/<variant>.yaml (what the notebook builds from it)."""
     import yaml
     p = yaml.safe_load(Path(path).read_text()) or {}
     kw = {k: p[k] for k in SWEEP_KEYS if k in p}
@@ -268,6 +321,14 @@ def describe(sw: Sweep) -> str:
     return (f"dataset {b['dataset']}, model {b['model']}, {b['total_steps']} steps at batch {b['batch_size']} "
             f"({b['total_steps'] * b['batch_size']:,} training samples per run), {len(sw.seeds)} seeds, {n_runs} runs, "
             f"metric {sw.metric} every {b['eval_every'] or b['total_steps']} steps on {b['eval_n']} one-step samples")
+
+
+def describe_final(sw: Sweep, final: pd.DataFrame | None) -> str:
+    if final is None:
+        return "no final evaluation: the final value of each run is its curve's last point"
+    fe = sw.final_eval
+    return (f"final evaluation of {len(final)} runs: {fe['n']} one-step samples x {len(fe['sampling_seeds'])} sampling "
+            f"seeds {fe['sampling_seeds']} = {fe['n'] * len(fe['sampling_seeds'])} per run, against the whole data set")
 
 
 def describe_curves(sw: Sweep, curves: pd.DataFrame) -> str:
@@ -296,7 +357,7 @@ def run_sweep(sw: Sweep, progress: Callable | None = None) -> pd.DataFrame:
                                 cache_dir=str(Path(sw.base["runs_dir"]) / "fid_stats"))]
     if sw.base["dataset"] == "digits" and sw.metric in ("fd_digits", "kid_digits"):
         from ..metrics import digits_features
-        digits_features()  # train (or load) the classifier once, before any worker needs it
+        digits_features()  # load and check the frozen classifier once, before any worker needs it
     runs = sw.runs()
     first = [r for r in runs if r.family != "frozen"]
     curves = train_sweep(sw.base, first, eval_fns, progress, sw.workers, sw.executor or None)
@@ -377,16 +438,78 @@ def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
     report.show_figure(fig, sw.out / "samples.png")
 
 
-def table1(sw: Sweep, curves: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 for this run: the final metric per flow, mean ± sd over seeds; also writes final.csv."""
+def table1(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 1 for this run: the final metric per flow, mean ± sd over seeds (from the final evaluation when
+    given); also writes final.csv."""
     from .. import report
-    table = final_table(curves, sw.metric, sw.mu_labels + sw.frozen_labels)
+    table = _final_summary(sw, curves, final).reset_index() if final is not None else \
+        final_table(curves, sw.metric, sw.mu_labels + sw.frozen_labels)
     report.save_table(table, sw.out / "final.csv")
     t = table.set_index("label")
     cell = lambda l: f"{t.loc[l, 'mean']:.4g} ± {0 if np.isnan(t.loc[l, 'std']) else t.loc[l, 'std']:.2g}"
     cols = {"iCT-IC": "IC", **({"iCT-OT": "OT"} if sw.include_ot else {}), f"iCT-{sw.gc_main}": sw.gc_main}
     return pd.DataFrame({"dataset": [sw.base["dataset"]], "metric": [sw.metric],
                          **{k: [cell(v)] for k, v in cols.items()}})
+
+
+# --------------------------------------------------------------------------------------------- final evaluation
+def final_checkpoint(sw: Sweep, run: Run) -> Path:
+    """The final checkpoint of one run of the sweep (it exists once the run has finished)."""
+    from ..checkpoint import ckpt_path
+    from ..config import run_dir_for
+    cfg = run_config(sw.base, run)
+    return Path(ckpt_path(run_dir_for(cfg) / "checkpoints", int(cfg["total_steps"])))
+
+
+def _final_eval_key(sw: Sweep, names) -> str:
+    import hashlib
+    import json
+    from ..metrics.digits import WEIGHTS_SHA256
+    spec = {"final_eval": sw.final_eval, "metrics": list(names), "steps": 1,
+            "classifier": WEIGHTS_SHA256 if any("digits" in m for m in names) else None}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def evaluate_final(sw: Sweep, run: Run, names=None, device: str = "cpu") -> dict:
+    """The final evaluation of one run: ``final_eval['n']`` one-step samples of its final EMA model for each
+    sampling seed, pooled, scored against the whole training set. Cached in the run directory (final_eval-<key>.json,
+    keyed by the protocol, the metrics and the digits classifier's checksum), so it runs once per run."""
+    import json
+    import torch
+    from ..evaluation import evaluate_samples, generate
+    from ..io import write_json
+    from ..train import load_model
+    names = list(names or ([sw.metric] + (["kid_digits"] if sw.metric == "fd_digits" else [])))
+    ckpt = final_checkpoint(sw, run)
+    cache = ckpt.parent.parent / f"final_eval-{_final_eval_key(sw, names)}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())["values"]
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: the final checkpoint of {run.label} at seed {run.seed} does not exist; "
+                                f"train the sweep first")
+    _, ema, cfg = load_model(ckpt, device)
+    from ..data import load_dataset, to_float
+    data = to_float(load_dataset(cfg.dataset, root=cfg.data_root, download=False, n=cfg.num_data, seed=cfg.seed))
+    samples = torch.cat([generate(ema, sw.final_eval["n"], tuple(data.shape[1:]), ema.sigma_max, 1, seed=s,
+                                  device=device) for s in sw.final_eval["sampling_seeds"]])
+    values = evaluate_samples(samples.cpu(), data, names, n_ref=len(data))
+    write_json(cache, {"checkpoint": ckpt.name, "final_eval": sw.final_eval, "samples": len(samples),
+                       "values": values})
+    return values
+
+
+def final_evaluation(sw: Sweep) -> pd.DataFrame | None:
+    """``evaluate_final`` for every run of the sweep (label, family, seed, the metrics); written to
+    final_eval.csv. None when the sweep has no final_eval."""
+    from .. import report
+    if not sw.final_eval:
+        return None
+    device = "cuda" if sw.base.get("device") == "cuda" else "cpu"   # the same seeded noise either way
+    rows = [{"label": r.label, "family": r.family, "seed": r.seed, **evaluate_final(sw, r, device=device)}
+            for r in sw.runs()]
+    t = pd.DataFrame(rows)
+    report.save_table(t, sw.out / "final_eval.csv")
+    return t
 
 
 # --------------------------------------------------------------------------------------------- claims
@@ -438,9 +561,91 @@ PAPER = {
 }
 
 
-def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9) -> list[dict]:
+PAPER["speed_ot"] = ("Abstract: our method 'not only accelerates consistency training convergence but also enhances "
+                     "its overall performance'; Figs. 4-5 plot GC's FID curve beside IC's and OT's.")
+
+
+def endpoint(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | None, name: str, label: str,
+             other: str | None = None) -> pd.Series:
+    """One value per seed of ``label`` for the endpoint ``name`` (see ENDPOINTS); ``other`` is the reference run
+    of "steps_to_reach"."""
+    m = sw.metric
+    if name == "final":
+        if final is not None:
+            f = final[final.label == label].set_index("seed")[m]
+            return f.sort_index()
+        return per_seed(curves, m, label, "final")
+    if name == "first":
+        return per_seed(curves, m, label, "first")
+    if name == "mean_log":
+        c = curves[(curves.label == label) & (curves.step > 0)]
+        return c.assign(_l=np.log(c[m].to_numpy(float))).groupby("seed")["_l"].mean().sort_index()
+    if name == "steps_to_reach":
+        every = int(sw.base.get("eval_every") or sw.base["total_steps"])
+        target = per_seed(curves, m, other or label, "final")
+        return steps_to_reach(curves, m, label, target).fillna(int(sw.base["total_steps"]) + every)
+    raise ValueError(f"endpoint={name!r} is not valid; allowed values: {', '.join(map(repr, ENDPOINTS))}")
+
+
+def _endpoint_text(name: str, metric: str) -> str:
+    return {"final": f"final {metric}", "first": f"{metric} at the first evaluation",
+            "mean_log": f"mean log {metric} over training", "steps_to_reach": "steps to reach the reference's final "
+            f"{metric}"}[name]
+
+
+def _claim_words(name: str, a: str, b: str, expect: str, metric: str) -> str:
+    if name == "final":
+        return f"{a} ends {'below' if expect == 'less' else 'above'} {b} ({_endpoint_text(name, metric)})"
+    if name == "first":
+        return f"{a} is {'ahead of' if expect == 'less' else 'behind'} {b} at the first evaluation ({metric})"
+    if name == "mean_log":
+        return f"{a} converges {'faster' if expect == 'less' else 'slower'} than {b} ({_endpoint_text(name, metric)})"
+    return f"{a} reaches {b}'s final {metric} in fewer steps than {b}"
+
+
+def _paper_for(name: str, a: str, b: str) -> str:
+    if name in ("mean_log", "steps_to_reach", "first"):
+        return PAPER["speed_ot"] if b == "OT" else PAPER["speed"]
+    if a.startswith("GC frozen"):
+        return PAPER["frozen"]
+    if a == mu_label(1.0):
+        return PAPER["mu1"]
+    if a.startswith("GC mu=") and a != mu_label(0.5):
+        return PAPER["mid_mu"]
+    return {"IC": PAPER["gc_ic"], "OT": PAPER["gc_ot"]}.get(b, PAPER["gc_ic"]) if a.startswith("GC") else PAPER["ot_ic"]
+
+
+def preregistered_claims(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | None = None,
+                         level: float = 0.9) -> list[dict]:
+    """One row per endpoint of the sweep's pre-registration, primary first: the paired difference a - b over the
+    seeds both runs have, its interval and verdict, tagged with its role and number of seeds (and, when a run is
+    shared with another profile, which one)."""
+    pre = sw.preregistration
+    shared = {l: prof for prof, labels in (pre.get("shared_with") or {}).items() for l in labels}
+    rows = []
+    for role in ("primary", "secondary"):
+        for e in pre.get(role) or []:
+            name, a, b, expect = e["endpoint"], e["a"], e["b"], e.get("expect", "less")
+            sa, sb = endpoint(sw, curves, final, name, a, b), endpoint(sw, curves, final, name, b, b)
+            common = sorted(set(sa.dropna().index) & set(sb.dropna().index))
+            va, vb = sa.reindex(common).to_numpy(float), sb.reindex(common).to_numpy(float)
+            v = paired_verdict(va, vb, expect, level)
+            fmt = lambda x: f"{np.mean(x):.4g}" if len(x) else "nan"
+            note = [f"{l} runs shared with {shared[l]}" for l in (a, b) if l in shared]
+            row = claim(_claim_words(name, a, b, expect, sw.metric), v.verdict,
+                        f"{a} {fmt(va)} vs {b} {fmt(vb)}; {v.text(a, b, 3)}" + (f"; {', '.join(note)}" if note else ""),
+                        _paper_for(name, a, b))
+            row.update(role=role, n=int(v.n), endpoint=name)
+            rows.append(row)
+    return rows
+
+
+def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9, final: pd.DataFrame | None = None) -> list[dict]:
     """The paper's comparative statements judged on this sweep by paired differences over seeds (final metric,
-    or the area under the curve for convergence speed), each holds / refuted / inconclusive."""
+    or the area under the curve for convergence speed), each holds / refuted / inconclusive. A sweep with a
+    pre-registration is judged on exactly its pre-registered endpoints (``preregistered_claims``)."""
+    if sw.preregistration:
+        return preregistered_claims(sw, curves, final, level)
     m, gc = sw.metric, sw.gc_main
     f = lambda x: f"{np.mean(x):.3g}"
     labels = set(curves.label)
@@ -457,7 +662,12 @@ def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9) -> list[di
     reach_txt = ", ".join("never" if np.isnan(s) else f"{s:.0f}" for s in reach.to_numpy())
     claims.append(claim(f"{gc} converges faster than IC (mean {m} over training, paired)", v.verdict,
                         f"mean over the curve: {gc} {f(a)} vs IC {f(b)}; {v.text(gc, 'IC')}; steps for {gc} to "
-                        f"reach IC's final {m} per seed: {reach_txt} of {int(curves.step.max())}", PAPER["speed"]))
+                        f"reach IC's final {m} per seed: {reach_txt} of {int(curves.step.max())}", PAPER["speed"]) | {"n": v.n})
+    if "OT" in labels:
+        a, b = _pair(curves, m, gc, "OT", "auc")
+        v = paired_verdict(a, b, "less", level)
+        claims.append(claim(f"{gc} converges faster than OT (mean {m} over training, paired)", v.verdict,
+                            f"mean over the curve: {gc} {f(a)} vs OT {f(b)}; {v.text(gc, 'OT')}", PAPER["speed_ot"]) | {"n": v.n})
     mid = [mu_label(x) for x in sw.mus if 0.3 <= x <= 0.7 and mu_label(x) != gc]
     if mid and "OT" in labels:
         parts, texts = [], []
@@ -486,22 +696,38 @@ def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9) -> list[di
     return claims
 
 
-def write_claims(sw: Sweep, curves: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
-    """metrics.json for this variant (final values per label and the claims); returns the claims as a table."""
+def _final_summary(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | None) -> pd.DataFrame:
+    """Mean, sd and number of seeds of the final metric per label: from the final evaluation when there is one,
+    else from the curve's last point."""
+    if final is None:
+        return final_table(curves, sw.metric).set_index("label")
+    t = final.groupby("label")[sw.metric].agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
+    return t.reindex([l for l in sw.mu_labels + sw.frozen_labels if l in t.index])
+
+
+def write_claims(sw: Sweep, curves: pd.DataFrame, claims: list[dict], final: pd.DataFrame | None = None) -> pd.DataFrame:
+    """metrics.json for this variant (final values per label, the pre-registration and the claims); returns the
+    claims as a table."""
     from .. import report
-    t = final_table(curves, sw.metric).set_index("label")
+    t = _final_summary(sw, curves, final)
     report.write_metrics(sw.out, {
         "metric": sw.metric, "dataset": sw.base["dataset"], "steps": int(sw.base["total_steps"]),
         "batch_size": int(sw.base["batch_size"]), "seeds": list(sw.seeds),
-        "final": {l: dict(mean=float(t.loc[l, "mean"]), std=float(np.nan_to_num(t.loc[l, "std"]))) for l in t.index},
+        "final_from": (f"final evaluation: {sw.final_eval['n']} one-step samples x "
+                       f"{len(sw.final_eval['sampling_seeds'])} sampling seeds" if final is not None else
+                       f"the curve's last evaluation ({sw.base.get('eval_n')} samples)"),
+        "final": {l: dict(mean=float(t.loc[l, "mean"]), std=float(np.nan_to_num(t.loc[l, "std"])),
+                          seeds=int(t.loc[l, "seeds"])) for l in t.index},
+        "preregistration": sw.preregistration or None,
         "claims": claims})
-    return pd.DataFrame(claims)[["claim", "paper", "verdict", "measured"]]
+    cols = ["claim", "paper", "verdict", "measured"] + (["role", "n"] if sw.preregistration else [])
+    return pd.DataFrame(claims)[cols]
 
 
-def summary(sw: Sweep, curves: pd.DataFrame, claims: list[dict]) -> str:
+def summary(sw: Sweep, curves: pd.DataFrame, claims: list[dict], final: pd.DataFrame | None = None) -> str:
     """A short deterministic text for nbval: final means (2 significant digits) and the verdicts."""
     from .. import report
-    t = final_table(curves, sw.metric).set_index("label")
+    t = _final_summary(sw, curves, final)
     return report.summary({"final_mean": {l: float(t.loc[l, "mean"]) for l in t.index},
                            "verdicts": [c["verdict"] for c in claims]})
 
