@@ -42,7 +42,7 @@ SEED_RANGE = f"an integer in [0, 2**63 - 1 = {SEED_MAX}]"
 # Settings that change neither the trained weights nor the logged evaluations: left out of the configuration
 # hash. (The evaluation settings are hashed: a cached run must carry the evaluation curve that was asked for.)
 NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_every", "keep_checkpoints",
-              "sample_every", "sample_n", "data_root", "download", "device", "compile")
+              "sample_every", "sample_n", "data_root", "download", "device", "compile", "ot_prefetch")
 
 
 # Fields added after runs were cached, with the value that reproduces the training from before they existed: a
@@ -130,6 +130,7 @@ class Config:
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
+    ot_prefetch: bool = True               # flow ot: solve step k+1's pairing while step k runs (the same pairs)
 
     def __post_init__(self):
         # normalise (int -> float for float fields, 1e3 -> 1000 for int fields, tuples and comma strings -> lists;

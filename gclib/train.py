@@ -51,6 +51,7 @@ from .ema import EMA
 from .images import save_samples
 from .models import build_model, data_shape, load_model, load_weights
 from .optim import make_optimizer
+from .prefetch import OTPrefetcher
 from .rng import Streams
 from .rundir import (RunLock, RunLockedError, done_checkpoint, read_eval, read_json_guarded, start_metrics, truncate_metrics,
                      write_config, write_done, write_eval)
@@ -124,6 +125,7 @@ class RunState:
     writer: object = None
     last_loss: float = float("nan")
     last_n: int = 0
+    prefetch: object = None                        # gclib.prefetch.OTPrefetcher (flow ot, ot_prefetch)
 
     @property
     def per_rank_batch(self) -> int:
@@ -287,10 +289,17 @@ def _train_step(st: RunState, step: int, autocast) -> None:
         n = num_points(k, cfg.total_steps, cfg.s0, cfg.s1)
     if n not in st.sigma_cache:
         st.sigma_cache[n] = karras_sigmas(max(n, 2), cfg.sigma_min, cfg.sigma_max, cfg.rho)
-    x = next(st.batches).to(st.device, non_blocking=True)
+    t0 = time.perf_counter()
+    if st.prefetch is not None:  # flow ot: this step's pairing was solved while the previous step ran
+        xb, zb, perm = st.prefetch.take()  # waiting for it (if at all) counts as step time, as solving did
+        x = xb.to(st.device, non_blocking=True)
+        extra.update(z=zb.to(st.device), ot_perm=perm)
+    else:
+        x = next(st.batches).to(st.device, non_blocking=True)
     if st.flags["channels_last"] and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    t0 = time.perf_counter()
+    if st.prefetch is None:
+        t0 = time.perf_counter()
     try:
         with autocast:
             res = train_step(st.model, st.optimizer, x, st.sigma_cache[n], step=k, ema=st.ema, flow=cfg.flow,
@@ -368,6 +377,8 @@ def _loop(st: RunState) -> None:
     bar = tqdm(total=cfg.total_steps, initial=st.step, disable=not (show and st.dist.main), desc=cfg.name,
                dynamic_ncols=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if st.flags["bf16"] else contextlib.nullcontext()
+    if cfg.flow == "ot" and cfg.ot_prefetch and cfg.objective == "consistency":
+        st.prefetch = OTPrefetcher(st.batches, st.streams.noise, cfg.ot_solver)
     try:
         for step in range(st.step + 1, cfg.total_steps + 1):
             _train_step(st, step, autocast)
@@ -380,6 +391,9 @@ def _loop(st: RunState) -> None:
                 _checkpoint(st, step)
     finally:
         bar.close()
+        if st.prefetch is not None:
+            st.prefetch.close()
+            st.prefetch = None
         if st.log:
             st.log.close()
             st.log = st.writer = None
