@@ -87,10 +87,10 @@ def _check_sampling(args) -> None:
 
 
 def _load(args):
+    from .device import resolve_device
     from .models import load_model
-    import torch
     _check_sampling(args)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device, name="--device")
     _, ema, cfg = load_model(args.checkpoint, device)
     return ema, cfg, device
 

@@ -485,10 +485,8 @@ def preflight(cfg: Config) -> Config:
         require("torch_fidelity", f"eval_metrics={cfg.eval_metrics!r}")
         from .metrics.fid import inception_weights_path
         inception_weights_path(None)
-    if cfg.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise ConfigError("device='cuda' but CUDA is not available; allowed values here: 'auto', 'cpu'")
+    from .device import resolve_device
+    resolve_device(cfg.device, error=ConfigError)   # ConfigError for device='cuda' without a GPU
     return cfg
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config, ConfigError
+from .device import resolve_device
 
 
 @dataclass
@@ -25,9 +26,7 @@ class Dist:
 def setup(cfg: Config) -> tuple[Dist, torch.device]:
     """(Dist, device) from torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK) and ``cfg.device``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but CUDA is not available; allowed values here: 'auto', 'cpu'")
+    want_cuda = resolve_device(cfg.device, error=ConfigError) == "cuda"
     if world <= 1:
         return Dist(), torch.device("cuda" if want_cuda else "cpu")
     import torch.distributed as dist

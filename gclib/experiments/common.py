@@ -16,6 +16,7 @@ import torch
 from ..checks import check_flow, check_levels, check_mu, check_positive_int  # noqa: F401 (re-exported)
 from ..config import Config, load_config
 from ..data import TOYS, load_dataset, to_float
+from ..device import resolve_device  # noqa: F401 (re-exported: the notebook drivers call common.resolve_device)
 from ..report import project_root, runs_dir as default_runs_dir
 
 # The data sets the experiment notebooks can train on: those with training parameter sets
@@ -162,17 +163,6 @@ def detectable_effect(sd: float, n: int, power: float = 0.8, level: float = 0.9)
     ``power`` over ``n`` seeds when the differences have standard deviation ``sd``."""
     from scipy.optimize import brentq
     return float(brentq(lambda e: paired_power(e, sd, n, level) - power, 1e-9 * sd, 100 * sd))
-
-
-def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when available, else "cpu"; "cpu"/"cuda" checked."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device={device!r} is not valid; allowed values: 'auto', 'cpu', 'cuda'")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but CUDA is not available; allowed values here: 'auto', 'cpu'")
-    return device
 
 
 # --------------------------------------------------------------------------------------------- intervals, predictors

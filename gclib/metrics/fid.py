@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..io import atomic_write
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -202,7 +203,7 @@ def inception_extractor(weights_path=None, device=None) -> Callable[[torch.Tenso
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     auto = device is None
-    device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device if device is not None else resolve_device()
     module = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
     return _Inception(module.to(device).eval(), device, str(path), auto)
 

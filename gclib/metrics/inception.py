@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..io import atomic_write
 from .fid import FeatureStats, inception_weights_path, to_uint8
 
@@ -70,7 +71,7 @@ def inception_feature_extractor(weights_path=None, device=None) -> InceptionFeat
     the file and where to put it when absent). device: default cuda if available, else cpu. Built once per
     (weights, device)."""
     path = inception_weights_path(weights_path)
-    device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device if device is not None else resolve_device()
     return _build_inception(str(path), str(device))
 
 
