@@ -197,8 +197,8 @@ def superseded(root: Path, nb: str, variant: str, metrics: dict) -> str | None:
     if metrics.get("preregistration") and list(metrics["seeds"]) == list(p.get("seeds", [])):
         return None
     return (f"SUPERSEDED: an earlier run on seeds {metrics['seeds']}, before the profile was pre-registered with "
-            f"{len(p.get('seeds', []))} seeds and the frozen FD_digits classifier; not evidence for the "
-            f"pre-registered rows, which replace it when all their runs are trained")
+            f"{len(p.get('seeds', []))} seeds and its endpoints; not evidence for the pre-registered rows, which "
+            f"replace it when all their runs are trained")
 
 
 # Table 1 of the paper (one-step FID, mu = 0.5) and the parameter set that measures each row on a GPU node.

@@ -36,6 +36,17 @@ def test_shipped_weights_are_the_frozen_classifier():
     assert accuracy(net, x_te, y_te) == recorded >= MIN_ACCURACY  # held-out accuracy, recomputed here
 
 
+def test_committed_metric_check_is_what_this_machine_computes(check):
+    # one FD_digits everywhere: the committed metric_check of make reproduce's digits profile is reproduced by the
+    # shipped classifier (to floating-point noise of the matrix square root), so the committed curves stay valid
+    import pandas as pd
+    from nbhelpers import ROOT
+    committed = pd.read_csv(ROOT / "results" / "fid_curves" / "cpu_digits" / "metric_check.csv").set_index("set")
+    assert list(committed.index) == list(check.index)
+    for col in ("fd_digits", "kid_digits", "pixel_w2"):
+        assert check[col].to_numpy() == pytest.approx(committed[col].to_numpy(), rel=1e-9, abs=1e-9), col
+
+
 def test_tampered_or_missing_weights_are_refused(tmp_path):
     bad = tmp_path / "w.pt"
     blob = bytearray(WEIGHTS_PATH.read_bytes())
