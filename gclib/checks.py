@@ -13,7 +13,7 @@ import numbers
 import operator
 from typing import Iterable
 
-__all__ = ["ConfigError", "MissingExtraError", "EXTRAS", "require", "missing_extra", "FLOWS", "PREDICTORS", "check_choice", "check_flow", "check_mu", "check_finite",
+__all__ = ["ConfigError", "DataMissingError", "DataCorruptError", "MissingExtraError", "EXTRAS", "require", "missing_extra", "FLOWS", "PREDICTORS", "check_choice", "check_flow", "check_mu", "check_finite",
            "check_range", "check_int", "check_positive_int", "check_levels", "check_sigma_range",
            "check_same_shape"]
 
@@ -23,6 +23,14 @@ PREDICTORS = ("ema", "online")
 
 class ConfigError(ValueError):
     """A bad configuration key or value (a ValueError with one clear message)."""
+
+
+class DataMissingError(FileNotFoundError):
+    """A data set is not on disk and could not be downloaded (``gclib.data`` and ``gclib.imagesets`` raise it)."""
+
+
+class DataCorruptError(ValueError):
+    """A data file that is there but cannot be read (corrupt, truncated, or not what its name says)."""
 
 
 # optional module -> (the name pip installs it by, the gclib extra that brings it)

@@ -28,7 +28,7 @@ import yaml
 
 from .checks import FLOWS, PREDICTORS, ConfigError, check_choice, check_finite, check_int, check_range
 from .couplings import OT_SOLVERS
-from .data import DATASETS, IMAGE_SHAPES, TOYS  # noqa: F401  (TOYS: re-exported for older imports)
+from .data import DATASETS, IMAGE_SHAPES, REGISTRY as DATA_REGISTRY, TOYS  # noqa: F401  (TOYS: re-exported)
 from .evaluation import METRICS
 from .losses import DISTANCES
 from .nets import MODELS
@@ -309,7 +309,7 @@ def _validate(cfg: Config) -> None:
         if _HINTS[f.name] is float:
             check_finite(f.name, getattr(cfg, f.name))
     _check_name(cfg.name)
-    check_choice("dataset", cfg.dataset, DATASETS)
+    check_choice("dataset", cfg.dataset, DATA_REGISTRY)   # gclib.data's registry: a registered data set counts
     check_choice("model", cfg.model, MODELS)
     check_choice("flow", cfg.flow, FLOWS)
     check_choice("distance", cfg.distance, DISTANCES)

@@ -10,34 +10,30 @@
   U-Net's resolution is divisible by 2^(levels-1); shape (60000, 1, 32, 32) uint8 (scaled on the fly).
 - ``cifar10``: torchvision CIFAR-10 train split, (50000, 3, 32, 32) uint8, no flips.
 uint8 images are turned into float32 in [-1, 1] per batch (``to_float``).
+- ``celeba64``, ``imagenet32``, ``lsun_church64``: the large sets of Table 1 (``gclib.imagesets``).
+
+``REGISTRY`` is the one place that maps a data set's name to what the rest of gclib needs to know about it
+(``DataSet``: loader, shape of one item, default model preset, quality metric, training parameter family);
+``register_dataset`` adds one. ``TOYS``, ``IMAGE_SHAPES`` and ``DATASETS`` are derived from it for older imports.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from .checks import ConfigError, check_choice
-from .imagesets import IMAGESETS
+from .checks import ConfigError, DataCorruptError, DataMissingError, check_choice  # noqa: F401 (errors re-exported)
+from .imagesets import IMAGESETS, load_imageset
 
-TOYS = ("two_diracs", "two_gaussians", "8gaussians", "moons", "checkerboard")
-# (C, H, W) of one image of each image dataset; a dataset is an image dataset iff it is a key here
-IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 32, 32), "cifar10": (3, 32, 32), **IMAGESETS}
-DATASETS = TOYS + tuple(IMAGE_SHAPES)
+TOY_NAMES = ("two_diracs", "two_gaussians", "8gaussians", "moons", "checkerboard")
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
                  "batches.meta")
-
-
-class DataMissingError(FileNotFoundError):
-    """A torchvision dataset is not on disk and could not be downloaded."""
-
-
-class DataCorruptError(ValueError):
-    """A data file that is there but cannot be read (corrupt, truncated, or not what its name says)."""
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -49,7 +45,7 @@ def _gen(seed: int) -> torch.Generator:
 
 def toy(name: str, n: int = 8192, seed: int = 0) -> torch.Tensor:
     """n points of a 2-D toy distribution, (n, 2) float32, drawn from ``seed``."""
-    check_choice("toy", name, TOYS, error=ConfigError)
+    check_choice("toy", name, TOY_NAMES, error=ConfigError)
     g = _gen(seed)
     sign = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
     if name == "two_diracs":
@@ -134,19 +130,92 @@ def cifar10(root="data", download: bool = False) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
 
 
+# --------------------------------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class DataSet:
+    """What gclib needs to know about one data set.
+
+    load: ``load(root, download, n, seed) -> tensor`` of the whole training set (N, *shape), float32 or uint8;
+    shape: one item, (2,) for the 2-D toys, (C, H, W) for images; model: the default model (a name of
+    ``gclib.nets.MODELS``); metric: the quality metric that scores a model of it (a name of
+    ``gclib.evaluation.METRICS``: ``w2`` for point sets, ``fd_digits`` for digits, ``fid`` for natural images);
+    family: the training parameter family, ``params/train/<family>_<flow>.yaml`` (None: the set has none);
+    experiments: the experiment notebooks (ct_cd_gap, transport_cost, toy_flows) may train on it (small sets)."""
+    name: str
+    load: Callable
+    shape: tuple
+    model: str
+    metric: str
+    family: str | None = None
+    experiments: bool = False
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+
+REGISTRY: dict[str, DataSet] = {}
+
+
+def register_dataset(ds: DataSet, *, replace: bool = False) -> DataSet:
+    """Add ``ds`` to ``REGISTRY`` (and, for images, to ``IMAGE_SHAPES``); a name already there is refused unless
+    ``replace``."""
+    if not isinstance(ds, DataSet):
+        raise TypeError(f"register_dataset takes a gclib.data.DataSet, not {type(ds).__name__}")
+    if ds.name in REGISTRY and not replace:
+        raise ValueError(f"dataset {ds.name!r} is already registered; pass replace=True to replace it")
+    if not (len(ds.shape) in (1, 3) and all(isinstance(s, int) and s > 0 for s in ds.shape)):
+        raise ValueError(f"dataset {ds.name!r}: shape={ds.shape!r} must be (D,) or (C, H, W) of positive integers")
+    REGISTRY[ds.name] = ds
+    if ds.is_image:
+        IMAGE_SHAPES[ds.name] = tuple(ds.shape)
+    else:
+        IMAGE_SHAPES.pop(ds.name, None)
+    return ds
+
+
+def unregister_dataset(name: str) -> None:
+    """Remove a data set added by ``register_dataset`` (e.g. at the end of a test)."""
+    REGISTRY.pop(name, None)
+    IMAGE_SHAPES.pop(name, None)
+
+
+def get_dataset(name: str) -> DataSet:
+    """The registered ``DataSet`` called ``name``; ConfigError listing the registered names otherwise."""
+    return REGISTRY[check_choice("dataset", name, REGISTRY, error=ConfigError)]
+
+
 def load_dataset(name: str, *, root="data", download: bool = False, n: int = 8192, seed: int = 0) -> torch.Tensor:
-    """The whole training set as one tensor (float32 for toys and digits, uint8 for mnist and cifar10)."""
-    check_choice("dataset", name, DATASETS, error=ConfigError)
-    if name in TOYS:
-        return toy(name, n, seed)
-    if name == "digits":
-        return digits()
-    if name in IMAGESETS:
-        from .imagesets import load_imageset
-        return load_imageset(name, root, download)
-    if name == "mnist":
-        return mnist(root, download)
-    return cifar10(root, download)
+    """The whole training set as one tensor (float32 for toys and digits, uint8 for mnist, cifar10 and the large
+    image sets); ``n`` and ``seed`` are used by the 2-D toys only."""
+    return get_dataset(name).load(root, download, n, seed)
+
+
+IMAGE_SHAPES: dict = {}   # name -> (C, H, W) of every registered image data set (kept by register_dataset)
+
+for _name in TOY_NAMES:
+    register_dataset(DataSet(_name, lambda root, download, n, seed, _name=_name: toy(_name, n, seed), (2,),
+                             model="mlp", metric="w2", family="toy", experiments=True))
+register_dataset(DataSet("digits", lambda root, download, n, seed: digits(), (1, 8, 8), model="unet_digits",
+                         metric="fd_digits", family="digits", experiments=True))
+register_dataset(DataSet("mnist", lambda root, download, n, seed: mnist(root, download), (1, 32, 32), model="unet",
+                         metric="fid"))
+register_dataset(DataSet("cifar10", lambda root, download, n, seed: cifar10(root, download), (3, 32, 32),
+                         model="unet_cifar10", metric="fid", family="cifar10", experiments=True))
+for _name, _model in (("celeba64", "unet_celeba64"), ("imagenet32", "unet_imagenet32"),
+                      ("lsun_church64", "unet_celeba64")):
+    register_dataset(DataSet(_name, lambda root, download, n, seed, _name=_name: load_imageset(_name, root, download),
+                             IMAGESETS[_name], model=_model, metric="fid", family=_name))
+
+# Older names, derived from the registry of the built-in sets (the registry itself is the live list).
+TOYS = tuple(n for n, d in REGISTRY.items() if not d.is_image)
+DATASETS = tuple(REGISTRY)
+
+
+def experiment_datasets() -> tuple:
+    """The data sets the experiment notebooks can train on (``DataSet.experiments``, each with a training
+    parameter family ``params/train/<family>_<flow>.yaml``), in registry order."""
+    return tuple(n for n, d in REGISTRY.items() if d.experiments and d.family is not None)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

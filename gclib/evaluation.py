@@ -1,7 +1,11 @@
 """Built-in sample-quality checks for ``gclib evaluate`` and the training loop's ``eval_metrics``.
 
 A metric is called as ``fn(samples, data) -> float | dict`` with samples and data as (n, ...) float tensors.
-The metrics that ``eval_metrics`` and ``gclib evaluate --metric`` accept are exactly the names of ``METRICS``:
+``REGISTRY`` (``Metric``: function, plot label, what it needs, whether it scores a training curve) is the one list
+of metrics; ``register_metric`` adds one, and ``METRICS``, ``NEEDS``, ``LABELS``, ``SAME_SIZE``,
+``INCEPTION_METRICS`` and ``CURVE_METRICS`` are derived from it (as are ``gclib.experiments.fid_curves.METRICS``
+and ``METRIC_LABELS``). The metrics that ``eval_metrics`` and ``gclib evaluate --metric`` accept are exactly the
+names of ``METRICS``:
 - ``w2``: exact 2-Wasserstein distance between the samples and as many random data points (flattened), from
   POT's ``ot.emd2`` on the squared Euclidean cost (the square root of the optimal mean cost);
 - ``w2sq``: its square (the optimal mean squared distance);
@@ -17,6 +21,9 @@ What each metric needs (``NEEDS``: optional packages, weight files, data of a gi
 file fails at once, in one line naming the file, instead of after generating every sample.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -72,15 +79,6 @@ def isc(samples: torch.Tensor, data: torch.Tensor, weights_path=None) -> dict:
     return isc_inception(samples, data, weights_path=weights_path)
 
 
-# The registry: the only names that eval_metrics and --metric accept.
-METRICS = {"w2": w2, "w2sq": w2sq, "nn_dist": nn_dist, "fd_digits": fd_digits, "kid_digits": kid_digits,
-           "fid": fid, "kid": kid, "isc": isc}
-SAME_SIZE = ("w2", "w2sq")   # exact OT between equal-size sets: as many data points as samples
-
-
-INCEPTION_METRICS = ("fid", "kid", "isc")   # these take weights_path
-
-
 def get_metric(name: str):
     """The metric function registered as ``name`` in ``METRICS``; ValueError listing the valid names otherwise."""
     return METRICS[check_choice("metric", name, METRICS)]
@@ -117,15 +115,76 @@ def _digits(shape) -> str | None:
     return None
 
 
-# What each metric needs before it can run: (checks of packages and files, check of one data item's shape).
-# Checked in order, so a missing package is named before a file that the package would read.
-NEEDS = {
-    "w2": ((), None), "w2sq": ((), None), "nn_dist": ((), None),
-    "fd_digits": ((_need_digits_classifier,), _digits), "kid_digits": ((_need_digits_classifier,), _digits),
-    "fid": ((_need_torch_fidelity, _need_inception_weights), _images),
-    "kid": ((_need_torch_fidelity, _need_inception_weights), _images),
-    "isc": ((_need_torch_fidelity, _need_inception_weights), _images),
-}
+# ----------------------------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Metric:
+    """One registered metric. fn(samples, data[, weights_path]) -> float | dict; label: its name in plots (TeX);
+    needs: checks of packages and files, run in order before any sample is drawn (a missing package is named
+    before a file that the package would read); item: check of one data item's shape (None: any);
+    same_size: scored against as many data points as samples (exact OT); weights: fn takes ``weights_path``
+    (the Inception weights); curve: a training curve of ``gclib.experiments.fid_curves`` can use it."""
+    name: str
+    fn: Callable
+    label: str
+    needs: tuple = ()
+    item: Callable | None = None
+    same_size: bool = False
+    weights: bool = False
+    curve: bool = False
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
+    """Add ``metric`` to ``REGISTRY`` (and to the derived tables below); a name already there is refused unless
+    ``replace``."""
+    if not isinstance(metric, Metric):
+        raise TypeError(f"register_metric takes a gclib.evaluation.Metric, not {type(metric).__name__}")
+    if metric.name in REGISTRY and not replace:
+        raise ValueError(f"metric {metric.name!r} is already registered; pass replace=True to replace it")
+    REGISTRY[metric.name] = metric
+    _derive()
+    return metric
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric added by ``register_metric`` (e.g. at the end of a test)."""
+    REGISTRY.pop(name, None)
+    _derive()
+
+
+# Derived from REGISTRY (kept up to date in place by register_metric, so an import of them stays live):
+METRICS: dict = {}        # name -> fn: the only names that eval_metrics and --metric accept
+NEEDS: dict = {}          # name -> (needs, item check)
+LABELS: dict = {}         # name -> label
+SAME_SIZE: list = []      # exact OT between equal-size sets: as many data points as samples
+INCEPTION_METRICS: list = []   # these take weights_path
+CURVE_METRICS: list = []  # the metrics of a training curve (fid_curves)
+
+
+def _derive() -> None:
+    for table in (METRICS, NEEDS, LABELS):
+        table.clear()
+    for lst in (SAME_SIZE, INCEPTION_METRICS, CURVE_METRICS):
+        lst.clear()
+    for m in REGISTRY.values():
+        METRICS[m.name], NEEDS[m.name], LABELS[m.name] = m.fn, (m.needs, m.item), m.label
+        for flag, lst in ((m.same_size, SAME_SIZE), (m.weights, INCEPTION_METRICS), (m.curve, CURVE_METRICS)):
+            if flag:
+                lst.append(m.name)
+
+
+_INCEPTION = (_need_torch_fidelity, _need_inception_weights)
+for _m in (Metric("w2", w2, "W$_2$", same_size=True, curve=True),
+           Metric("w2sq", w2sq, "W$_2^2$", same_size=True, curve=True),
+           Metric("nn_dist", nn_dist, "NN distance"),
+           Metric("fd_digits", fd_digits, "FD$_{digits}$", (_need_digits_classifier,), _digits, curve=True),
+           Metric("kid_digits", kid_digits, "KID$_{digits}$", (_need_digits_classifier,), _digits, curve=True),
+           Metric("fid", fid, "FID", _INCEPTION, _images, weights=True, curve=True),
+           Metric("kid", kid, "KID", _INCEPTION, _images, weights=True),
+           Metric("isc", isc, "IS", _INCEPTION, _images, weights=True)):
+    register_metric(_m)
 
 
 def _raise_problems(problems: dict) -> None:

@@ -17,7 +17,7 @@ Each loader returns the whole training set as ONE uint8 tensor (N, 3, H, W) (``g
 Decoding and resizing 10^5 JPEGs takes minutes, so celeba64 and lsun_church64 are preprocessed once and cached
 as ``<folder>/<name>_train_uint8.npy`` (written atomically; delete it to rebuild); with the cache present the raw
 files are not needed. ``python -m gclib.imagesets celeba64 lsun_church64 --root data`` builds the caches ahead of
-a multi-process run. Missing files raise ``gclib.data.DataMissingError`` with one line naming what to place where.
+a multi-process run. Missing files raise ``DataMissingError`` (``gclib.checks``, also importable from ``gclib.data``) with one line naming what to place where.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from .checks import DataCorruptError, DataMissingError
 from .io import atomic_write
 
 IMAGESETS = {"celeba64": (3, 64, 64), "imagenet32": (3, 32, 32), "lsun_church64": (3, 64, 64)}
@@ -45,7 +46,6 @@ CELEBA_TRAIN_SIZE = 162_770
 
 
 def _missing(message: str):
-    from .data import DataMissingError  # lazy: gclib.data imports this module to register the sets
     return DataMissingError(message)
 
 
@@ -106,7 +106,6 @@ def preprocess(sources: Iterable, n: int, size: int, open_image: Callable, desc:
 
 
 def _corrupt(message: str):
-    from .data import DataCorruptError  # lazy, as _missing
     return DataCorruptError(message)
 
 

@@ -16,18 +16,17 @@ import numpy as np
 from . import nets
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, from_dict
+from .data import IMAGE_SHAPES, REGISTRY
 from .precond import ConsistencyModel
 
-# presets: name -> (constructor taking dropout, the image shape it is built for)
-PRESETS = {"unet_digits": (nets.unet_digits, (1, 8, 8)), "unet_cifar10": (nets.unet_cifar10, (3, 32, 32))}
-for _name, _shape in (("unet_imagenet32", (3, 32, 32)), ("unet_celeba64", (3, 64, 64))):
-    if hasattr(nets, _name):
-        PRESETS[_name] = (getattr(nets, _name), _shape)
+# presets: name -> (constructor taking dropout, the image shape it is built for), from the data-set registry: a
+# preset is the default model of the data sets of that shape (gclib.data.DataSet.model)
+PRESETS = {d.model: (getattr(nets, d.model), tuple(d.shape)) for d in REGISTRY.values()
+           if d.is_image and d.model.startswith("unet_") and hasattr(nets, d.model)}
 
 
 def data_shape(cfg: Config) -> tuple:
     """The shape of one training sample of ``cfg.dataset``: (C, H, W) for images, (2,) for the 2-D toys."""
-    from .data import IMAGE_SHAPES
     return tuple(IMAGE_SHAPES.get(cfg.dataset, (2,)))
 
 

@@ -15,13 +15,13 @@ import torch
 
 from ..checks import check_flow, check_levels, check_mu, check_positive_int  # noqa: F401 (re-exported)
 from ..config import Config, load_config
-from ..data import TOYS, load_dataset, to_float
+from ..data import TOYS, experiment_datasets, get_dataset, load_dataset, to_float
 from ..device import resolve_device  # noqa: F401 (re-exported: the notebook drivers call common.resolve_device)
 from ..report import project_root, runs_dir as default_runs_dir
 
 # The data sets the experiment notebooks can train on: those with training parameter sets
-# params/train/<family>_<flow>.yaml (family "toy" for every 2-D toy). gclib.data.DATASETS lists all loadable ones.
-DATASETS = TOYS + ("digits", "cifar10")
+# params/train/<family>_<flow>.yaml (family "toy" for every 2-D toy). gclib.data.REGISTRY holds all loadable ones.
+DATASETS = experiment_datasets()
 
 
 def check_dataset(dataset: str) -> str:
@@ -41,7 +41,7 @@ def train_config(dataset: str = "two_gaussians", flow: str = "ic", mu: float = 0
     check_dataset(dataset)
     check_flow(flow)
     check_mu(mu)
-    family = "toy" if dataset in TOYS else dataset
+    family = get_dataset(dataset).family
     path = project_root(root) / "params" / "train" / f"{family}_{flow}.yaml"
     over = dict(seed=int(seed), runs_dir=str(runs_dir if runs_dir is not None else default_runs_dir(root)),
                 progress=False)
@@ -259,18 +259,23 @@ def predictor_model(cfg: Config, predictor: str = "default", device: str = "cpu"
                            note=note)
 
 
-def model_quality(ema, data, n: int = 2000, seed: int = 0, device: str = "cpu") -> dict:
-    """How good a model's one-step samples are: for 8x8 digits FD_digits (``gclib.metrics.fd_digits``) of n
-    samples against the whole digits set; for 2-D toys the exact W2 (``gclib.metrics.w2_exact``) of n samples
-    against n data rows (all rows when fewer). Samples: ``gclib.evaluation.generate(ema, n, shape,
-    ema.sigma_max, seed=seed)``. Returns {"metric", "value", "n"}."""
-    from ..evaluation import generate
+def model_quality(ema, data, n: int = 2000, seed: int = 0, device: str = "cpu", *, dataset: str) -> dict:
+    """How good a model's one-step samples are, in the quality metric of ``dataset`` (``gclib.data.DataSet.metric``,
+    never guessed from the shape): ``fd_digits``: FD_digits (``gclib.metrics.fd_digits``) of n samples against the
+    whole digits set; ``w2``: the exact W2 (``gclib.metrics.w2_exact``) of n samples against n data rows (all rows
+    when fewer); any other registered metric through ``gclib.evaluation.evaluate_samples``. Samples:
+    ``gclib.evaluation.generate(ema, n, shape, ema.sigma_max, seed=seed)``. Returns {"metric", "value", "n"}."""
+    from ..evaluation import LABELS, evaluate_samples, generate
+    metric = get_dataset(dataset).metric
     shape = tuple(data.shape[1:])
     samples = generate(ema, n, shape, ema.sigma_max, seed=seed, device=device).cpu()
-    if shape == (1, 8, 8):
+    if metric == "fd_digits":
         from ..data import digits
         from ..metrics import fd_digits
         return {"metric": "FD_digits", "value": float(fd_digits(samples, digits())), "n": int(n)}
+    if metric != "w2":
+        value = evaluate_samples(samples, data.cpu(), [metric], seed=seed)[metric]
+        return {"metric": LABELS.get(metric, metric), "value": float(value), "n": int(n)}
     from ..metrics import w2_exact
     ref = data.cpu()
     if len(ref) > n:

@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 
 from ..checks import check_choice, check_flow, check_mu
+from ..evaluation import CURVE_METRICS, LABELS
 from .common import claim, combine_verdicts, paired_claim, paired_verdict
 
-METRICS = ("w2", "w2sq", "fd_digits", "kid_digits", "fid")
-METRIC_LABELS = {"w2": "W$_2$", "w2sq": "W$_2^2$", "fd_digits": "FD$_{digits}$", "kid_digits": "KID$_{digits}$", "fid": "FID"}
+# the metrics a training curve can use and their plot labels: from gclib.evaluation's registry (Metric.curve)
+METRICS = tuple(CURVE_METRICS)
+METRIC_LABELS = {m: LABELS[m] for m in METRICS}
 
 
 @dataclass
