@@ -52,6 +52,7 @@ from .images import save_samples
 from .models import build_model, data_shape, load_model, load_weights
 from .optim import make_optimizer
 from .prefetch import OTPrefetcher
+from .runlog import RunLog
 from .rng import Streams
 from .rundir import (RunLock, RunLockedError, done_checkpoint, read_eval, read_json_guarded, start_metrics, truncate_metrics,
                      write_config, write_done, write_eval)
@@ -126,6 +127,7 @@ class RunState:
     last_loss: float = float("nan")
     last_n: int = 0
     prefetch: object = None                        # gclib.prefetch.OTPrefetcher (flow ot, ot_prefetch)
+    runlog: object = None                          # gclib.runlog.RunLog (rank 0): stdout, log.jsonl, TensorBoard
 
     @property
     def per_rank_batch(self) -> int:
@@ -269,6 +271,12 @@ def _open_logs(st: RunState) -> None:
         st.paths.eval_csv.unlink(missing_ok=True)
     st.log = open(st.paths.metrics_csv, "a", newline="")
     st.writer = csv.writer(st.log)
+    cfg = st.cfg
+    describe = (f"batch {cfg.batch_size}, flow {cfg.flow}" + (f" (mu {cfg.mu})" if cfg.flow == "gc" else "") +
+                f", {st.device.type}" + (f" x {st.dist.world_size} processes" if st.dist.world_size > 1 else ""))
+    st.runlog = RunLog(st.paths.run_dir, name=cfg.name, total_steps=cfg.total_steps, batch_size=cfg.batch_size,
+                       log_every=cfg.log_every, start_step=st.step, resumed_from=st.last_ckpt, config_hash=st.chash,
+                       describe=describe, metrics_csv=st.paths.metrics_csv, tensorboard=cfg.tensorboard)
 
 
 def _train_step(st: RunState, step: int, autocast) -> None:
@@ -322,6 +330,8 @@ def _train_step(st: RunState, step: int, autocast) -> None:
             row.append(st.per_rank_batch)
         st.writer.writerow(row)
         st.log.flush()
+    if st.runlog is not None:
+        st.runlog.step(step, loss, float(st.optimizer.param_groups[0]["lr"]), gc_frac, n, st.elapsed)
     st.step = step
     st.last_loss, st.last_n = loss, n
 
@@ -354,6 +364,8 @@ def _side_tasks(st: RunState, step: int, final: bool) -> None:
                 row.update({k: float(v) for k, v in out.items()})
             st.eval_rows = [r for r in st.eval_rows if r["step"] != step] + [row]
             write_eval(st.paths.eval_csv, st.eval_rows)
+            if st.runlog is not None:
+                st.runlog.evaluation(row)
 
 
 def _checkpoint(st: RunState, step: int) -> None:
@@ -379,6 +391,8 @@ def _loop(st: RunState) -> None:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if st.flags["bf16"] else contextlib.nullcontext()
     if cfg.flow == "ot" and cfg.ot_prefetch and cfg.objective == "consistency":
         st.prefetch = OTPrefetcher(st.batches, st.streams.noise, cfg.ot_solver)
+    if st.runlog is not None and not bar.disable:  # status lines above the bar, not through it
+        st.runlog.printer = lambda line: bar.write(line, file=sys.stdout)
     try:
         for step in range(st.step + 1, cfg.total_steps + 1):
             _train_step(st, step, autocast)
@@ -394,6 +408,9 @@ def _loop(st: RunState) -> None:
         if st.prefetch is not None:
             st.prefetch.close()
             st.prefetch = None
+        if st.runlog is not None:
+            st.runlog.close()
+            st.runlog = None
         if st.log:
             st.log.close()
             st.log = st.writer = None

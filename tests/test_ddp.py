@@ -33,3 +33,5 @@ def test_torchrun_two_process_gloo(tmp_path):
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     s0, s1 = ckpt["rng"][0]["streams"], ckpt["rng"][1]["streams"]
     assert not torch.equal(s0["noise"], s1["noise"])  # per-rank seeds
+    assert r.stdout.count("[ddp] step 4/4 (100.0%)") == 1 and r.stdout.count("[ddp] started:") == 1  # rank 0 logs
+    assert "x 2 processes" in r.stdout
