@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from .. import report
-from .._checks import check_flow
+from ..checks import check_flow
 from ..exact import velocity
 from ..paths import coupled_endpoints, path_alignment
 from .common import claim, combine_verdicts, paired_verdict

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from .. import report
-from .._checks import check_flow, check_mu
+from ..checks import check_flow, check_mu
 from ..metrics._util import as_rows64, draw_data, eval_mode, model_device_dtype
 from ..metrics.transport import exact_ot_cost, minibatch_ot_cost
 from ..precond import as_batch_sigma
