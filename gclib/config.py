@@ -42,7 +42,8 @@ SEED_RANGE = f"an integer in [0, 2**63 - 1 = {SEED_MAX}]"
 # Settings that change neither the trained weights nor the logged evaluations: left out of the configuration
 # hash. (The evaluation settings are hashed: a cached run must carry the evaluation curve that was asked for.)
 NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_every", "keep_checkpoints",
-              "sample_every", "sample_n", "data_root", "download", "device", "compile", "ot_prefetch")
+              "sample_every", "sample_n", "data_root", "download", "device", "compile", "ot_prefetch",
+              "log_every", "tensorboard")
 
 
 # Fields added after runs were cached, with the value that reproduces the training from before they existed: a
@@ -131,6 +132,9 @@ class Config:
     channels_last: bool = False
     compile: bool = False
     ot_prefetch: bool = True               # flow ot: solve step k+1's pairing while step k runs (the same pairs)
+    # logs of rank 0 (gclib.runlog): a status line on stdout and a log.jsonl record every log_every steps
+    log_every: int = 100                   # 0: only the last step
+    tensorboard: bool = False              # TensorBoard scalars in <run_dir>/tensorboard (the tensorboard extra)
 
     def __post_init__(self):
         # normalise (int -> float for float fields, 1e3 -> 1000 for int fields, tuples and comma strings -> lists;
@@ -326,6 +330,7 @@ def _validate(cfg: Config) -> None:
     check_range("ect_k", cfg.ect_k, 0.0)
     check_range("ect_b", cfg.ect_b, 0.0)
     check_choice("ect_stage_offset", cfg.ect_stage_offset, (0, 1))
+    check_range("log_every", cfg.log_every, 0, what=">= 0 (0 logs only the last step)")
     check_choice("ect_r_clip", cfg.ect_r_clip, ECT_R_CLIPS)
     if cfg.ect_distance is not None:
         check_choice("ect_distance", cfg.ect_distance, DISTANCES)
