@@ -85,11 +85,11 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
 
 def run_state(run_dir: Path) -> tuple[str, int]:
     """("finished", step), ("partial", newest checkpoint step) or ("pending", 0) for one cached run directory."""
-    import re
-    if (run_dir / "done.json").is_file():
+    from .rundir import RunPaths
+    paths = RunPaths(Path(run_dir))
+    if paths.done_json.is_file():
         return "finished", -1
-    steps = [int(m.group(1)) for p in (run_dir / "checkpoints").glob("ckpt-*.pt")
-             if (m := re.fullmatch(r"ckpt-(\d+)\.pt", p.name))]
+    steps = paths.checkpoint_steps()
     return ("partial", max(steps)) if steps else ("pending", 0)
 
 
@@ -98,11 +98,12 @@ def _seconds_per_step(run_dirs) -> float | None:
     last row: seconds since the run's start, evaluations included), or None."""
     import csv
     import statistics
+    from .rundir import RunPaths
     rates = []
     for d in run_dirs:
-        if not (d / "metrics.csv").is_file():
+        if not RunPaths(Path(d)).metrics_csv.is_file():
             continue
-        with open(d / "metrics.csv") as f:
+        with open(RunPaths(Path(d)).metrics_csv) as f:
             rows = list(csv.DictReader(f))
         if len(rows) > 100 and float(rows[-1]["seconds"]) > 0:
             rates.append(float(rows[-1]["seconds"]) / int(rows[-1]["step"]))
@@ -112,9 +113,10 @@ def _seconds_per_step(run_dirs) -> float | None:
 def _similar_runs(runs: Path, base: dict):
     """Run directories in ``runs`` whose config has base's data set, model and batch size (same cost per step)."""
     import yaml
+    from .rundir import RunPaths
     for d in runs.glob("*"):
         try:
-            c = yaml.safe_load((d / "config.yaml").read_text()) or {}
+            c = yaml.safe_load(RunPaths(d).config_yaml.read_text()) or {}
         except (OSError, yaml.YAMLError):
             continue
         if all(c.get(k) == base.get(k) for k in ("dataset", "model", "batch_size")):

@@ -18,6 +18,9 @@ checkpoints or done.json), which is adopted. Cleaning up after a killed writer r
 of the names gclib writes (``.config.yaml.<random>.tmp``, ``checkpoints/.ckpt-<step>.pt.<random>.tmp``, ...),
 never anything else. ``wait_for_run`` lets a notebook wait for a run another process is training and then reuse
 it. done.json stores its checkpoint relative to the run directory (``done_checkpoint`` reads either form).
+
+``RunPaths`` is the one place that names these files: the training loop, the sweeps and ``gclib reproduce`` ask it
+for a run's paths (``RunPaths(run_dir).checkpoint(step)``) instead of spelling them out.
 """
 from __future__ import annotations
 
@@ -29,11 +32,38 @@ import socket
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import CKPT_RE, ckpt_path, list_checkpoints
 from .io import atomic_write, explain, write_json, write_text
 
 MARKER = ".gclib-run"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run directory (the layout above)."""
+    run_dir: Path
+
+    lock = property(lambda self: self.run_dir / "lock")
+    marker = property(lambda self: self.run_dir / MARKER)
+    ckpt_dir = property(lambda self: self.run_dir / "checkpoints")
+    metrics_csv = property(lambda self: self.run_dir / "metrics.csv")
+    eval_csv = property(lambda self: self.run_dir / "eval.csv")
+    done_json = property(lambda self: self.run_dir / "done.json")
+    config_yaml = property(lambda self: self.run_dir / "config.yaml")
+    samples = property(lambda self: self.run_dir / "samples")
+
+    def checkpoint(self, step: int) -> Path:
+        """checkpoints/ckpt-<step, 8 digits>.pt"""
+        return ckpt_path(self.ckpt_dir, int(step))
+
+    def checkpoint_steps(self) -> list[int]:
+        """The steps of the checkpoint files present, newest first (none: [])."""
+        return [int(CKPT_RE.match(p.name).group(1)) for p in list_checkpoints(self.ckpt_dir)]
+
+
 RUN_FILES = ("lock", MARKER, "config.yaml", "metrics.csv", "eval.csv", "done.json")   # what gclib writes there
 RUN_FOLDERS = ("checkpoints", "samples")
 _RANDOM = r"[a-z0-9_]{8}"   # the random part of tempfile.mkstemp's names (gclib.io.atomic_write)
@@ -120,23 +150,23 @@ def _is_older_run(d: Path, names: set) -> bool:
     next to gclib's metrics.csv, checkpoints or done.json."""
     if names and all(n == "lock" or TEMPORARIES["."].match(n) for n in names):
         return True
-    if "config.yaml" not in names:
+    p = RunPaths(Path(d))
+    if p.config_yaml.name not in names:
         return False
     try:
         import yaml
-        cfg = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
+        cfg = yaml.safe_load(p.config_yaml.read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - unreadable: not recognisably gclib's
         return False
     if not isinstance(cfg, dict) or not isinstance(cfg.get("config_hash"), str):
         return False
     try:
-        with open(d / "metrics.csv", encoding="utf-8") as f:
+        with open(p.metrics_csv, encoding="utf-8") as f:
             if f.readline().startswith("step,loss,"):
                 return True
     except (OSError, UnicodeDecodeError):
         pass
-    from .checkpoint import list_checkpoints
-    return bool(list_checkpoints(d / "checkpoints")) or (d / "done.json").is_file()
+    return bool(list_checkpoints(p.ckpt_dir)) or p.done_json.is_file()
 
 
 def claim_run_dir(run_dir) -> Path:
@@ -248,13 +278,14 @@ def done_checkpoint(run_dir, done: dict) -> Path:
     """The final checkpoint that done.json names: relative to ``run_dir`` (this gclib) or absolute (older ones;
     when that path is gone, the file of the same name in ``run_dir``/checkpoints)."""
     text = str(done.get("checkpoint") or "")
+    ckpt_dir = RunPaths(Path(run_dir)).ckpt_dir
     if not text:
-        return Path(run_dir) / "checkpoints" / "missing"
+        return ckpt_dir / "missing"
     ck = Path(text)
     if not ck.is_absolute():
         return Path(run_dir) / ck
-    if not ck.is_file() and (Path(run_dir) / "checkpoints" / ck.name).is_file():
-        return Path(run_dir) / "checkpoints" / ck.name
+    if not ck.is_file() and (ckpt_dir / ck.name).is_file():
+        return ckpt_dir / ck.name
     return ck
 
 

@@ -54,8 +54,8 @@ from .optim import make_optimizer
 from .prefetch import OTPrefetcher
 from .runlog import RunLog
 from .rng import Streams
-from .rundir import (RunLock, RunLockedError, done_checkpoint, read_eval, read_json_guarded, start_metrics, truncate_metrics,
-                     write_config, write_done, write_eval)
+from .rundir import (RunLock, RunLockedError, RunPaths, done_checkpoint, read_eval, read_json_guarded, start_metrics,
+                     truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
 from .schedules import ect_pairs, karras_sigmas, num_points
 from .step import NonFiniteLossError, train_step
 
@@ -81,19 +81,6 @@ class TrainResult:
     def load(self, device="cpu"):
         """(model, ema_model, config) of the final checkpoint."""
         return load_model(self.checkpoint, device)
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of a run directory (see ``gclib.rundir``)."""
-    run_dir: Path
-
-    ckpt_dir = property(lambda self: self.run_dir / "checkpoints")
-    metrics_csv = property(lambda self: self.run_dir / "metrics.csv")
-    eval_csv = property(lambda self: self.run_dir / "eval.csv")
-    done_json = property(lambda self: self.run_dir / "done.json")
-    config_yaml = property(lambda self: self.run_dir / "config.yaml")
-    samples = property(lambda self: self.run_dir / "samples")
 
 
 @dataclass

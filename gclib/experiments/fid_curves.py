@@ -99,7 +99,8 @@ def _train_one(cfg: dict, threads: int | None = None, eval_fns: Sequence[Callabl
 def _finished(cfg: dict) -> bool:
     """Whether this configuration's run has finished (its done.json matches): such a run is never submitted."""
     from ..config import as_config, config_hash, run_dir_for
-    from ..train import RunPaths, _finished as finished
+    from ..rundir import RunPaths
+    from ..train import _finished as finished
     c = as_config(cfg)
     return finished(c, config_hash(c), RunPaths(run_dir_for(c))) is not None
 
@@ -195,10 +196,10 @@ class Sweep:
 
     def frozen_checkpoints_at(self, seed: int, steps=None) -> list:
         """Checkpoint paths of this sweep's IC run at ``seed`` at ``steps`` (default: its last step)."""
-        from ..checkpoint import ckpt_path
         from ..config import run_dir_for
-        d = run_dir_for(run_config(self.base, Run("IC", seed, {"flow": "ic"}))) / "checkpoints"
-        return [str(ckpt_path(d, int(s))) for s in (steps or [self.base["total_steps"]])]
+        from ..rundir import RunPaths
+        paths = RunPaths(run_dir_for(run_config(self.base, Run("IC", seed, {"flow": "ic"}))))
+        return [str(paths.checkpoint(s)) for s in (steps or [self.base["total_steps"]])]
 
     def runs(self) -> list[Run]:
         return sweep_runs(self.seeds, self.mus, self.include_ot, self.frozen_mu, self.frozen_checkpoints(),
@@ -411,6 +412,7 @@ def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
     from .. import report
     from ..config import run_dir_for
     from ..evaluation import generate
+    from ..rundir import RunPaths
     from ..train import load_model
     labels = [l for l in sw.mu_labels if l in ("IC", "OT", sw.gc_main)] + [l for l in sw.mu_labels
                                                                           if l not in ("IC", "OT", sw.gc_main)]
@@ -419,7 +421,7 @@ def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
     axes = fig.subplots(1, len(labels), squeeze=False)[0]
     for ax, label in zip(axes, labels):
         cfg = run_config(sw.base, runs[label])
-        ckpt = run_dir_for(cfg) / "checkpoints" / f"ckpt-{int(cfg['total_steps']):08d}.pt"
+        ckpt = RunPaths(run_dir_for(cfg)).checkpoint(cfg["total_steps"])
         _, ema, _ = load_model(ckpt)
         x = generate(ema, n, ema.data_shape, ema.sigma_max, seed=seed)
         if x.ndim == 2:  # 2-D toy: a scatter plot of the samples
@@ -457,10 +459,10 @@ def table1(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | None = None) -
 # --------------------------------------------------------------------------------------------- final evaluation
 def final_checkpoint(sw: Sweep, run: Run) -> Path:
     """The final checkpoint of one run of the sweep (it exists once the run has finished)."""
-    from ..checkpoint import ckpt_path
     from ..config import run_dir_for
+    from ..rundir import RunPaths
     cfg = run_config(sw.base, run)
-    return Path(ckpt_path(run_dir_for(cfg) / "checkpoints", int(cfg["total_steps"])))
+    return RunPaths(run_dir_for(cfg)).checkpoint(cfg["total_steps"])
 
 
 def _final_eval_key(sw: Sweep, names) -> str:
