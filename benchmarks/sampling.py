@@ -25,16 +25,16 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import benchutil as bu  # noqa: E402
-from gclib.nets import UNet, count_parameters, unet_cifar10, unet_digits  # noqa: E402
+from gclib import nets  # noqa: E402
+from gclib.data import get_dataset  # noqa: E402
+from gclib.nets import UNet, count_parameters  # noqa: E402
 from gclib.precond import ConsistencyModel  # noqa: E402
 from gclib.sampling import one_step  # noqa: E402
 
-NETS = {
-    "digits": (unet_digits, (1, 8, 8)),
-    "cifar10": (unet_cifar10, (3, 32, 32)),
-    "tiny": (lambda: UNet(in_channels=1, resolution=8, channels=8, channel_mult=(1, 2), num_blocks=1,
-                          attn_resolutions=(4,)), (1, 8, 8)),
-}
+# each data set's default model preset and item shape, from gclib.data's registry
+NETS = {name: (getattr(nets, get_dataset(name).model), get_dataset(name).shape) for name in ("digits", "cifar10")}
+NETS["tiny"] = (lambda: UNet(in_channels=1, resolution=8, channels=8, channel_mult=(1, 2), num_blocks=1,
+                             attn_resolutions=(4,)), (1, 8, 8))
 CONFIGS = [("digits", 128), ("digits", 1024), ("cifar10", 8), ("cifar10", 32)]
 QUICK_CONFIGS = [("tiny", 4), ("tiny", 16)]
 

@@ -392,7 +392,7 @@ IMAGE_METRICS = ("fid", "kid", "isc")                                  # Incepti
 
 
 def _shape(cfg: Config) -> tuple:
-    return tuple(IMAGE_SHAPES.get(cfg.dataset, (2,)))
+    return tuple(DATA_REGISTRY[cfg.dataset].shape)   # the data set is validated (registered) before this
 
 
 def _parameters(cfg: Config, dim: int) -> int:
@@ -482,10 +482,11 @@ def preflight(cfg: Config) -> Config:
     set and evaluation metrics import (one line naming the extra to install), the Inception weights of fid / kid
     / isc, and a GPU for device='cuda'. Raises ConfigError, MissingExtraError or FileNotFoundError naming it."""
     from .checks import require
-    if cfg.dataset in ("moons", "digits") or any(m in ("fd_digits", "kid_digits") for m in cfg.eval_metrics):
-        require("sklearn", f"dataset={cfg.dataset!r}" if cfg.dataset in ("moons", "digits") else "eval_metrics")
-    if cfg.dataset in ("mnist", "cifar10", "celeba64", "lsun_church64"):
-        require("torchvision", f"dataset={cfg.dataset!r}")
+    needs = DATA_REGISTRY[cfg.dataset].requires   # the optional modules the data set's loader imports
+    if "sklearn" in needs or any(m in ("fd_digits", "kid_digits") for m in cfg.eval_metrics):
+        require("sklearn", f"dataset={cfg.dataset!r}" if "sklearn" in needs else "eval_metrics")
+    for module in (m for m in needs if m != "sklearn"):
+        require(module, f"dataset={cfg.dataset!r}")
     if any(m in IMAGE_METRICS for m in cfg.eval_metrics):
         require("torch_fidelity", f"eval_metrics={cfg.eval_metrics!r}")
         from .metrics.fid import inception_weights_path

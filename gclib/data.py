@@ -140,7 +140,8 @@ class DataSet:
     ``gclib.nets.MODELS``); metric: the quality metric that scores a model of it (a name of
     ``gclib.evaluation.METRICS``: ``w2`` for point sets, ``fd_digits`` for digits, ``fid`` for natural images);
     family: the training parameter family, ``params/train/<family>_<flow>.yaml`` (None: the set has none);
-    experiments: the experiment notebooks (ct_cd_gap, transport_cost, toy_flows) may train on it (small sets)."""
+    experiments: the experiment notebooks (ct_cd_gap, transport_cost, toy_flows) may train on it (small sets);
+    requires: the optional modules its loader imports (keys of ``gclib.checks.EXTRAS``), checked before a run."""
     name: str
     load: Callable
     shape: tuple
@@ -148,6 +149,7 @@ class DataSet:
     metric: str
     family: str | None = None
     experiments: bool = False
+    requires: tuple = ()
 
     @property
     def is_image(self) -> bool:
@@ -195,17 +197,19 @@ IMAGE_SHAPES: dict = {}   # name -> (C, H, W) of every registered image data set
 
 for _name in TOY_NAMES:
     register_dataset(DataSet(_name, lambda root, download, n, seed, _name=_name: toy(_name, n, seed), (2,),
-                             model="mlp", metric="w2", family="toy", experiments=True))
+                             model="mlp", metric="w2", family="toy", experiments=True,
+                             requires=("sklearn",) if _name == "moons" else ()))
 register_dataset(DataSet("digits", lambda root, download, n, seed: digits(), (1, 8, 8), model="unet_digits",
-                         metric="fd_digits", family="digits", experiments=True))
+                         metric="fd_digits", family="digits", experiments=True, requires=("sklearn",)))
 register_dataset(DataSet("mnist", lambda root, download, n, seed: mnist(root, download), (1, 32, 32), model="unet",
-                         metric="fid"))
+                         metric="fid", requires=("torchvision",)))
 register_dataset(DataSet("cifar10", lambda root, download, n, seed: cifar10(root, download), (3, 32, 32),
-                         model="unet_cifar10", metric="fid", family="cifar10", experiments=True))
-for _name, _model in (("celeba64", "unet_celeba64"), ("imagenet32", "unet_imagenet32"),
-                      ("lsun_church64", "unet_celeba64")):
+                         model="unet_cifar10", metric="fid", family="cifar10", experiments=True,
+                         requires=("torchvision",)))
+for _name, _model, _requires in (("celeba64", "unet_celeba64", ("torchvision",)), ("imagenet32", "unet_imagenet32", ()),
+                                 ("lsun_church64", "unet_celeba64", ("torchvision",))):
     register_dataset(DataSet(_name, lambda root, download, n, seed, _name=_name: load_imageset(_name, root, download),
-                             IMAGESETS[_name], model=_model, metric="fid", family=_name))
+                             IMAGESETS[_name], model=_model, metric="fid", family=_name, requires=_requires))
 
 # Older names, derived from the registry of the built-in sets (the registry itself is the live list).
 TOYS = tuple(n for n, d in REGISTRY.items() if not d.is_image)

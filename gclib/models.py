@@ -16,7 +16,7 @@ import numpy as np
 from . import nets
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, from_dict
-from .data import IMAGE_SHAPES, REGISTRY
+from .data import REGISTRY
 from .precond import ConsistencyModel
 
 # presets: name -> (constructor taking dropout, the image shape it is built for), from the data-set registry: a
@@ -26,8 +26,9 @@ PRESETS = {d.model: (getattr(nets, d.model), tuple(d.shape)) for d in REGISTRY.v
 
 
 def data_shape(cfg: Config) -> tuple:
-    """The shape of one training sample of ``cfg.dataset``: (C, H, W) for images, (2,) for the 2-D toys."""
-    return tuple(IMAGE_SHAPES.get(cfg.dataset, (2,)))
+    """The shape of one training sample of ``cfg.dataset`` (its registry entry's): (C, H, W) for images, (2,) for
+    the 2-D toys (and for a name that is no longer registered, as older checkpoints' toys)."""
+    return tuple(REGISTRY[cfg.dataset].shape) if cfg.dataset in REGISTRY else (2,)
 
 
 def build_model(cfg: Config, shape: Sequence[int]) -> ConsistencyModel:

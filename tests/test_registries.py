@@ -99,3 +99,37 @@ def test_registered_metric_is_accepted_everywhere():
     finally:
         evaluation.unregister_metric("mean_gap")
     assert "mean_gap" not in evaluation.METRICS and "mean_gap" not in evaluation.CURVE_METRICS
+
+
+def test_a_registered_dataset_trains_through_the_config(fake8, tmp_path):
+    from gclib.train import train
+    res = train(dict(name="fake", dataset="fake8x8", model="unet", channels=8, channel_mult=[1, 2], num_blocks=1,
+                     attn_resolutions=[], sigma_max=5.0, s0=2, s1=4, batch_size=8, total_steps=2, checkpoint_every=2,
+                     progress=False, run_dir=str(tmp_path / "run")))
+    _, ema, cfg = res.load("cpu")
+    assert cfg.dataset == "fake8x8" and ema.data_shape == (1, 8, 8)
+
+
+def test_preflight_checks_the_modules_the_dataset_needs(fake8, monkeypatch):
+    import dataclasses
+    from gclib import checks
+    from gclib.config import load_config, preflight
+    assert get_dataset("digits").requires == ("sklearn",) and get_dataset("cifar10").requires == ("torchvision",)
+    seen = []
+    monkeypatch.setattr(checks, "require", lambda module, what: seen.append((module, what)))
+    register_dataset(dataclasses.replace(fake8[0], requires=("torchvision",)), replace=True)
+    preflight(load_config(None, dict(dataset="fake8x8", model="unet", channels=8, channel_mult=[1, 2], num_blocks=1,
+                                     attn_resolutions=[])))
+    assert seen == [("torchvision", "dataset='fake8x8'")]
+
+
+def test_a_point_set_of_another_dimension_gets_its_own_shape():
+    from gclib.config import load_config
+    pts = torch.randn(32, 3)
+    register_dataset(DataSet("cloud3d", lambda root, download, n, seed: pts, (3,), model="mlp", metric="w2"))
+    try:
+        cfg = load_config(None, dict(dataset="cloud3d", model="mlp"))
+        assert models.data_shape(cfg) == (3,) and models.build_model(cfg, models.data_shape(cfg)) is not None
+        assert "cloud3d" not in data.IMAGE_SHAPES and not get_dataset("cloud3d").is_image
+    finally:
+        unregister_dataset("cloud3d")
