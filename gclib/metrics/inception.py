@@ -21,6 +21,11 @@ Any other extractor can stand in (tests use a small random network): a callable 
 dict(pool=(B, F), logits=(B, K)) (torch-fidelity's keys '2048' / 'logits_unbiased' or a (pool, logits) pair are
 accepted too; a bare (B, F) tensor gives pool features only), with an optional ``name`` attribute that keys the
 cache.
+
+This is one of two FID code paths: ``gclib.metrics.fid`` (streaming float64 statistics, its own Frechet distance,
+statistics-only caches) scores training curves and the digits metrics. They share the weights file, the
+extractor and ``to_uint8``, and agree to about 1e-13 relative, not bit for bit; docs/extending.md says why they
+are not merged yet. ``METRICS``: what this module computes, each registered in ``gclib.evaluation.REGISTRY``.
 """
 from __future__ import annotations
 
