@@ -43,6 +43,7 @@ from gclib.ema import EMA  # noqa: E402
 from gclib.nets import UNet, count_parameters, unet_cifar10, unet_digits  # noqa: E402
 from gclib.precond import ConsistencyModel  # noqa: E402
 from gclib.schedules import karras_sigmas  # noqa: E402
+from gclib import io  # noqa: E402
 from gclib.step import train_step  # noqa: E402
 
 class Size(NamedTuple):
@@ -259,6 +260,120 @@ def run(models=("digits", "cifar10"), threads: int | None = None, out: Path | No
     return bu.finish(res, t0, out)
 
 
+# ------------------------------------------------------------------------------------------ OT prefetch
+def bench_ot_prefetch(name: str, batch: int | None = None, repeats: int = 60, budget_s: float | None = 60.0,
+                      seed: int = 0) -> dict:
+    """OT's step with its pairing solved inside the step ("ot", as without prefetching) and solved ahead on a
+    worker thread ("ot_prefetch", ``gclib.prefetch.OTPrefetcher`` as the training loop uses it), each against IC,
+    interleaved round-robin on one model. One "ot_prefetch" timing = take this step's pre-solved (x, z, perm), start
+    the next step's solve, run the step, then wait until the next solve is done: that is the steady-state cost of a
+    step in the loop (the step and the next solve overlap; whatever of the solve the step does not hide is paid).
+    The solve alone ("ot_solve": cost matrix + exact assignment on the host) is timed in the same rounds."""
+    from gclib.couplings import ot_permutation
+    from gclib.data import BatchIterator
+    from gclib.prefetch import OTPrefetcher
+    size = MODELS[name]
+    batch = batch or size.batch
+    torch.manual_seed(seed)
+    model = ConsistencyModel(size.factory())
+    ema = EMA(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = make_data(name, size.shape, batch, seed)
+    sigmas = karras_sigmas(11)
+    gen = torch.Generator().manual_seed(seed)
+    counter = {"step": 0}
+
+    def step(**kw):
+        train_step(model, opt, kw.pop("x", x), sigmas, step=counter["step"], ema=ema, generator=gen, **kw)
+        counter["step"] += 1
+
+    pre = OTPrefetcher(BatchIterator(x, batch, seed=seed), torch.Generator().manual_seed(seed + 1), "auto")
+    zs = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 2))
+
+    def ot_prefetch():
+        xb, zb, perm = pre.take()
+        step(x=xb, flow="ot", z=zb, ot_perm=perm)
+        pre.wait()
+
+    fns = {"ic": lambda: step(flow="ic"), "ot": lambda: step(flow="ot", ot_solver="auto"),
+           "ot_prefetch": ot_prefetch, "ot_solve": lambda: ot_permutation(x, zs, "auto")}
+    t0 = time.perf_counter()
+    try:
+        rr = bu.round_robin(fns, repeats=repeats, warmup=2, per_block=1, budget_s=budget_s)
+    finally:
+        pre.close()
+    times = rr["times"]
+    out = {v: bu.summarize(times[v]) for v in fns}
+    for v in ("ot", "ot_prefetch", "ot_solve"):
+        out[v]["paired_ratio_to_ic"] = bu.ratio_ci(times[v], times["ic"])
+    out["ot_prefetch"]["paired_ratio_to_ot"] = bu.ratio_ci(times["ot_prefetch"], times["ot"])
+    return {"model": name, "params": count_parameters(model.net), "batch": batch, "sample_shape": list(size.shape),
+            "torch_threads": torch.get_num_threads(), "rounds": rr["rounds"], "stopped_early_by_budget": rr["stopped_early"],
+            "budget_s": budget_s, "wall_s": time.perf_counter() - t0, "variants": out,
+            "prefetch_hits": pre.hits, "prefetch_misses": pre.misses}
+
+
+def ot_prefetch_table(result: dict) -> str:
+    lines = ["| model | batch | torch threads | rounds | IC s/step | OT s/step | OT prefetch s/step | OT solve alone s | "
+             "OT / IC paired [90% CI] | OT prefetch / IC paired [90% CI] | prefetch / OT paired [90% CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in result["models"]:
+        v = m["variants"]
+        lines.append(f"| {m['model']} ({m['params'] / 1e6:.2f}M) | {m['batch']} | {m['torch_threads']} | {m['rounds']} | "
+                     f"{bu.fmt(v['ic']['median'], 4)} | {bu.fmt(v['ot']['median'], 4)} | "
+                     f"{bu.fmt(v['ot_prefetch']['median'], 4)} | {bu.fmt(v['ot_solve']['median'], 4)} | "
+                     f"{_ci(v['ot']['paired_ratio_to_ic'])} | {_ci(v['ot_prefetch']['paired_ratio_to_ic'])} | "
+                     f"{_ci(v['ot_prefetch']['paired_ratio_to_ot'])} |")
+    return "\n".join(lines)
+
+
+def ot_prefetch_report(res: dict) -> str:
+    """results/bench/ot_prefetch.md: machine, method and the table of a run_ot_prefetch result."""
+    m = res["machine"]
+    return "\n".join([
+        "# OT pairing solved ahead (gclib.prefetch) against OT solved inside the step, each paired with IC (CPU)",
+        "",
+        "Written by `python benchmarks/step_time.py --ot-prefetch` (JSON with every setting next to this file).",
+        "",
+        f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable); torch {m['torch']}, "
+        f"scipy {m['scipy']}, POT {m['pot']}. Load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_1_5_15'])}, "
+        f"at the end {', '.join(f'{x:.2f}' for x in m.get('loadavg_end', []))} (other processes share the cores); "
+        f"run at {m['timestamp_utc']}, wall time {res.get('wall_s', 0):.0f} s.",
+        "",
+        "Method: IC, OT (pairing solved inside the step, as without prefetching), OT with the pairing solved ahead on a "
+        "worker thread (one timing = take the pre-solved pairs, start the next solve, run the step, wait for the next "
+        "solve: the steady-state cost of a step in the loop) and the solve alone, interleaved round-robin on one model, "
+        "optimiser, EMA and batch; ratios are paired (median over rounds of the per-round ratio) with a 90% bootstrap "
+        "interval. No timing is asserted in tests.",
+        "",
+        "On a CPU the step and the solve compete for the same cores, so solving ahead can hide the solve only in the "
+        "time the step leaves cores idle (none on a busy machine); on a GPU the host is idle while the device runs the "
+        "step, which is where the overlap pays (the scipy and POT solvers release the GIL).",
+        "",
+        ot_prefetch_table(res),
+        "",
+    ])
+
+
+def run_ot_prefetch(models=("digits",), batches=(128, 512), threads=None, out: Path | None = None,
+                    repeats: int = 60, budget_s: float | None = 60.0) -> dict:
+    """Every model x batch x torch thread count (``threads``: one count, a list, or None for all usable cores)."""
+    counts = threads if isinstance(threads, (list, tuple)) else [threads]
+    t0 = time.perf_counter()
+    res = {"benchmark": "ot_prefetch", "machine": bu.machine_info(), "models": []}
+    for n in counts:
+        bu.pin_threads(n)
+        for name in models:
+            for b in batches:
+                r = bench_ot_prefetch(name, batch=b, repeats=repeats, budget_s=budget_s)
+                res["models"].append(r)
+                v = r["variants"]
+                print(f"[ot_prefetch] {name} batch {b}, {r['torch_threads']} threads: OT/IC "
+                      f"{v['ot']['paired_ratio_to_ic']['median']:.3f}, OT prefetch/IC "
+                      f"{v['ot_prefetch']['paired_ratio_to_ic']['median']:.3f} over {r['rounds']} rounds", flush=True)
+    return bu.finish(res, t0, out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["digits", "cifar10"], choices=list(MODELS))
@@ -266,8 +381,25 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="tiny model, 2 repeats (for tests)")
-    p.add_argument("--out", type=Path, default=bu.RESULTS_DIR / "step_time.json")
+    p.add_argument("--out", type=Path, default=None, help="default: results/bench/step_time.json, or "
+                   "results/bench/ot_prefetch.json with --ot-prefetch")
+    p.add_argument("--ot-prefetch", action="store_true", help="OT with its pairing solved inside the step and "
+                   "solved ahead on a thread (gclib.prefetch), each against IC; --batch may be given several times")
+    p.add_argument("--batches", type=int, nargs="+", default=[128, 512], help="with --ot-prefetch")
+    p.add_argument("--thread-counts", type=int, nargs="+", default=None,
+                   help="with --ot-prefetch: torch thread counts to run (default: --threads, or all usable cores)")
+    p.add_argument("--budget-s", type=float, default=60.0, help="with --ot-prefetch: timed seconds per setting")
     a = p.parse_args(argv)
+    if a.ot_prefetch:
+        models = ["tiny"] if a.quick else [m for m in a.models if m != "cifar10"] or ["digits"]
+        res = run_ot_prefetch(models, [8] if a.quick else a.batches, a.thread_counts or a.threads,
+                              a.out or bu.RESULTS_DIR / "ot_prefetch.json", repeats=2 if a.quick else 400,
+                              budget_s=None if a.quick else a.budget_s)
+        print(ot_prefetch_table(res))
+        if not a.quick:
+            io.write_text(Path(a.out or bu.RESULTS_DIR / "ot_prefetch.json").with_suffix(".md"), ot_prefetch_report(res))
+        return
+    a.out = a.out or bu.RESULTS_DIR / "step_time.json"
     if a.quick:
         a.models, a.repeats = ["tiny"], 2
     res = run(a.models, a.threads, a.out, a.batch, a.repeats)

@@ -66,3 +66,22 @@ def test_training_with_and_without_prefetch_is_identical_also_across_a_resume(tm
     with pytest.raises(RuntimeError, match="stopped by the test"):
         train(cfg, eval_fns=[stop])
     _same(on, _run(tmp_path, "resumed", eval_every=5, ot_prefetch=True))
+
+
+def test_the_prefetch_benchmark_runs_and_reports_paired_ratios(tmp_path):
+    """benchmarks/step_time.py --ot-prefetch on the tiny U-Net: every variant timed, ratios paired (no timing is
+    asserted; speed is measured in benchmarks/, results in results/bench/ot_prefetch.json)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import step_time
+    threads = torch.get_num_threads()
+    try:
+        res = step_time.run_ot_prefetch(("tiny",), (8,), threads=1, out=tmp_path / "o.json", repeats=3, budget_s=None)
+    finally:
+        torch.set_num_threads(threads)
+    (m,) = res["models"]
+    assert set(m["variants"]) == {"ic", "ot", "ot_prefetch", "ot_solve"} and m["rounds"] == 3
+    assert m["variants"]["ot_prefetch"]["paired_ratio_to_ic"]["rounds"] == 3
+    assert m["prefetch_hits"] >= 3 and m["prefetch_misses"] == 1  # the timed steps used pairs solved ahead
+    assert (tmp_path / "o.json").is_file() and "| tiny" in step_time.ot_prefetch_table(res)
