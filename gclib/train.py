@@ -10,13 +10,17 @@ checkpoint of this configuration), ``_train_step`` (one optimiser step and its m
 
 Run directory ``<runs_dir>/<name>-<config_hash>`` (or ``run_dir``): ``config.yaml``, ``metrics.csv`` (one row per
 step: step, loss, num_points, lr, gc_fraction, seconds, samples_per_s[, ot_batch]), ``eval.csv`` (one row per
-evaluation), ``samples/step-<step>.png``, ``checkpoints/ckpt-<step>.pt``, ``done.json`` once finished, and the
+evaluation), ``log.jsonl`` (the status records that rank 0 also prints to stdout every ``log_every`` steps;
+``gclib.runlog``), ``tensorboard/`` (with ``tensorboard: true``), ``samples/step-<step>.png``,
+``checkpoints/ckpt-<step>.pt``, ``done.json`` once finished, and the
 ``lock`` held while a process trains it (a second process stops at once, naming the holder). ``train`` returns at
 once (``skipped=True``) when ``done.json`` says a run with the same hash finished.
 
 Exactness: each step draws its batch from a ``BatchIterator`` (state: the number of batches drawn) and its noise,
 intervals and GC mask each from its own stream (``gclib.rng.Streams``: runs that differ only in the flow or mu see
-the same data, z and intervals at one seed); dropout uses the global torch RNG. The evaluation and the sample grid
+the same data, z and intervals at one seed); dropout uses the global torch RNG. With flow ot the pairing of step k+1
+is solved on a worker thread during step k from copies of that state (``gclib.prefetch``; ``ot_prefetch``), which
+changes no number. The evaluation and the sample grid
 of a step run BEFORE its checkpoint (under ``preserve_rng``, with their own seeds), so a process killed at any
 moment and resumed replays the lost steps and ends with weights, metrics.csv, eval.csv and samples/ identical to an
 uninterrupted run. A checkpoint written by another configuration is refused (``resume: false`` starts afresh).
