@@ -214,51 +214,6 @@ def diff_verdict(mean_a: float, se_a: float, mean_b: float, se_b: float, expect:
     return DiffVerdict(interval_verdict(lo, hi, expect), d, lo, hi, 0, level, expect)
 
 
-PREDICTOR_CHOICES = ("default", "long_ic")
-
-
-def check_predictor(predictor: str, dataset: str, flow: str = "ic") -> str:
-    """``predictor``: "default" (the notebook's own trained model) or "long_ic" (the long CPU profile's IC digits
-    model, params/fid_curves/cpu_long.yaml), which needs dataset "digits" and flow "ic". One clear ValueError."""
-    if predictor not in PREDICTOR_CHOICES:
-        raise ValueError(f"predictor={predictor!r} is not valid; allowed values: "
-                         f"{', '.join(map(repr, PREDICTOR_CHOICES))}")
-    if predictor == "long_ic" and (dataset != "digits" or flow != "ic"):
-        raise ValueError(f"predictor='long_ic' is not valid with dataset={dataset!r}, flow={flow!r}: the long IC "
-                         "model is an IC model of 'digits'; allowed values here: 'default'")
-    return predictor
-
-
-def predictor_model(cfg: Config, predictor: str = "default", device: str = "cpu"):
-    """(ema_model, data, info): the model a notebook measures, its finite training set, and how it was chosen.
-
-    "long_ic": the EMA of the final checkpoint of the long CPU profile's IC run
-    (``fid_curves.long_ic_checkpoint()``) when it has been trained on this machine; otherwise, and for "default",
-    the notebook's own model ``trained_model(cfg)`` (trained here or taken from the cache). ``info`` holds
-    ``requested``, ``used`` ("long_ic" or "default"), ``run`` (the run folder's name), ``steps`` and ``note``."""
-    check_predictor(predictor, cfg.dataset, cfg.flow)
-    if predictor == "long_ic":
-        from ..train import load_model
-        from .fid_curves import long_ic_checkpoint
-        ckpt = long_ic_checkpoint(root=project_root())
-        if ckpt is not None:
-            _, ema, lcfg = load_model(ckpt, device)
-            note = (f"the long CPU profile's IC model (params/fid_curves/cpu_long.yaml, seed 0, "
-                    f"{lcfg.total_steps} steps, batch {lcfg.batch_size}), EMA weights")
-            return ema, training_data(lcfg).to(device), dict(
-                requested=predictor, used="long_ic", run=ckpt.parent.parent.name, steps=int(lcfg.total_steps),
-                note=note)
-        fallback = ("predictor='long_ic' was asked for but the long IC model has not been trained on this "
-                    "machine (make reproduce-long); fell back to ")
-    else:
-        fallback = ""
-    ema, data, run_dir = trained_model(cfg, device)
-    note = fallback + (f"this notebook's {cfg.flow.upper()} model ({cfg.model}, {cfg.total_steps} steps, batch "
-                       f"{cfg.batch_size}), EMA weights")
-    return ema, data, dict(requested=predictor, used="default", run=run_dir.name, steps=int(cfg.total_steps),
-                           note=note)
-
-
 def model_quality(ema, data, n: int = 2000, seed: int = 0, device: str = "cpu", *, dataset: str) -> dict:
     """How good a model's one-step samples are, in the quality metric of ``dataset`` (``gclib.data.DataSet.metric``,
     never guessed from the shape): ``fd_digits``: FD_digits (``gclib.metrics.fd_digits``) of n samples against the

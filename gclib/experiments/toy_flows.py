@@ -1,16 +1,20 @@
-r"""Fig. 1 (docs/method.md sections 3-4): on two Diracs, how well each coupling's straight paths follow the
-PF-ODE velocity field.
+r"""Fig. 1 and Eq. 16 (docs/method.md sections 3-4): on two Diracs, how well each coupling's straight paths follow
+the PF-ODE velocity field, and how pure GC moves the intermediate marginals, each measured on a trained predictor,
+on the exact generator (the ideal) and on broken predictors the rows must reject.
 
 Data: two points (0, +0.5) and (0, -0.5); their ideal denoiser, velocity v_t and flow map are exact
-(``gclib.exact``). A coupling pairs an endpoint x0 with a noise z and training moves along x0 + t z, whose
-velocity is z. IC keeps independent pairs, OT re-matches them by exact minibatch OT, GC (the *exact* generator,
-mu = 1) replaces x0 by x^ = Phi(x0 + t_pred z, t_pred) and keeps z (``gclib.paths``). Alignment along the paths:
-the mean cosine between z and v_t(x0 + t z), and the mean ||z - v_t(x0 + t z)||^2, averaged over the levels.
-Each seed draws fresh (x0, z); the flows share them within a seed, so the claims compare flows by paired
-differences over seeds (``common.paired_verdict``).
+(``gclib.exact``). A coupling pairs an endpoint x0 with a noise z and training moves along x0 + t z, whose velocity
+is z. IC keeps independent pairs, OT re-matches them by exact minibatch OT (batch sizes ``ot_batches``), GC
+(mu = 1) replaces x0 by x^ = f(x0 + t_pred z, t_pred) and keeps z, with f one of: the exact flow map of the two
+points ("GC ideal"), the EMA network of an IC model trained on the two points ("GC trained", named by the params
+file; ``references.trained``) and the controls ("GC collapsed": f = the data mean, "GC untrained":
+f = c_skip(t) x_t, "GC identity": f = x_t). Alignment along the paths: the mean cosine between z and
+v_t(x0 + t z), and the mean ||z - v_t(x0 + t z)||^2 over the levels. Each seed draws fresh (x0, z) shared by every
+flow, so flows are compared by paired differences over seeds (``common.paired_verdict``).
 
-- ``setup(...)``: validate the notebook's parameters; ``measure(...)``: the alignment table for every seed;
-- ``plot_paths``, ``plot_alignment``: the figures; ``per_seed``, ``alignment_claims``, ``metrics``, ``summary``.
+Eq. 16 (``marginal_shift``): pure GC keeps the endpoint law (x^ is distributed as the data when f is the exact
+flow) but not the intermediate ones: the law of x^_t + t z differs from IC's x + t z. Measured by exact W2 (POT)
+against fresh IC draws, beside the W2 between two independent IC samples (the floor), per level and seed.
 """
 from __future__ import annotations
 
@@ -23,23 +27,30 @@ import torch
 from .. import report
 from ..checks import check_flow
 from ..exact import velocity
-from ..paths import coupled_endpoints, path_alignment
-from .common import claim, combine_verdicts, paired_verdict
+from ..paths import coupled_endpoints, exact_generator, path_alignment
+from . import references
+from .common import claim, combine_verdicts, interval_verdict, paired_verdict
 
 DIRACS = ((0.0, 0.5), (0.0, -0.5))
-NAMES = {"ic": "IC", "ot": "OT", "gc": "GC"}
 PAPER = {
-    "gc_ic": "Fig. 1 (two Diracs, exact generator): GC's paths follow the PF-ODE velocity field better than IC's.",
-    "gc_ot": "Fig. 1 and its discussion: GC's paths are better aligned with the velocity field than those of "
-             "OT-based (minibatch OT) couplings.",
+    "gc_ic": "Fig. 1 caption (two Diracs, closed-form generator): 'On this example, GC sample paths appear more "
+             "aligned to the velocity field' than the PF-ODE (IC) sample paths.",
+    "gc_ot": "Not in Fig. 1 (its caption compares GC with IC only). Abstract (arXiv v2): GC 'surpasses dedicated "
+             "optimal transport-based consistency models in effectively reducing the noise-data transport cost'; "
+             "the OT comparison of the gap itself is Fig. 2 (ct_cd_gap).",
+    "eq16": "Eq. 16 / Section 4 (docs/method.md section 4): pure GC (mu = 1) keeps the endpoint marginal but shifts "
+            "the intermediate marginals away from those of the data's diffusion, why mu = 1 can degrade.",
 }
+GC_LABELS = ("ideal", "trained", "collapsed", "untrained", "identity")
+CONTROLS = ("collapsed", "untrained", "identity")
 
 
 def setup(variant: str, seeds, n_samples: int, n_paths: int, t_pred: float, t_max: float, n_levels: int,
-          ot_batch: int, flows, level: float = 0.9):
-    """Validate every parameter of notebooks/toy_flows.ipynb (one clear ValueError naming it) -> results folder."""
-    for f in flows:
-        check_flow(f)
+          ot_batches, eq16_ts, eq16_n: int, endpoint_tol: float, train_steps: int, train_overrides: dict,
+          level: float = 0.9):
+    """Validate every parameter of notebooks/toy_flows.ipynb (one clear ValueError naming it) -> (cfg, out): the
+    training configuration of the trained predictor (an IC model of the two Diracs) and the results folder."""
+    from . import common
     try:
         seeds = [int(s) for s in seeds]
     except (TypeError, ValueError):
@@ -47,14 +58,20 @@ def setup(variant: str, seeds, n_samples: int, n_paths: int, t_pred: float, t_ma
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r} is not valid; it must be a non-empty list of distinct integers")
     values = dict(t_pred=t_pred, t_max=t_max, n_samples=n_samples, n_paths=n_paths, n_levels=n_levels,
-                  ot_batch=ot_batch, level=level)
+                  eq16_n=eq16_n, endpoint_tol=endpoint_tol, level=level)
     ok = dict(t_pred=t_pred > 0, t_max=t_max > 0.02, n_samples=n_samples >= 2, n_paths=n_paths >= 1,
-              n_levels=n_levels >= 2, ot_batch=ot_batch >= 2, level=0 < level < 1)
+              n_levels=n_levels >= 2, eq16_n=eq16_n >= 2, endpoint_tol=endpoint_tol > 0, level=0 < level < 1)
     for k, good in ok.items():
         if not good:
             raise ValueError(f"{k}={values[k]!r} is not valid; need t_pred > 0, t_max > 0.02, n_samples >= 2, "
-                             "n_paths >= 1, n_levels >= 2, ot_batch >= 2, 0 < level < 1")
-    return report.results_dir("toy_flows", variant)
+                             "n_paths >= 1, n_levels >= 2, eq16_n >= 2, endpoint_tol > 0, 0 < level < 1")
+    if not ot_batches or any(int(b) != b or b < 2 for b in ot_batches):
+        raise ValueError(f"ot_batches={ot_batches!r} is not valid; each must be an integer >= 2")
+    common.check_levels("eq16_ts", eq16_ts, lo=0.002, hi=5.0)
+    cfg = common.train_config("two_diracs", "ic", steps=train_steps, seed=0, **train_overrides)
+    if not t_pred <= cfg.sigma_max:
+        raise ValueError(f"t_pred={t_pred!r} is not valid; it must be at most sigma_max={cfg.sigma_max}")
+    return cfg, report.results_dir("toy_flows", variant)
 
 
 def dirac_data() -> torch.Tensor:
@@ -71,10 +88,31 @@ def draws(seed: int, n_samples: int):
     return data, x0, z
 
 
-def endpoints(seed: int, n_samples: int, t_pred: float, ot_batch: int, flows) -> tuple:
-    """(data, z, {flow: endpoints (n, 2)}) for one seed: row k of each flow's endpoints is paired with z_k."""
+def predictors(trained_model=None) -> dict:
+    """{label: f(x, sigma)} for GC: "ideal" (the exact generator of the two Diracs), "trained" (if given) and the
+    controls; every one returns float64."""
+    data = dirac_data()
+    out = {"ideal": exact_generator(data)}
+    if trained_model is not None:
+        def f(x, sigma, m=trained_model):
+            with torch.no_grad():
+                return m(x.float(), torch.as_tensor(sigma).float()).double()
+        out["trained"] = f
+    for k, m in references.controls(data).items():
+        out[k] = lambda x, sigma, m=m: m(x, sigma)
+    return out
+
+
+def endpoints(seed: int, n_samples: int, t_pred: float, ot_batches, preds: dict) -> tuple:
+    """(data, z, {flow label: endpoints (n, 2)}) for one seed: "IC", "OT B=b" per batch size, "GC <label>" per
+    predictor; row k of each flow's endpoints is paired with z_k."""
     data, x0, z = draws(seed, n_samples)
-    return data, z, {f: coupled_endpoints(f, x0, z, data, t_pred=t_pred, ot_batch=ot_batch) for f in flows}
+    ends = {"IC": x0}
+    for b in ot_batches:
+        ends[f"OT B={int(b)}"] = coupled_endpoints("ot", x0, z, data, ot_batch=int(b))
+    for k, p in preds.items():
+        ends[f"GC {k}"] = coupled_endpoints("gc", x0, z, data, t_pred=t_pred, predictor=p)
+    return data, z, ends
 
 
 def levels(t_max: float, n_levels: int) -> np.ndarray:
@@ -82,16 +120,16 @@ def levels(t_max: float, n_levels: int) -> np.ndarray:
     return np.geomspace(0.02, t_max, n_levels)
 
 
-def measure(seeds, n_samples: int, t_pred: float, t_max: float, n_levels: int, ot_batch: int, flows,
+def measure(seeds, n_samples: int, t_pred: float, t_max: float, n_levels: int, ot_batches, preds: dict,
             out=None) -> pd.DataFrame:
     """The alignment of each flow's paths per level and seed: columns seed, flow, t, cos, cos_se, dev, dev_se
     (``gclib.paths.path_alignment``). Writes alignment.csv to ``out`` if given."""
     lv = levels(t_max, n_levels)
     frames = []
     for s in seeds:
-        data, z, ends = endpoints(s, n_samples, t_pred, ot_batch, flows)
-        for f in flows:
-            frames.append(path_alignment(ends[f], z, data, lv).assign(flow=f, seed=int(s)))
+        data, z, ends = endpoints(s, n_samples, t_pred, ot_batches, preds)
+        for f, e in ends.items():
+            frames.append(path_alignment(e, z, data, lv).assign(flow=f, seed=int(s)))
     align = pd.concat(frames, ignore_index=True)[["seed", "flow", "t", "cos", "cos_se", "dev", "dev_se"]]
     if out is not None:
         report.save_table(align, Path(out) / "alignment.csv")
@@ -103,13 +141,40 @@ def per_seed(align: pd.DataFrame) -> pd.DataFrame:
     return align.groupby(["seed", "flow"], as_index=False)[["cos", "dev"]].mean()
 
 
-def plot_paths(seed: int, n_samples: int, n_paths: int, t_pred: float, t_max: float, ot_batch: int, flows,
+def marginal_shift(seeds, n: int, ts, preds: dict, out=None) -> pd.DataFrame:
+    """Eq. 16 per seed, predictor and level t: w2_gc = W2(x^_t + t z, fresh IC draws x' + t z'), with
+    x^_t = f(x + t z, t) (pure GC at level t); w2_floor = W2(x + t z, the same fresh IC draws); and at the endpoint
+    end_gc = W2(x^_t, fresh data draws) against end_floor = W2(x, the same fresh data draws). Exact OT (POT)."""
+    from ..metrics import exact_ot_cost
+    data = dirac_data()
+    rows = []
+    for s in seeds:
+        _, x, z = draws(10_000 + int(s), n)
+        _, x2, z2 = draws(20_000 + int(s), n)
+        end_floor = float(exact_ot_cost(x, x2).cost) ** 0.5
+        for t in ts:
+            t = float(t)
+            ic2 = x2 + t * z2
+            w2_floor = float(exact_ot_cost(x + t * z, ic2).cost) ** 0.5
+            for label, p in preds.items():
+                xh = p(x + t * z, torch.full((n,), t, dtype=torch.float64)).to(torch.float64)
+                rows.append(dict(seed=int(s), predictor=label, t=t,
+                                 w2_gc=float(exact_ot_cost(xh + t * z, ic2).cost) ** 0.5, w2_floor=w2_floor,
+                                 end_gc=float(exact_ot_cost(xh, x2).cost) ** 0.5, end_floor=end_floor))
+    df = pd.DataFrame(rows)
+    if out is not None:
+        report.save_table(df, Path(out) / "eq16.csv")
+    return df
+
+
+def plot_paths(seed: int, n_samples: int, n_paths: int, t_pred: float, t_max: float, ot_batches, preds: dict,
                out) -> None:
-    """Each flow's paths over the probability path in the (t, y) plane (the problem separates: y carries
-    everything): the density of y_t (shading, normalised per level), the velocity field (1, v_t(y)) (arrows) and
-    the paths y0 + t z_y of the first ``n_paths`` pairs of seed ``seed``. Saved as paths.png/pdf and shown."""
+    """IC, the largest-batch OT and GC (ideal, trained) paths over the probability path in the (t, y) plane: the
+    density of y_t (shading, normalised per level), the velocity field (1, v_t(y)) (arrows) and the paths
+    y0 + t z_y of the first ``n_paths`` pairs of seed ``seed``. Saved as paths.png/pdf and shown."""
     from matplotlib.figure import Figure
-    data, z, ends = endpoints(seed, n_samples, t_pred, ot_batch, flows)
+    data, z, ends = endpoints(seed, n_samples, t_pred, ot_batches[-1:], {k: preds[k] for k in ("ideal", "trained")
+                                                                          if k in preds})
     ts = np.linspace(0.02, t_max, 200)
     ys = np.linspace(-2.5, 2.5, 200)
     T, Y = np.meshgrid(ts, ys)
@@ -118,17 +183,15 @@ def plot_paths(seed: int, n_samples: int, n_paths: int, t_pred: float, t_max: fl
     tq, yq = np.meshgrid(np.linspace(0.1, t_max, 16), np.linspace(-2.3, 2.3, 15))
     vq = velocity(torch.tensor(yq.reshape(-1, 1)), data[:, 1:], torch.tensor(tq.reshape(-1))).numpy().reshape(yq.shape)
     norm = np.sqrt(1 + vq ** 2)
-    fig = Figure(figsize=(4.2 * len(flows), 3.8))
-    axes = fig.subplots(1, len(flows), sharey=True, squeeze=False)[0]
-    names = {"ic": "IC (independent)", "ot": f"OT (minibatch {ot_batch})",
-             "gc": f"GC (exact generator, t_pred={t_pred:g})"}
-    for ax, f in zip(axes, flows):
+    fig = Figure(figsize=(4.0 * len(ends), 3.8))
+    axes = fig.subplots(1, len(ends), sharey=True, squeeze=False)[0]
+    for ax, (f, e) in zip(axes, ends.items()):
         ax.pcolormesh(T, Y, dens, cmap="Blues", shading="auto", alpha=0.8)
         ax.quiver(tq, yq, 1 / norm, vq / norm, color="0.35", width=0.003, scale=28)
-        e, zz = ends[f][:n_paths, 1].numpy(), z[:n_paths, 1].numpy()
-        for k in range(min(n_paths, len(e))):
-            ax.plot(ts, e[k] + ts * zz[k], color="C3", lw=0.9, alpha=0.8)
-        ax.set(title=names[f], xlabel="t", xlim=(0, t_max), ylim=(-2.5, 2.5))
+        ee, zz = e[:n_paths, 1].numpy(), z[:n_paths, 1].numpy()
+        for k in range(min(n_paths, len(ee))):
+            ax.plot(ts, ee[k] + ts * zz[k], color="C3", lw=0.9, alpha=0.8)
+        ax.set(title=f, xlabel="t", xlim=(0, t_max), ylim=(-2.5, 2.5))
     axes[0].set_ylabel("y")
     fig.tight_layout()
     report.show_figure(fig, Path(out) / "paths.png")
@@ -138,20 +201,21 @@ def plot_alignment(align: pd.DataFrame, out) -> None:
     """Mean cos(z, v_t) and mean ||z - v_t||^2 per level for each flow (mean over seeds, band: min-max over
     seeds). Saved as alignment.png/pdf and shown."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(11, 3.8))
     axes = fig.subplots(1, 2)
-    flows = list(dict.fromkeys(align.flow))
-    for k, f in enumerate(flows):
+    for k, f in enumerate(dict.fromkeys(align.flow)):
         g = align[align.flow == f].groupby("t")
+        ls = "--" if any(f.endswith(c) for c in CONTROLS) else "-"
         for ax, col in zip(axes, ("cos", "dev")):
             m, lo, hi = g[col].mean(), g[col].min(), g[col].max()
-            ax.plot(m.index, m.to_numpy(), "o-", ms=3, color=f"C{k}", label=NAMES.get(f, f))
-            ax.fill_between(m.index, lo.to_numpy(), hi.to_numpy(), color=f"C{k}", alpha=0.2)
+            ax.plot(m.index, m.to_numpy(), ls, marker="o", ms=2, color=f"C{k % 10}", label=f)
+            ax.fill_between(m.index, lo.to_numpy(), hi.to_numpy(), color=f"C{k % 10}", alpha=0.15)
     axes[0].set(xscale="log", xlabel="t", ylabel=r"mean cos(z, $v_t$)", title="path direction vs PF-ODE velocity")
-    axes[1].set(xscale="log", xlabel="t", ylabel=r"$E\|z - v_t(x_t)\|^2$", title="deviation from the velocity field")
+    axes[1].set(xscale="log", yscale="log", xlabel="t", ylabel=r"$E\|z - v_t(x_t)\|^2$",
+                title="deviation from the velocity field")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     report.show_figure(fig, Path(out) / "alignment.png")
 
@@ -161,42 +225,85 @@ def _compare(ps: pd.DataFrame, a: str, b: str, level: float):
     w = ps.pivot(index="seed", columns="flow", values=["cos", "dev"])
     v_cos = paired_verdict(w[("cos", a)].to_numpy(), w[("cos", b)].to_numpy(), "greater", level)
     v_dev = paired_verdict(w[("dev", a)].to_numpy(), w[("dev", b)].to_numpy(), "less", level)
-    A, B = NAMES[a], NAMES[b]
-    measured = (f"mean cos {A} {w[('cos', a)].mean():.3f} vs {B} {w[('cos', b)].mean():.3f}: "
-                f"{v_cos.text(A, B)}; mean ||z - v||^2 {A} {w[('dev', a)].mean():.3g} vs {B} "
-                f"{w[('dev', b)].mean():.3g}: {v_dev.text(A, B)}")
+    measured = (f"cos {w[('cos', a)].mean():.3f} vs {w[('cos', b)].mean():.3f}, dev {w[('dev', a)].mean():.3g} vs "
+                f"{w[('dev', b)].mean():.3g}; dev diff {v_dev.mean:.3g} [{v_dev.lo:.3g}, {v_dev.hi:.3g}]")
     return combine_verdicts([v_cos.verdict, v_dev.verdict]), measured
 
 
-def alignment_claims(align: pd.DataFrame, level: float = 0.9) -> list[dict]:
-    """Fig. 1's claims, each judged by paired differences over seeds (``common.paired_verdict``), and how each can
-    fail. A flow aligns better than another when its mean cos(z, v_t) is larger (interval of the per-seed
-    difference above 0) AND its mean ||z - v_t||^2 is smaller (interval below 0): "holds"; "refuted" when either
-    is reversed beyond its interval; otherwise "inconclusive" (also with a single seed).
+def _eq16(m: pd.DataFrame, label: str, tol: float, level: float):
+    """Eq. 16 for one predictor: at every level the intermediate W2 above its floor (paired over seeds) AND the
+    endpoint excess W2(x^, data) - floor below ``tol`` (its upper bound)."""
+    d = m[m.predictor == label]
+    vs, txt = [], []
+    for t, g in d.groupby("t"):
+        v = paired_verdict(g.w2_gc.to_numpy(), g.w2_floor.to_numpy(), "greater", level)
+        e = paired_verdict(g.end_gc.to_numpy(), g.end_floor.to_numpy(), "less", level)
+        ev = interval_verdict(e.lo, e.hi, "less", tol)
+        vs += [v.verdict, ev]
+        txt.append(f"t={t:g}: W2 {g.w2_gc.mean():.3g} vs floor {g.w2_floor.mean():.3g}, endpoint excess "
+                   f"{e.mean:.3g} [{e.lo:.3g}, {e.hi:.3g}]")
+    return combine_verdicts(vs), "; ".join(txt)
 
-    1. GC aligns better than IC; 2. GC aligns better than OT (the paper's "better than OT-based methods").
-    Rows are made only for the flows present."""
+
+def _row(text, paper, fn, labels=("trained", "ideal"), controls=CONTROLS):
+    parts = {k: fn(k) for k in labels}
+    cv = {k: fn(k) for k in controls}
+    ctrl = "holds" if any(v[0] == "holds" for v in cv.values()) else combine_verdicts(v[0] for v in cv.values())
+    measured = " / ".join(f"{k}: {v[0]} ({v[1]})" for k, v in parts.items()) + " / controls: " + "; ".join(
+        f"{k} {v[0]} ({v[1]})" for k, v in cv.items())
+    c = claim(text, combine_verdicts(v[0] for v in parts.values()), measured, paper)
+    c.update(control=", ".join(controls), control_verdict=ctrl)
+    return c
+
+
+def alignment_claims(align: pd.DataFrame, eq16: pd.DataFrame | None = None, endpoint_tol: float = 0.05,
+                     level: float = 0.9, controls=CONTROLS) -> list[dict]:
+    """Fig. 1's and Eq. 16's rows, each on GC trained and GC ideal (both must hold) and on the controls (none may):
+
+    1. GC aligns better than IC (larger mean cos AND smaller mean ||z - v||^2, paired over seeds).
+    2. GC aligns better than minibatch OT, one verdict per OT batch size (the row holds only if it holds at every
+       batch size for both predictors).
+    3. Eq. 16: pure GC shifts the intermediate marginals (W2 above its floor at every level) while its endpoints
+       match the data (endpoint excess below ``endpoint_tol``)."""
     ps = per_seed(align)
-    flows = set(ps.flow)
-    out = []
-    for other, text in (("ic", "GC paths follow the PF-ODE velocity field better than IC paths (Fig. 1)"),
-                        ("ot", "GC paths follow the PF-ODE velocity field better than minibatch-OT paths (Fig. 1)")):
-        if {"gc", other} <= flows:
-            verdict, measured = _compare(ps, "gc", other, level)
-            out.append(claim(text, verdict, measured, PAPER[f"gc_{other}"]))
+    flows = list(dict.fromkeys(ps.flow))
+    ots = [f for f in flows if f.startswith("OT")]
+    present = [c for c in controls if f"GC {c}" in flows]
+    out = [_row("GC paths follow the PF-ODE velocity field better than IC paths (Fig. 1)", PAPER["gc_ic"],
+                lambda k: _compare(ps, f"GC {k}", "IC", level), controls=present)]
+
+    def vs_ot(k):
+        parts = [(_compare(ps, f"GC {k}", o, level), o) for o in ots]
+        return combine_verdicts(v[0] for v, _ in parts), ", ".join(f"{o}: {v[0]}" for v, o in parts)
+    out.append(_row("GC paths follow the PF-ODE velocity field better than minibatch-OT paths, at every OT batch "
+                    "size tried", PAPER["gc_ot"], vs_ot, controls=present))
+    if eq16 is not None and len(eq16):
+        out.append(_row(f"Pure GC (mu = 1) shifts the intermediate marginals away from IC's (W2 above the "
+                        f"IC-vs-IC floor at every level) while its endpoints match the data (W2 excess below "
+                        f"{endpoint_tol:g}) (Eq. 16)", PAPER["eq16"],
+                        lambda k: _eq16(eq16, k, endpoint_tol, level),
+                        controls=[c for c in present if c in set(eq16.predictor)]))
     return out
 
 
-def metrics(align: pd.DataFrame, claims: list[dict], **params) -> dict:
-    """metrics.json: the mean cos and dev per flow (mean over seeds), per seed, the parameters and the claims."""
+def metrics(align: pd.DataFrame, claims: list[dict], eq16=None, **params) -> dict:
+    """metrics.json: the mean cos and dev per flow (mean over seeds), per seed, Eq. 16's table, the parameters and
+    the claims."""
     ps = per_seed(align)
     m = ps.groupby("flow")[["cos", "dev"]].mean()
     return {"mean_cos": {f: float(m.loc[f, "cos"]) for f in m.index},
             "mean_dev": {f: float(m.loc[f, "dev"]) for f in m.index},
-            "per_seed": ps.to_dict(orient="records"), "params": params, "claims": claims}
+            "per_seed": ps.to_dict(orient="records"),
+            "eq16": [] if eq16 is None else eq16.to_dict(orient="records"), "params": params, "claims": claims}
 
 
 def summary(m: dict) -> str:
     """The short deterministic text nbval compares (3 significant digits) with the verdicts."""
     return report.summary({"mean_cos": m["mean_cos"], "mean_dev": m["mean_dev"],
-                           "verdicts": [c["verdict"] for c in m["claims"]]}, digits=3)
+                           "verdicts": [c["verdict"] for c in m["claims"]],
+                           "control_verdicts": [c.get("control_verdict") for c in m["claims"]]}, digits=3)
+
+
+def check_flows(flows) -> None:
+    for f in flows:
+        check_flow(f)

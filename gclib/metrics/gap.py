@@ -60,7 +60,7 @@ import pandas as pd
 import torch
 
 from ..exact import velocity as exact_velocity
-from ..losses import consistency_loss, pseudo_huber, pseudo_huber_c, squared_l2
+from ..losses import pseudo_huber, pseudo_huber_c, squared_l2
 from ..precond import pad_dims
 from ._util import as_tensor, eval_mode, mean_stderr, model_device_dtype, sq_norm_rows
 
@@ -87,6 +87,7 @@ class GapResult:
     sigma_min: float
     weight: str
     info: dict = field(default_factory=dict)
+    per_sample: dict = field(default_factory=dict)
 
 
 def _jvp_terms(model, xt: torch.Tensor, t: torch.Tensor, w: torch.Tensor, v: torch.Tensor):
@@ -103,7 +104,7 @@ def _jvp_terms(model, xt: torch.Tensor, t: torch.Tensor, w: torch.Tensor, v: tor
 def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distance: str = "l2",
               c: float | None = None, weight: str | Callable = "inverse_step", sigma_min: float | None = None,
               velocity: Callable | None = None, batch_size: int = 4096, generator: torch.Generator | None = None,
-              seed: int = 0) -> GapResult:
+              seed: int = 0, teacher: Callable | None = None) -> GapResult:
     """L_CT, L_CD and the scaled gap for N equally spaced steps on [sigma_min, T], and its predicted limit.
 
     model: f(x, sigma) acting row-wise (its mode is set to eval and restored); data: the finite point set
@@ -113,6 +114,11 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     lambda(t) of a float64 tensor of lower levels t_i (Theorem 1's fixed weights).
     n samples (x uniform on data, z ~ N(0, I), u ~ U[0, 1)) shared by every N; computed on the model's device
     and dtype in chunks of ``batch_size``. Returns a ``GapResult`` (see there and the module docstring).
+    teacher(x, sigma): the velocity that makes CD's lower point (default: the same as the limit's velocity); a
+    wrong teacher (e.g. v = 0) changes L_CD but not the predicted limit, which always uses the true velocity.
+    ``per_sample`` of the result holds, per sample (numpy (n,)), the scaled gap at the largest N
+    (``scaled_gap_N_max``), the plain and paired limit terms scaled like the limit (``plain``, ``paired``: their
+    means are limit and limit_paired) and L_CD at the largest N (``L_CD_N_max``).
     """
     if distance not in ("l2", "pseudo_huber"):
         raise ValueError(f"distance={distance!r} is not valid; allowed values: 'l2', 'pseudo_huber'")
@@ -144,6 +150,7 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     device, dtype = model_device_dtype(model, x_all)
     pts_dev = pts.to(device=device, dtype=dtype)
     vel = velocity if velocity is not None else (lambda y, sig: exact_velocity(y, pts_dev, sig))
+    teach = teacher if teacher is not None else vel
 
     ct = {N: torch.empty(n, dtype=torch.float64) for N in Ns}
     cd = {N: torch.empty(n, dtype=torch.float64) for N in Ns}
@@ -165,9 +172,12 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
                         weight(s + i * h), dtype=dtype, device=device).expand_as(t_lo)
                     x_hi = x + pad_dims(t_hi, x) * z
                     x_ct = x + pad_dims(t_lo, x) * z
-                    x_cd = x_hi + pad_dims(t_lo - t_hi, x) * vel(x_hi, t_hi).to(dtype)
-                    ct[N][sl] = consistency_loss(model, x_ct, x_hi, t_lo, t_hi, lam, dist, reduce=False).double().cpu()
-                    cd[N][sl] = consistency_loss(model, x_cd, x_hi, t_lo, t_hi, lam, dist, reduce=False).double().cpu()
+                    x_cd = x_hi + pad_dims(t_lo - t_hi, x) * teach(x_hi, t_hi).to(dtype)
+                    # consistency_loss's lambda D(sg f(x_lo, t_lo), f(x_hi, t_hi)), with f(x_hi, t_hi) computed once
+                    # for both losses (eval mode: no dropout, so the shared pass changes nothing)
+                    f_hi = model(x_hi, t_hi)
+                    ct[N][sl] = (lam.to(f_hi.dtype) * dist(f_hi, model(x_ct, t_lo))).double().cpu()
+                    cd[N][sl] = (lam.to(f_hi.dtype) * dist(f_hi, model(x_cd, t_lo))).double().cpu()
             # limit: t_u = s + u (T - s) on the same samples
             t = (s + u * (T - s)).to(dtype)
             xt = x + pad_dims(t, x) * z
@@ -198,4 +208,107 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     return GapResult(table=table, limit=fac * R, limit_stderr=fac * R_se, limit_paired=fac * Rp,
                      limit_paired_stderr=fac * Rp_se, exponent=p, C=C, R=R, R_stderr=R_se, T=T, sigma_min=s,
                      weight="inverse_step" if inverse_step else getattr(weight, "__name__", "callable"),
-                     info=dict(n=n, distance=distance, c=c, d=d))
+                     info=dict(n=n, distance=distance, c=c, d=d),
+                     per_sample=dict(scaled_gap_N_max=(Ns[-1] ** p * (ct[Ns[-1]] - cd[Ns[-1]])).numpy(),
+                                     plain=(fac * (T - s) * r_plain).numpy(), paired=(fac * (T - s) * r_paired).numpy(),
+                                     L_CD_N_max=cd[Ns[-1]].numpy(), L_CT_N_max=ct[Ns[-1]].numpy()))
+
+
+# --------------------------------------------------------------------------------------------- Theorem 1 (ii)
+def ct_cd_gradients(model, data, T: float = 1.0, Ns=(160, 2560), n: int = 2048, alpha: int = 2,
+                    teacher: Callable | None = None, direction_n: int = 512, batch_size: int = 1024,
+                    sigma_min: float | None = None, seed: int = 0) -> pd.DataFrame:
+    r"""The gradients of L_CT and L_CD in theta (stop-gradient on the lower point, as training uses them), projected
+    on one direction u of parameter space, per sample, for D = ||a - b||^alpha (alpha = 2: squared L2; alpha = 1:
+    the Euclidean norm) with iCT's weights 1/h on the grid of ``ct_cd_gap``.
+
+    Per sample the gradient of lambda D(sg f(x_lo, t_i), f(y, t_{i+1})) along u is
+    lambda dD/db . (J_theta f(y, t_{i+1}) u), J_theta u from one forward-mode JVP in parameter space. With
+    Delta = f(y, t_{i+1}) - f(x_lo, t_i) = O(h): dD/db = 2 Delta (alpha = 2) or Delta / ||Delta|| (alpha = 1), so
+    the scaled gradient G = N^(alpha - 2) grad L converges as N grows (alpha = 2: G = grad L; alpha = 1: h grad L up
+    to the factor T - s). Its limit is E[dphi(J_x w + d_t f) . J_theta u] with w = z (CT) or v (CD): linear in w for
+    alpha = 2, so, since E[z | y] = v, the CT and CD limits coincide; non-linear for alpha = 1, so they differ
+    (unless z = v, a deterministic coupling).
+    u: the normalised gradient of L_CD at the largest N on ``direction_n`` separate samples (so the projections
+    are of the size of the gradient). Returns one row per N: N, G_CT, G_CD (means), diff = G_CT - G_CD, its
+    standard error over samples (paired: the same samples), rel = diff / G_CD with rel_lo, rel_hi (90% normal).
+    """
+    from scipy import stats
+    from torch.func import functional_call, jvp
+
+    if alpha not in (1, 2):
+        raise ValueError(f"alpha={alpha!r} is not valid; allowed values: 1, 2")
+    pts = as_tensor(data)
+    s = float(sigma_min if sigma_min is not None else getattr(model, "sigma_min"))
+    T = float(T)
+    Ns = [int(N) for N in Ns]
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    if not params:
+        raise ValueError("ct_cd_gradients needs a model with parameters")
+    device, dtype = model_device_dtype(model, pts)
+    pts_dev = pts.to(device=device, dtype=dtype)
+    vel = lambda y, sig: exact_velocity(y, pts_dev, sig)  # noqa: E731
+    teach = teacher if teacher is not None else vel
+
+    def draws(m, g):
+        idx = torch.randint(0, pts.shape[0], (m,), generator=g)
+        x = pts[idx.to(pts.device)].to(device=device, dtype=dtype)
+        z = torch.randn(x.shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+        u = torch.rand(m, generator=g, dtype=torch.float64).to(device)
+        return x, z, u
+
+    def points(x, z, u, N, which):
+        h = (T - s) / N
+        i = torch.clamp(torch.floor(u * N), max=N - 1)
+        t_lo, t_hi = (s + i * h).to(dtype), (s + (i + 1) * h).to(dtype)
+        y = x + pad_dims(t_hi, x) * z
+        w = z if which == "ct" else teach(y, t_hi).to(dtype)
+        return y - h * w, t_lo, y, t_hi, h
+
+    def dphi(delta):
+        if alpha == 2:
+            return 2.0 * delta
+        nrm = delta.reshape(delta.shape[0], -1).norm(dim=1).clamp_min(1e-30)
+        return delta / pad_dims(nrm, delta)
+
+    with eval_mode(model):
+        # direction: grad of L_CD at the largest N on separate samples
+        gd = torch.Generator().manual_seed(seed + 7)
+        x, z, u = draws(direction_n, gd)
+        x_lo, t_lo, y, t_hi, h = points(x, z, u, Ns[-1], "cd")
+        with torch.no_grad():
+            f_lo = model(x_lo, t_lo)
+        names = list(params)
+        leaves = [params[k].clone().requires_grad_(True) for k in names]  # EMA weights may not require grad
+        with torch.enable_grad():
+            f_hi = functional_call(model, dict(zip(names, leaves)), (y, t_hi))
+            dist = sq_norm_rows(f_hi - f_lo) if alpha == 2 else sq_norm_rows(f_hi - f_lo).clamp_min(1e-60).sqrt()
+            gl = torch.autograd.grad((dist / h).mean(), leaves, allow_unused=True)
+        grads = {k: (g_.detach() if g_ is not None else torch.zeros_like(params[k])) for k, g_ in zip(names, gl)}
+        norm = torch.sqrt(sum((g_ ** 2).sum() for g_ in grads.values()))
+        tang = {k: g_ / norm for k, g_ in grads.items()}
+
+        g = torch.Generator().manual_seed(seed)
+        x_all, z_all, u_all = draws(n, g)
+        res = {N: {"ct": torch.empty(n, dtype=torch.float64), "cd": torch.empty(n, dtype=torch.float64)} for N in Ns}
+        for a in range(0, n, batch_size):
+            sl = slice(a, a + batch_size)
+            x, z, u = x_all[sl], z_all[sl], u_all[sl]
+            for N in Ns:
+                for which in ("ct", "cd"):
+                    x_lo, t_lo, y, t_hi, h = points(x, z, u, N, which)
+                    with torch.no_grad():
+                        f_lo = model(x_lo, t_lo)
+                        f_hi, jf = jvp(lambda p: functional_call(model, p, (y, t_hi)), (params,), (tang,))
+                    proj = (dphi(f_hi - f_lo) * jf).reshape(len(y), -1).sum(1) / h * float(N) ** (alpha - 2)
+                    res[N][which][sl] = proj.double().cpu()
+    zq = float(stats.norm.ppf(0.95))
+    rows = []
+    for N in Ns:
+        ct_, cd_ = res[N]["ct"], res[N]["cd"]
+        d = ct_ - cd_
+        m, se = mean_stderr(d)
+        gcd = float(cd_.mean())
+        rows.append(dict(N=N, alpha=alpha, G_CT=float(ct_.mean()), G_CD=gcd, diff=m, diff_stderr=se,
+                         rel=m / abs(gcd), rel_lo=(m - zq * se) / abs(gcd), rel_hi=(m + zq * se) / abs(gcd)))
+    return pd.DataFrame(rows)
