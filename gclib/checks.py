@@ -11,13 +11,51 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 __all__ = ["ConfigError", "DataMissingError", "DataCorruptError", "MissingExtraError", "EXTRAS", "require", "missing_extra", "FLOWS", "PREDICTORS", "check_choice", "check_flow", "check_mu", "check_finite",
            "check_range", "check_int", "check_positive_int", "check_levels", "check_sigma_range",
            "check_same_shape"]
 
-FLOWS = ("ic", "ot", "gc")
+
+
+class RegistryNames(Sequence):
+    """The names of a registry kept in a higher layer, read live (a read-only sequence that compares equal to the
+    tuple of the names): this layer cannot import the registry, so the registry binds itself here."""
+
+    def __init__(self, what: str):
+        self._what, self._source = what, None
+
+    def bind(self, registry: Mapping) -> None:
+        self._source = registry
+
+    def _names(self) -> tuple:
+        if self._source is None:
+            raise RuntimeError(f"no {self._what} registry is bound yet (import gclib first)")
+        return tuple(self._source)
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name) -> bool:
+        try:
+            return name in self._names()
+        except TypeError:
+            return False
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, (tuple, list, RegistryNames)) else other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+FLOWS = RegistryNames("coupling")   # the flows: gclib.couplings.REGISTRY's names ("ic", "ot", "gc", then any added)
 PREDICTORS = ("ema", "online")
 
 
@@ -86,7 +124,7 @@ def check_choice(name: str, value, allowed: Iterable, *, error: type = ValueErro
 
 
 def check_flow(flow: str) -> str:
-    """One of ``FLOWS``: 'ic', 'ot', 'gc'."""
+    """One of ``FLOWS``, the registered couplings: 'ic', 'ot', 'gc' and any added by ``register_coupling``."""
     return check_choice("flow", flow, FLOWS)
 
 

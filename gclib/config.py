@@ -9,8 +9,8 @@ one. ``config_hash(cfg)`` identifies the training-relevant settings (used for th
 ``<runs_dir>/<name>-<hash>`` and to skip finished runs).
 
 The allowed names live beside their code: datasets in ``gclib.data``, models in ``gclib.nets``, optimisers in
-``gclib.optim``, distances in ``gclib.losses``, OT solvers in ``gclib.couplings``, metrics in
-``gclib.evaluation.METRICS``, flows and predictors in ``gclib.checks``.
+``gclib.optim``, distances in ``gclib.losses``, flows (the coupling registry) and OT solvers in ``gclib.couplings``,
+metrics in ``gclib.evaluation.METRICS``, predictors in ``gclib.checks``.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from typing import Optional, Union
 
 import yaml
 
-from .checks import FLOWS, PREDICTORS, ConfigError, check_choice, check_finite, check_int, check_range
-from .couplings import OT_SOLVERS
+from .checks import PREDICTORS, ConfigError, check_choice, check_finite, check_int, check_range
+from .couplings import OT_SOLVERS, REGISTRY as COUPLING_REGISTRY
 from .data import DATASETS, IMAGE_SHAPES, REGISTRY as DATA_REGISTRY, TOYS  # noqa: F401  (TOYS: re-exported)
 from .evaluation import METRICS
 from .losses import DISTANCES
@@ -315,7 +315,7 @@ def _validate(cfg: Config) -> None:
     _check_name(cfg.name)
     check_choice("dataset", cfg.dataset, DATA_REGISTRY)   # gclib.data's registry: a registered data set counts
     check_choice("model", cfg.model, MODELS)
-    check_choice("flow", cfg.flow, FLOWS)
+    check_choice("flow", cfg.flow, COUPLING_REGISTRY)   # gclib.couplings' registry: a registered coupling counts
     check_choice("distance", cfg.distance, DISTANCES)
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("device", cfg.device, DEVICES)

@@ -1,26 +1,35 @@
 """The flows: which (endpoint, noise) pairs a consistency step trains on (docs/method.md sections 4-5).
 
-``couple(flow, x, z, ...)`` returns a ``Coupling``: the endpoint ``x`` and noise ``z`` to build the pair
-(x + sigma_i z, x + sigma_{i+1} z) from, and the mask of GC rows. The loss never knows which flow made it.
+A coupling is a small object registered under its flow name (``REGISTRY``, ``register_coupling``): called on a
+data batch x and noise z it returns ``Pairs``, the endpoint ``x`` and noise ``z`` to build the pair
+(x + sigma_i z, x + sigma_{i+1} z) from, and the mask of rows whose endpoint was generated. The loss never knows
+which flow made it. ``couple(flow, x, z, ...)`` builds the registered coupling from flat options and calls it.
 
-- "ic": independent coupling, (x, z) as drawn (standard consistency training).
-- "ot": exact minibatch optimal transport on the squared Euclidean cost: the noise is permuted so that the
-  pairing (x_k, z_perm(k)) solves the assignment problem. Always a permutation, never a resampling.
-- "gc": generator-augmented coupling. Each row is a GC row with probability mu (independent Bernoulli);
-  for those rows the endpoint is replaced by x^ = sg f_pred(x + sigma_i z, sigma_i), predicted at the LOWER
-  level of the pair, and the SAME z is kept. The predictor runs only on the GC rows (unless
+- "ic" (``IC``): independent coupling, (x, z) as drawn (standard consistency training).
+- "ot" (``OT(solver)``): exact minibatch optimal transport on the squared Euclidean cost: the noise is permuted
+  so that the pairing (x_k, z_perm(k)) solves the assignment problem. Always a permutation, never a resampling.
+- "gc" (``GC(mu, predictor, predict_all)``): generator-augmented coupling. Each row is a GC row with probability
+  mu (independent Bernoulli); for those rows the endpoint is replaced by x^ = sg f_pred(x + sigma_i z, sigma_i),
+  predicted at the LOWER level of the pair, and the SAME z is kept. The predictor runs only on the GC rows (unless
   ``predict_all=True``, the authors' whole-batch variant, kept for benchmarks). A GC row whose lower level is 0
   (ECT's pairs with r = 0) keeps its data endpoint: the predictor at level 0 is the identity, f(x, 0) = x.
+
+The contract every coupling keeps (``tests/test_extend_coupling.py`` checks it for each registered one): the
+returned noise rows are a permutation of z's rows (the noise marginal is kept); the endpoint of a row outside
+``gc_mask`` is one of x's rows, and with no generated row the endpoints are a permutation of x's rows (the data
+marginal is kept); a generated endpoint (a row in ``gc_mask``) is the predictor's output at that row's noisy point
+x_k + sigma_k z_k, or x_k itself where sigma_k = 0. Draws come only from ``generator``, in a fixed order.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
-from .checks import check_choice, check_flow, check_mu, check_same_shape
+from .checks import FLOWS, check_choice, check_flow, check_mu, check_same_shape
 from .precond import pad_dims
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,8 +54,9 @@ def resolve_ot_solver(solver: str, n: int, d: int | None = None) -> str:
 
 
 @dataclass
-class Coupling:
-    """x: endpoints (B, ...); z: noise (B, ...); gc_mask: bool (B,), True where x is a GC endpoint."""
+class Pairs:
+    """What a coupling returns. x: endpoints (B, ...); z: noise (B, ...); gc_mask: bool (B,), True where x is a
+    generated (GC) endpoint."""
     x: torch.Tensor
     z: torch.Tensor
     gc_mask: torch.Tensor
@@ -93,10 +103,146 @@ def gc_mask(batch: int, mu: float, generator: torch.Generator | None = None, dev
     return (u < mu).to(device)
 
 
-def couple(flow: str, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None, mu: float = 0.5,
+class Coupling:
+    """A rule pairing a data batch with noise: subclass it, implement ``pair``, register it under a flow name.
+
+    ``coupling(x, z, sigma=..., predictor=..., generator=..., ot_perm=...)`` checks that x and z have one shape
+    and returns ``self.pair(...)``, a ``Pairs`` keeping the module's contract. The keywords a coupling may use:
+    ``sigma`` (B,) the lower level of each row's pair; ``predictor(x_noisy, sigma) -> x^`` the endpoint predictor
+    (given only when ``needs_predictor``); ``generator`` the stream of the coupling's own random draws (the GC
+    mask stream of ``gclib.rng.Streams``); ``ot_perm`` a pairing solved ahead for this batch (``gclib.prefetch``).
+    A coupling ignores the ones it does not use. Its settings (OT's solver, GC's mu) are constructor arguments;
+    ``build(**options)`` makes one from a config's flat options, passing each the keywords its ``__init__`` names.
+    """
+    needs_predictor: ClassVar[bool] = False   # the training step resolves the predictor (EMA, online) only then
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None,
+                 predictor: Predictor | None = None, generator: torch.Generator | None = None,
+                 ot_perm: torch.Tensor | None = None) -> Pairs:
+        check_same_shape("x", x, "z", z)
+        return self.pair(x, z, sigma=sigma, predictor=predictor, generator=generator, ot_perm=ot_perm)
+
+    def pair(self, x: torch.Tensor, z: torch.Tensor, *, sigma, predictor, generator, ot_perm) -> Pairs:
+        raise NotImplementedError(f"{type(self).__name__} must implement pair(x, z, *, sigma, predictor, "
+                                  f"generator, ot_perm) -> Pairs")
+
+    @classmethod
+    def build(cls, **options) -> "Coupling":
+        """An instance from flat options (a config's mu, ot_solver, predict_all, ...): the keywords that
+        ``__init__`` names are passed, the others ignored."""
+        if cls.__init__ is object.__init__:   # no settings
+            return cls()
+        params = inspect.signature(cls).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return cls(**options)
+        return cls(**{k: v for k, v in options.items() if k in params})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def _no_gc(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+
+class IC(Coupling):
+    """Independent coupling: (x, z) as drawn."""
+
+    def pair(self, x, z, **_) -> Pairs:
+        return Pairs(x, z, _no_gc(x))
+
+
+class OT(Coupling):
+    """Exact minibatch OT: z permuted to solve the assignment problem with x (``ot_permutation``); a pairing
+    solved ahead (``ot_perm``) is used as given."""
+
+    def __init__(self, solver: str = "auto"):
+        self.solver = check_choice("ot_solver", solver, OT_SOLVERS)
+
+    @classmethod
+    def build(cls, ot_solver: str = "auto", **_) -> "OT":
+        return cls(ot_solver)
+
+    def pair(self, x, z, *, ot_perm=None, **_) -> Pairs:
+        perm = ot_permutation(x, z, self.solver) if ot_perm is None else ot_perm.to(z.device)
+        return Pairs(x, z[perm], _no_gc(x))
+
+
+class GC(Coupling):
+    """Generator-augmented coupling: each row is a GC row with probability mu (drawn from ``generator``); a GC
+    row with sigma > 0 takes the predictor's endpoint at its lower level, the same z kept. ``predictor`` given
+    to the call replaces the one given here."""
+    needs_predictor = True
+
+    def __init__(self, mu: float = 0.5, predictor: Predictor | None = None, predict_all: bool = False):
+        self.mu = check_mu(mu)
+        self.predictor = predictor
+        self.predict_all = bool(predict_all)
+
+    def pair(self, x, z, *, sigma=None, predictor=None, generator=None, **_) -> Pairs:
+        predictor = predictor if predictor is not None else self.predictor
+        if sigma is None or predictor is None:
+            raise ValueError("flow='gc' needs sigma (the lower level of each pair, shape (B,)) and a predictor")
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
+        if sigma.shape != (x.shape[0],):
+            raise ValueError(f"sigma has shape {tuple(sigma.shape)}; expected ({x.shape[0]},)")
+        mask = gc_mask(x.shape[0], self.mu, generator, x.device)
+        live = mask & (sigma > 0)  # GC rows at level 0 keep x: f(x, 0) = x
+        if not live.any():
+            return Pairs(x, z, mask)
+        with torch.no_grad():
+            if self.predict_all:  # level-0 rows run at the smallest positive level; their output is not used
+                s_in = sigma.clamp(min=torch.finfo(sigma.dtype).tiny)
+                x_hat = predictor(x + pad_dims(sigma, x) * z, s_in)[live]
+            else:
+                xm, zm, sm = x[live], z[live], sigma[live]
+                x_hat = predictor(xm + pad_dims(sm, xm) * zm, sm)
+        x_new = x.clone()
+        x_new[live] = x_hat.to(x.dtype)
+        return Pairs(x_new, z, mask)
+
+
+REGISTRY: dict[str, type[Coupling]] = {}
+FLOWS.bind(REGISTRY)  # gclib.checks.FLOWS (and check_flow) read the registry's names live
+
+
+def register_coupling(name: str, cls: type[Coupling], *, replace: bool = False) -> type[Coupling]:
+    """Register the ``Coupling`` subclass ``cls`` as flow ``name`` (then ``flow: name`` in a config, in
+    ``couple`` and in the notebooks' flow checks); a name already there is refused unless ``replace``."""
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"coupling name {name!r} must be a non-empty identifier (it is a config value)")
+    if not (isinstance(cls, type) and issubclass(cls, Coupling)):
+        raise TypeError(f"register_coupling takes a subclass of gclib.couplings.Coupling, not {cls!r}")
+    if name in REGISTRY and REGISTRY[name] is not cls and not replace:
+        raise ValueError(f"coupling {name!r} is already registered ({REGISTRY[name].__name__}); pass replace=True "
+                         f"to replace it")
+    REGISTRY[name] = cls
+    return cls
+
+
+def unregister_coupling(name: str) -> None:
+    """Remove a coupling added by ``register_coupling`` (e.g. at the end of a test)."""
+    REGISTRY.pop(name, None)
+
+
+register_coupling("ic", IC)
+register_coupling("ot", OT)
+register_coupling("gc", GC)
+
+
+def make_coupling(flow: str, **options) -> Coupling:
+    """The coupling registered as ``flow``, built from flat options (``Coupling.build``), e.g.
+    ``make_coupling("gc", mu=0.3, ot_solver="auto")`` -> ``GC(mu=0.3)``."""
+    return REGISTRY[check_flow(flow)].build(**options)
+
+
+def couple(flow: str | Coupling, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None, mu: float = 0.5,
            predictor: Predictor | None = None, generator: torch.Generator | None = None,
-           ot_solver: str = "auto", predict_all: bool = False, ot_perm: torch.Tensor | None = None) -> Coupling:
-    """Couple a data batch x (B, ...) with noise z (B, ...) according to ``flow`` in {"ic", "ot", "gc"}.
+           ot_solver: str = "auto", predict_all: bool = False, ot_perm: torch.Tensor | None = None) -> Pairs:
+    """Couple a data batch x (B, ...) with noise z (B, ...) according to the registered coupling ``flow``
+    ("ic", "ot", "gc" or one added by ``register_coupling``): ``make_coupling(flow, mu=mu, ot_solver=ot_solver,
+    predict_all=predict_all)(x, z, sigma=sigma, predictor=predictor, generator=generator, ot_perm=ot_perm)``;
+    ``flow`` may also be a ``Coupling`` instance, called as it is (``mu``, ``ot_solver``, ``predict_all`` unused).
 
     For "gc": ``sigma`` (B,) is the lower level sigma_i of each row's pair, ``mu`` the probability of a GC row,
     ``predictor(x_noisy, sigma) -> x^`` the endpoint predictor (EMA, online or frozen model; run under
@@ -106,32 +252,5 @@ def couple(flow: str, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor |
     (``gclib.prefetch``) and is used instead of solving again.
     For "gc", rows with sigma == 0 keep x (f(x, 0) = x) and the predictor is not run on them.
     """
-    check_flow(flow)
-    check_same_shape("x", x, "z", z)
-    no_gc = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    if flow == "ic":
-        return Coupling(x, z, no_gc)
-    if flow == "ot":
-        perm = ot_permutation(x, z, ot_solver) if ot_perm is None else ot_perm.to(z.device)
-        return Coupling(x, z[perm], no_gc)
-
-    mu = check_mu(mu)
-    if sigma is None or predictor is None:
-        raise ValueError("flow='gc' needs sigma (the lower level of each pair, shape (B,)) and a predictor")
-    sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
-    if sigma.shape != (x.shape[0],):
-        raise ValueError(f"sigma has shape {tuple(sigma.shape)}; expected ({x.shape[0]},)")
-    mask = gc_mask(x.shape[0], mu, generator, x.device)
-    live = mask & (sigma > 0)  # GC rows at level 0 keep x: f(x, 0) = x
-    if not live.any():
-        return Coupling(x, z, mask)
-    with torch.no_grad():
-        if predict_all:  # level-0 rows run at the smallest positive level; their output is not used
-            s_in = sigma.clamp(min=torch.finfo(sigma.dtype).tiny)
-            x_hat = predictor(x + pad_dims(sigma, x) * z, s_in)[live]
-        else:
-            xm, zm, sm = x[live], z[live], sigma[live]
-            x_hat = predictor(xm + pad_dims(sm, xm) * zm, sm)
-    x_new = x.clone()
-    x_new[live] = x_hat.to(x.dtype)
-    return Coupling(x_new, z, mask)
+    c = flow if isinstance(flow, Coupling) else make_coupling(flow, mu=mu, ot_solver=ot_solver, predict_all=predict_all)
+    return c(x, z, sigma=sigma, predictor=predictor, generator=generator, ot_perm=ot_perm)

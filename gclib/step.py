@@ -1,7 +1,8 @@
 """One consistency-training step for any flow (docs/method.md sections 2-4).
 
-``step_loss`` draws noise and intervals, couples (ic | ot | gc), builds the pair of points (CT, or CD with a
-velocity) and returns the loss with a ``StepResult``; ``train_step`` adds backward, optimiser and EMA.
+``step_loss`` draws noise and intervals, couples (a registered ``gclib.couplings.Coupling``: ic | ot | gc | ...),
+builds the pair of points (CT, or CD with a velocity) and returns the loss with a ``StepResult``; ``train_step`` adds
+backward, optimiser and EMA.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checks import check_choice, check_flow, check_mu
-from .couplings import couple
+from .checks import check_choice
+from .couplings import Coupling, couple, make_coupling
 from .ema import EMA
 from .losses import cd_points, consistency_loss, ct_points
 from .precond import pad_dims
@@ -72,7 +73,7 @@ def _draw(shape, generator, device, dtype):
     return torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
 
 
-def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: str = "ic", mu: float = 0.5,
+def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: str | Coupling = "ic", mu: float = 0.5,
               predictor="ema", ema: EMA | None = None, distance="pseudo_huber", generator: Streams | torch.Generator | None = None,
               velocity: Callable | None = None, ot_solver: str = "auto", predict_all: bool = False,
               p_mean: float = -1.1, p_std: float = 2.0, z: torch.Tensor | None = None,
@@ -80,6 +81,8 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
               ot_perm: torch.Tensor | None = None):
     """Loss of one consistency step on data x (B, ...) over the grid ``sigmas`` (ascending, (N,)).
 
+    ``flow``: a registered coupling's name, built from ``mu``, ``ot_solver`` and ``predict_all``
+    (``gclib.couplings.make_coupling``), or a ``Coupling`` instance (those three are then ignored).
     velocity=None trains CT (target x + sigma_i z); a velocity v(x, sigma) gives CD instead.
     ``generator``: a ``gclib.rng.Streams`` (noise, intervals and GC mask each from its own stream, so runs that
     differ only in the flow draw the same z and intervals), or one ``torch.Generator`` for all three.
@@ -90,9 +93,8 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
     the exact OT permutation of (x, z) solved ahead of the step (``gclib.prefetch``), used by flow "ot" instead of
     solving it here.
     """
-    check_flow(flow)
-    if flow == "gc":
-        check_mu(mu)
+    coupling = flow if isinstance(flow, Coupling) else make_coupling(flow, mu=mu, ot_solver=ot_solver,
+                                                                      predict_all=predict_all)
     b = x.shape[0]
     noise_gen, interval_gen, mask_gen = split(generator)
     if sigma_pairs is None and indices is None:
@@ -110,9 +112,8 @@ def step_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, *, flow: 
             raise ValueError(f"sigma_pairs must be two ({b},) tensors with hi > lo >= 0")
         sigma_lo, sigma_hi, weight = lo.to(x.dtype), hi.to(x.dtype), (1.0 / (hi - lo)).to(x.dtype)
         indices = torch.full((b,), -1, dtype=torch.long, device=x.device)
-    pred_fn = resolve_predictor(predictor, model, ema) if flow == "gc" else None
-    c = couple(flow, x, z, sigma=sigma_lo, mu=mu, predictor=pred_fn, generator=mask_gen,
-               ot_solver=ot_solver, predict_all=predict_all, ot_perm=ot_perm)
+    pred_fn = resolve_predictor(predictor, model, ema) if coupling.needs_predictor else None
+    c = couple(coupling, x, z, sigma=sigma_lo, predictor=pred_fn, generator=mask_gen, ot_perm=ot_perm)
     if velocity is None:
         x_lo, x_hi = ct_points(c.x, c.z, sigma_lo, sigma_hi)
     else:
