@@ -99,6 +99,11 @@ def readme(st: dict, ot: dict, sa: dict, wall: float, out_dir: Path) -> str:
     lines.append(g if g else "No `gpu-*.json` yet: run `bash benchmarks/gpu.sh` on a CUDA machine "
                              "(CIFAR-10 U-Net, batch 512, fp32 / bf16+channels_last / +torch.compile).")
     lines.append("")
+    if (out_dir / "ot_prefetch.md").is_file():
+        lines += ["## 5. OT pairing solved ahead (benchmarks/step_time.py --ot-prefetch)", "",
+                  "OT/IC with the exact minibatch OT pairing solved inside the step and solved on a worker thread "
+                  "while the previous step runs, paired over rounds: [ot_prefetch.md](ot_prefetch.md) (its own "
+                  "command and machine load; a GPU measurement needs a CUDA machine).", ""]
     return "\n".join(lines)
 
 
