@@ -145,3 +145,16 @@ def test_unmatched_batches_do_not_fall_with_batch_size():
     costs = tc.transport_costs(models, data, [0.5], n=256, batch_sizes=(16, 64), ot_n=64)
     v, _ = tc.ot_batch_verdict(costs, "unmatched batches")
     assert v != "holds" and tc.ot_batch_verdict(costs, "minibatch OT")[0] == "holds"
+
+
+@pytest.mark.parametrize("notebook", ["toy_flows", "ct_cd_gap", "transport_cost"])
+def test_committed_rows_reject_their_controls(notebook):
+    """The committed CPU results: every row names its control, shows trained / ideal / control values, and no
+    control verdict is "holds"."""
+    import json
+    from gclib.report import project_root
+    m = json.loads((project_root() / "results" / notebook / "cpu" / "metrics.json").read_text())
+    assert m["claims"]
+    for c in m["claims"]:
+        assert c["control"] and c["control_verdict"] != "holds", c
+        assert "control" in c["measured"]

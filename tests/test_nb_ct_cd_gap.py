@@ -34,6 +34,13 @@ def test_defaults_rows_and_controls(defaults):
     for c in claims:
         assert c["verdict"] in VERDICTS and c["paper"] and c["control"]
         assert "trained" in c["measured"] and "ideal" in c["measured"] and "control" in c["measured"]
+        if c["control"] == "wrong teacher (v = 0)" and c["claim"].startswith("N (L_CT - L_CD) converges"):
+            # Known limit of this control (docs/method.md section 7): with CD's teacher w = 0 the scaled gap tends
+            # to (T - s) E[||a + J z||^2 - ||a||^2] (a = d_t f), which equals Theorem 1's limit exactly when
+            # E[(2 a + J v) . J v] = 0; the 400-step 8gaussians model of these defaults is close to that, so the
+            # control may pass here. On the digits (results/ct_cd_gap/cpu) it is refuted
+            # (test_claim_controls.test_committed_rows_reject_their_controls).
+            continue
         assert c["control_verdict"] != "holds", c  # every row rejects its negative control
     det = pd.DataFrame(defaults["deterministic"])
     one = det[(det.model == "trained") & (det.data == "one point")].iloc[0]
