@@ -1,12 +1,26 @@
 """Typed run configuration for ``gclib.train``, loaded from YAML (params/train/*.yaml) and validated once.
 
-``load_config(path, overrides)`` reads a YAML file (``yaml.safe_load`` types, duplicate keys refused, ``1e-4``
-read as a number as in YAML 1.2) and applies overrides given as ``["key=value", ...]`` (the command line's
-``--set``) or as a dict (notebook parameters). Validation happens before any work, when the frozen ``Config`` is
-built: an unknown key is named with the closest valid key, a wrong type or out-of-range value is named with what
-is allowed (one ``ConfigError``). A ``Config`` is immutable: ``cfg.replace(**changes)`` gives a new, validated
-one. ``config_hash(cfg)`` identifies the training-relevant settings (used for the run directory
-``<runs_dir>/<name>-<hash>`` and to skip finished runs).
+``load_config(path, overrides, flow=, overlays=)`` reads a YAML file (``gclib.yamlconf``: duplicate keys refused,
+``1e-4`` read as a number as in YAML 1.2), composes it with flow overlays and applies overrides given as
+``["key=value", ...]`` (the command line's ``--set``) or as a dict (notebook parameters). Validation happens before
+any work, when the frozen ``Config`` is built: an unknown key is named with the closest valid key, a wrong type or
+out-of-range value is named with what is allowed (one ``ConfigError``). A ``Config`` is immutable:
+``cfg.replace(**changes)`` gives a new, validated one. ``config_hash(cfg)`` identifies the training-relevant
+settings (used for the run directory ``<runs_dir>/<name>-<hash>`` and to skip finished runs).
+
+Sections. Every field belongs to one section (``SECTIONS``: run, data, network, coupling, loss, optim, eval,
+speed), marked on the field itself together with its place in the hash (``dataclasses.field(metadata=...)``:
+left out of the hash, hash-neutral at a value, or hashed only with schedule 'ect'). Attribute access stays flat
+(``cfg.lr``); ``cfg.section("optim")`` is one section as a dict, ``cfg.to_sections()`` all of them. A YAML file or a
+dict may be written flat (``lr: 1.0e-4``), by section (``optim: {lr: 1.0e-4}``) or both; ``--set optim.lr=1e-4``
+names the section too. A key in the wrong section, an unknown section or a key given twice is one ConfigError.
+
+Composition (params/train/). A preset (``digits.yaml``, ``cifar10.yaml``, ...) is the complete configuration of
+one data set with its default flow. ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
+flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines), then the preset's
+``flows: {gc: {...}}`` entry (that data set's settings for that flow, e.g. CIFAR-10's dropout), then the
+overrides. ``overlays=[path, ...]`` (``--overlay FILE``) applies further files after the flow's. A ``{flow}`` in
+``name`` is replaced by the flow (``name: digits_{flow}`` -> ``digits_gc``).
 
 The allowed names live beside their code: datasets in ``gclib.data``, models in ``gclib.nets``, optimisers in
 ``gclib.optim``, distances in ``gclib.losses``, flows (the coupling registry) and OT solvers in ``gclib.couplings``,
@@ -34,107 +48,136 @@ from .losses import DISTANCES
 from .nets import MODELS
 from .optim import OPTIMIZERS
 from .schedules import ECT_R_CLIPS
+from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml  # noqa: F401 (older imports)
 
 DEVICES = ("auto", "cpu", "cuda")
 SEED_MAX = 2 ** 63 - 1
 SEED_RANGE = f"an integer in [0, 2**63 - 1 = {SEED_MAX}]"
-
-# Settings that change neither the trained weights nor the logged evaluations: left out of the configuration
-# hash. (The evaluation settings are hashed: a cached run must carry the evaluation curve that was asked for.)
-NOT_HASHED = ("name", "runs_dir", "run_dir", "resume", "progress", "checkpoint_every", "keep_checkpoints",
-              "sample_every", "sample_n", "data_root", "download", "device", "compile", "ot_prefetch",
-              "log_every", "tensorboard")
-
-
-# Fields added after runs were cached, with the value that reproduces the training from before they existed: a
-# field at its neutral value is left out of the hash, so adding a field never invalidates cached runs.
-HASH_NEUTRAL: dict = {"objective": "consistency", "schedule": "ict", "init_checkpoint": None, "ect_q": 2.0,
-                      "ect_stages": 8, "ect_k": 8.0, "ect_b": 1.0,
-                      "ect_stage_offset": 0, "ect_r_clip": "sigma_min", "ect_distance": None}
-# Fields that act only with schedule 'ect': left out of the hash of every other configuration, whatever their value
-# (their defaults are ECT's own choices, their HASH_NEUTRAL values gclib's earlier ones; see docs/method.md, Table 2).
-ECT_ONLY = ("ect_stage_offset", "ect_r_clip", "ect_distance")
 OBJECTIVES = ("consistency", "denoising")
 SCHEDULES = ("ict", "ect")
+
+# The sections, in the order they are listed; each field names its own (see _field).
+SECTION_DOCS = {
+    "run": "where and how the run goes: name, seed, directories, device, checkpoints, pictures, logs",
+    "data": "the training data",
+    "network": "the network and the weights it starts from",
+    "coupling": "the flow: how data and noise are paired (gclib.couplings) and the GC predictor",
+    "loss": "the consistency objective: noise levels, the iCT curriculum or ECT's schedule, the distance",
+    "optim": "the optimiser, batch, steps and EMA",
+    "eval": "the evaluations logged during training",
+    "speed": "speed options: bf16, channels_last and compile on CUDA, the OT pairing solved ahead",
+}
+_UNSET = object()
+
+
+def _field(section: str, default=_UNSET, *, factory=None, hashed: bool = True, neutral=_UNSET,
+           ect_only: bool = False, items=None):
+    """A Config field with its section and its place in the hash, kept in the field's metadata:
+    hashed=False: never in the hash (the setting changes neither the trained weights nor the logged evaluations);
+    neutral=v: left out of the hash while at v (a field added after runs were cached, v reproducing the training
+    from before it existed, so adding a field never invalidates cached runs);
+    ect_only=True: acts only with schedule 'ect', left out of the hash of every other configuration;
+    items: the type of a list field's items."""
+    if section not in SECTION_DOCS:
+        raise ValueError(f"section={section!r} is not one of {', '.join(SECTION_DOCS)}")
+    meta = {"section": section, "hashed": hashed, "ect_only": ect_only}
+    if neutral is not _UNSET:
+        meta["neutral"] = neutral
+    if items is not None:
+        meta["items"] = items
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything a training run needs. Units: steps are optimiser steps; batch_size is the GLOBAL batch."""
-    # run
-    name: str = "run"
-    seed: int = 0
-    runs_dir: str = "runs"
-    run_dir: Optional[str] = None          # explicit run directory (default: <runs_dir>/<name>-<hash>)
-    resume: bool = True                    # continue from the newest valid checkpoint in the run directory
-    device: str = "auto"                   # auto | cpu | cuda
-    progress: Union[bool, str] = "auto"    # tqdm bar: "auto" (only on a terminal), true, false
+    """Everything a training run needs. Units: steps are optimiser steps; batch_size is the GLOBAL batch.
+    Fields are read flat (``cfg.lr``); ``Config.SECTIONS`` lists them by section, ``cfg.section(name)`` gives one."""
+    name: str = _field("run", "run", hashed=False)
+    seed: int = _field("run", 0)
+    runs_dir: str = _field("run", "runs", hashed=False)
+    run_dir: Optional[str] = _field("run", None, hashed=False)  # explicit run directory (default: <runs_dir>/<name>-<hash>)
+    resume: bool = _field("run", True, hashed=False)         # continue from the newest valid checkpoint in the run directory
+    device: str = _field("run", "auto", hashed=False)        # auto | cpu | cuda
+    progress: Union[bool, str] = _field("run", "auto", hashed=False)  # tqdm bar: "auto" (only on a terminal), true, false
     # data
-    dataset: str = "two_gaussians"
-    data_root: str = "data"
-    download: bool = False
-    num_data: int = 8192                   # size of the finite point set drawn for 2-D toys
-    # model
-    model: str = "mlp"
-    hidden: int = 256                      # mlp
-    depth: int = 3                         # mlp
-    emb_dim: int = 64                      # mlp noise embedding
-    channels: int = 64                     # unet
-    channel_mult: list = field(default_factory=lambda: [1, 2])  # unet
-    num_blocks: int = 2                    # unet
-    attn_resolutions: list = field(default_factory=list)     # unet
-    dropout: float = 0.0                   # unet, unet_digits, unet_cifar10
+    dataset: str = _field("data", "two_gaussians")
+    data_root: str = _field("data", "data", hashed=False)
+    download: bool = _field("data", False, hashed=False)
+    num_data: int = _field("data", 8192)                   # size of the finite point set drawn for 2-D toys
+    # network
+    model: str = _field("network", "mlp")
+    hidden: int = _field("network", 256)                   # mlp
+    depth: int = _field("network", 3)                      # mlp
+    emb_dim: int = _field("network", 64)                   # mlp noise embedding
+    channels: int = _field("network", 64)                  # unet
+    channel_mult: list = _field("network", factory=lambda: [1, 2], items=int)  # unet
+    num_blocks: int = _field("network", 2)                 # unet
+    attn_resolutions: list = _field("network", factory=list, items=int)     # unet
+    dropout: float = _field("network", 0.0)                # unet, unet_digits, unet_cifar10
     # consistency training
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    sigma_data: float = 0.5
-    rho: float = 7.0
-    s0: int = 10
-    s1: int = 1280
-    p_mean: float = -1.1
-    p_std: float = 2.0
-    distance: str = "pseudo_huber"
-    flow: str = "ic"
-    mu: float = 0.5                        # probability of a GC sample (flow gc)
-    predictor: str = "ema"                 # ema | online | path of a checkpoint (frozen predictor)
-    ot_solver: str = "auto"                # auto | emd | scipy (all exact; see gclib.couplings)
-    predict_all: bool = False
-    objective: str = "consistency"         # consistency | denoising (diffusion pre-training, same network)
-    schedule: str = "ict"                  # ict (discrete curriculum N(k)) | ect (continuous t, shrinking t - r)
-    ect_q: float = 2.0                     # ect: t - r = t n(t) / q^a at stage a (ECT's CIFAR-10 setting)
-    ect_stages: int = 8                    # ect: number of stages a over training
-    ect_k: float = 8.0                     # ect: n(t) = 1 + k sigmoid(-b t)
-    ect_b: float = 1.0
-    ect_stage_offset: int = 1              # ect: r = t (1 - n(t) / q^(a + offset)); 1 is ECT's, 0 gclib's earlier
-    ect_r_clip: str = "zero"               # ect: r clipped at 0 with the data as target there (ECT) | "sigma_min"
-    ect_distance: Optional[str] = "l2_norm"  # ect: the loss distance (ECT's ||.||_2); null: `distance` applies
-    init_checkpoint: Optional[str] = None  # start from these weights (model and EMA), e.g. a denoising run
+    sigma_min: float = _field("loss", 0.002)
+    sigma_max: float = _field("loss", 80.0)
+    sigma_data: float = _field("loss", 0.5)
+    rho: float = _field("loss", 7.0)
+    s0: int = _field("loss", 10)
+    s1: int = _field("loss", 1280)
+    p_mean: float = _field("loss", -1.1)
+    p_std: float = _field("loss", 2.0)
+    distance: str = _field("loss", "pseudo_huber")
+    flow: str = _field("coupling", "ic")
+    mu: float = _field("coupling", 0.5)                    # probability of a GC sample (flow gc)
+    predictor: str = _field("coupling", "ema")             # ema | online | path of a checkpoint (frozen predictor)
+    ot_solver: str = _field("coupling", "auto")            # auto | emd | scipy (all exact; see gclib.couplings)
+    predict_all: bool = _field("coupling", False)
+    # consistency | denoising (diffusion pre-training, same network)
+    objective: str = _field("loss", "consistency", neutral="consistency")
+    # ict (discrete curriculum N(k)) | ect (continuous t, shrinking t - r)
+    schedule: str = _field("loss", "ict", neutral="ict")
+    # ECT's settings: their defaults are ECT's own choices, their neutral values gclib's earlier ones (docs/method.md,
+    # Table 2); the last three act only with schedule 'ect' and are hashed only then
+    ect_q: float = _field("loss", 2.0, neutral=2.0)        # ect: t - r = t n(t) / q^a at stage a (ECT's CIFAR-10 setting)
+    ect_stages: int = _field("loss", 8, neutral=8)         # ect: number of stages a over training
+    ect_k: float = _field("loss", 8.0, neutral=8.0)        # ect: n(t) = 1 + k sigmoid(-b t)
+    ect_b: float = _field("loss", 1.0, neutral=1.0)
+    # ect: r = t (1 - n(t) / q^(a + offset)); 1 is ECT's, 0 gclib's earlier
+    ect_stage_offset: int = _field("loss", 1, neutral=0, ect_only=True)
+    # ect: r clipped at 0 with the data as target there (ECT) | "sigma_min"
+    ect_r_clip: str = _field("loss", "zero", neutral="sigma_min", ect_only=True)
+    # ect: the loss distance (ECT's ||.||_2); null: `distance` applies
+    ect_distance: Optional[str] = _field("loss", "l2_norm", neutral=None, ect_only=True)
+    # start from these weights (model and EMA), e.g. a denoising run
+    init_checkpoint: Optional[str] = _field("network", None, neutral=None)
     # optimisation
-    optimizer: str = "lion"
-    lr: float = 1e-4
-    betas: Optional[list] = None           # default: adam/radam (0.9, 0.999), lion (0.9, 0.99)
-    weight_decay: float = 0.0
-    eps: float = 1e-8
-    batch_size: int = 512
-    total_steps: int = 100_000
-    ema_decay: float = 0.9999
-    ema_every: int = 5
+    optimizer: str = _field("optim", "lion")
+    lr: float = _field("optim", 1e-4)
+    betas: Optional[list] = _field("optim", None, items=float)  # default: adam/radam (0.9, 0.999), lion (0.9, 0.99)
+    weight_decay: float = _field("optim", 0.0)
+    eps: float = _field("optim", 1e-8)
+    batch_size: int = _field("optim", 512)
+    total_steps: int = _field("optim", 100_000)
+    ema_decay: float = _field("optim", 0.9999)
+    ema_every: int = _field("optim", 5)
     # bookkeeping
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    sample_every: int = 0                  # PNG sample grid every k steps (0: only at the end)
-    sample_n: int = 64
-    eval_every: int = 0                    # evaluation hooks every k steps (0: only at the end if any)
-    eval_metrics: list = field(default_factory=list)  # names of gclib.evaluation.METRICS
-    eval_n: int = 1000
+    checkpoint_every: int = _field("run", 1000, hashed=False)
+    keep_checkpoints: int = _field("run", 3, hashed=False)
+    sample_every: int = _field("run", 0, hashed=False)     # PNG sample grid every k steps (0: only at the end)
+    sample_n: int = _field("run", 64, hashed=False)
+    # evaluations (hashed: a cached run must carry the evaluation curve that was asked for)
+    eval_every: int = _field("eval", 0)                    # evaluation hooks every k steps (0: only at the end if any)
+    eval_metrics: list = _field("eval", factory=list, items=str)  # names of gclib.evaluation.METRICS
+    eval_n: int = _field("eval", 1000)
     # GPU speed options (CUDA only; ignored with a warning on CPU)
-    bf16: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    ot_prefetch: bool = True               # flow ot: solve step k+1's pairing while step k runs (the same pairs)
+    bf16: bool = _field("speed", False)
+    channels_last: bool = _field("speed", False)
+    compile: bool = _field("speed", False, hashed=False)
+    # flow ot: solve step k+1's pairing while step k runs (the same pairs)
+    ot_prefetch: bool = _field("speed", True, hashed=False)
     # logs of rank 0 (gclib.runlog): a status line on stdout and a log.jsonl record every log_every steps
-    log_every: int = 100                   # 0: only the last step
-    tensorboard: bool = False              # TensorBoard scalars in <run_dir>/tensorboard (the tensorboard extra)
+    log_every: int = _field("run", 100, hashed=False)      # 0: only the last step
+    # TensorBoard scalars in <run_dir>/tensorboard (the tensorboard extra)
+    tensorboard: bool = _field("run", False, hashed=False)
 
     def __post_init__(self):
         # normalise (int -> float for float fields, 1e3 -> 1000 for int fields, tuples and comma strings -> lists;
@@ -147,56 +190,57 @@ class Config:
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
 
     def to_dict(self) -> dict:
-        """The fields as a plain dict (lists copied)."""
+        """The fields as a plain flat dict (lists copied)."""
         return dataclasses.asdict(self)
 
+    def section(self, name: str) -> dict:
+        """The fields of section ``name`` (one of ``Config.SECTIONS``) as a dict, in field order."""
+        if name not in SECTIONS:
+            raise _unknown_section(name)
+        return {k: _copy(getattr(self, k)) for k in SECTIONS[name]}
+
+    def to_sections(self) -> dict:
+        """{section: {field: value}} for every section (nested form; ``from_dict`` reads it back)."""
+        return {s: self.section(s) for s in SECTIONS}
+
     def replace(self, **changes) -> "Config":
-        """A new, validated Config with ``changes`` applied (unknown keys are named)."""
-        return from_dict({**self.to_dict(), **changes})
+        """A new, validated Config with ``changes`` applied (flat keys or sections; unknown keys are named)."""
+        return from_dict({**self.to_dict(), **flatten(changes)})
+
+
+def _copy(value):
+    return list(value) if isinstance(value, list) else value
 
 
 _HINTS = typing.get_type_hints(Config)
 FIELD_NAMES = tuple(f.name for f in fields(Config))
-# the type of the items of each list field
-LIST_ITEMS = {"channel_mult": int, "attn_resolutions": int, "betas": float, "eval_metrics": str}
+_META = {f.name: f.metadata for f in fields(Config)}
+# section -> its field names (in field order); field -> its section
+SECTIONS: dict = {s: tuple(n for n in FIELD_NAMES if _META[n]["section"] == s) for s in SECTION_DOCS}
+SECTION_OF: dict = {n: _META[n]["section"] for n in FIELD_NAMES}
+Config.SECTIONS = SECTIONS
+# Derived from the fields' metadata (kept for older imports): the fields never hashed, the hash-neutral values,
+# the fields hashed only with schedule 'ect', the item type of each list field.
+NOT_HASHED = tuple(n for n in FIELD_NAMES if not _META[n]["hashed"])
+HASH_NEUTRAL: dict = {n: _META[n]["neutral"] for n in FIELD_NAMES if "neutral" in _META[n]}
+ECT_ONLY = tuple(n for n in FIELD_NAMES if _META[n]["ect_only"])
+LIST_ITEMS = {n: _META[n]["items"] for n in FIELD_NAMES if "items" in _META[n]}
 
 
-# ------------------------------------------------------------------------------------------------ YAML
-class DuplicateKeyError(yaml.YAMLError):
-    """A mapping key given twice in one YAML document."""
-
-    def __init__(self, key, first_line: int, line: int):
-        super().__init__(f"key {key!r} appears twice (lines {first_line} and {line})")
-        self.key, self.first_line, self.line = key, first_line, line
+def fields_of(section: str) -> tuple:
+    """The field names of ``section`` (ConfigError naming the closest section for an unknown one)."""
+    if section not in SECTIONS:
+        raise _unknown_section(section)
+    return SECTIONS[section]
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate mapping keys and reads 1e-4 / 1.0e4 as floats (YAML 1.2)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
-                except TypeError:  # an unhashable key: SafeLoader reports it
-                    continue
-                if first != key_node.start_mark.line + 1:
-                    raise DuplicateKeyError(key, first, key_node.start_mark.line + 1)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
-
-
-def _yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+def _in_hash(cfg: Config, key: str, value) -> bool:
+    meta = _META[key]
+    if not meta["hashed"]:
+        return False
+    if "neutral" in meta and value == meta["neutral"]:
+        return False
+    return not (meta["ect_only"] and cfg.schedule != "ect")
 
 
 # ------------------------------------------------------------------------------------------------ types
@@ -508,21 +552,93 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# ------------------------------------------------------------------------------------------------ sections
+PER_FLOW_KEY = "flows"   # a preset's per-flow settings: flows: {gc: {dropout: 0.0}, ...}
+
+
+def _unknown_section(name) -> ConfigError:
+    close = difflib.get_close_matches(str(name), list(SECTIONS), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(f"unknown configuration section {name!r}; {hint}sections: {', '.join(SECTIONS)}")
+
+
+def _in_section(key, section: str) -> str:
+    """``key`` if it is a field of ``section``; a ConfigError naming the key's own section otherwise."""
+    if key not in _HINTS:
+        close = difflib.get_close_matches(str(key), SECTIONS[section], n=1, cutoff=0.5) or \
+            difflib.get_close_matches(str(key), FIELD_NAMES, n=1, cutoff=0.5)
+        if close:
+            own = SECTION_OF[close[0]]
+            hint = f"did you mean {close[0]!r}" + ("" if own == section else f" (section {own!r})") + "?"
+        else:
+            hint = f"keys of {section}: {', '.join(SECTIONS[section])}"
+        raise ConfigError(f"unknown configuration key {key!r} in section {section!r}; {hint}")
+    if SECTION_OF[key] != section:
+        raise ConfigError(f"key {key!r} is in section {section!r} but belongs to section {SECTION_OF[key]!r}; "
+                          f"move it there (or write it flat, without a section)")
+    return key
+
+
+def flatten(d: dict | None) -> dict:
+    """``d`` written flat (``lr: 1.0e-4``), by section (``optim: {lr: 1.0e-4}``) or both, as one flat dict of
+    fields. Values are not checked here (the Config does that); keys are: an unknown key or section, a key in the
+    wrong section or a key given twice is one ConfigError naming it."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"config={d!r}: expected a mapping of key: value")
+    out, where = {}, {}
+
+    def put(key, value, place):
+        if key in out:
+            raise ConfigError(f"key {key!r} is given twice, {where[key]} and {place}; keep one")
+        out[key], where[key] = value, place
+
+    for key, value in d.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"section {key!r} must hold a mapping of key: value (keys of {key}: "
+                                  f"{', '.join(SECTIONS[key])}), not {value!r}")
+            for k, v in value.items():
+                put(_in_section(k, key), v, f"in section {key!r}")
+        elif key in _HINTS:
+            if isinstance(value, dict):
+                raise ConfigError(f"{key!r} is a key of section {SECTION_OF[key]!r}, not a section: give "
+                                  f"{key}: <value>; sections: {', '.join(SECTIONS)}")
+            put(key, value, "at the top level")
+        elif key == PER_FLOW_KEY:
+            raise ConfigError(f"{PER_FLOW_KEY!r} (a preset's settings per flow) is read from a preset file by "
+                              f"load_config, not from a dict, an overlay or an override")
+        elif isinstance(value, dict):
+            raise _unknown_section(key)
+        else:
+            raise _unknown(key)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ building
 def from_dict(d: dict | None) -> Config:
-    """Build and validate a Config from a plain dict of typed values (unknown keys, types and ranges are
-    checked). Strings are not read as numbers here: that leniency is for text (``--set``, YAML files)."""
-    if d is not None and not isinstance(d, dict):
-        raise ConfigError(f"config={d!r}: expected a mapping of key: value")
-    for key in d or {}:
-        if key not in _HINTS:
-            raise _unknown(key)
-    return Config(**(d or {}))
+    """Build and validate a Config from a plain dict of typed values, flat or by section (unknown keys, types and
+    ranges are checked). Strings are not read as numbers here: that leniency is for text (``--set``, YAML files)."""
+    return Config(**flatten(d))
+
+
+def _override_key(key: str) -> str:
+    """A --set key: a field name, or section.field."""
+    key = key.strip()
+    if key not in _HINTS and "." in key:
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
+            raise _unknown_section(section)
+        return _in_section(name, section)
+    if key not in _HINTS:
+        raise _unknown(key)
+    return key
 
 
 def parse_overrides(items) -> dict:
-    """["key=value", ...] -> {key: value}; values are read as YAML (1e-4 is a number) and, for number fields,
-    as numbers ('inf' -> inf, which validation then refuses by name)."""
+    """["key=value", ...] -> {key: value} (key: a field name, or section.field); values are read as YAML (1e-4 is
+    a number) and, for number fields, as numbers ('inf' -> inf, which validation then refuses by name)."""
     if isinstance(items, str):
         items = [items]
     out = {}
@@ -530,9 +646,7 @@ def parse_overrides(items) -> dict:
         if not isinstance(item, str) or "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        key = key.strip()
-        if key not in _HINTS:
-            raise _unknown(key)
+        key = _override_key(key)
         try:
             v = _yaml(value) if value.strip() else ""
         except yaml.YAMLError:
@@ -541,43 +655,89 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def _read_yaml(path) -> dict:
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"config file {str(p)!r} is a directory; give the path of a YAML file")
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        d = _yaml(p.read_text())
-    except DuplicateKeyError as e:
-        raise ConfigError(f"config file {str(p)!r}: key {e.key!r} appears twice (lines {e.first_line} and "
-                          f"{e.line}); keep one") from None
-    except yaml.YAMLError as e:
-        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark and problem else str(e)
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML ({' '.join(where.split())})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
-    if d is None or d == {}:
-        raise ConfigError(f"config file {str(p)!r} is empty; it must hold key: value settings (see params/train/)")
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of key: value")
+def flow_overlay(preset, flow: str) -> Path:
+    """The overlay file of ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it."""
+    check_choice("flow", flow, COUPLING_REGISTRY)
+    folder = Path(preset).parent / "flows"
+    path = folder / f"{flow}.yaml"
+    if not path.is_file():
+        have = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise ConfigError(f"flow={flow!r} has no overlay file {str(path)!r}; write one (e.g. 'flow: {flow}' and the "
+                          f"flow's settings)" + (f"; overlays there: {', '.join(have)}" if have else ""))
+    return path
+
+
+def _per_flow(raw, path) -> dict:
+    """A preset's ``flows:`` entry, checked whole: {flow: flat dict of that data set's settings for the flow}."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r}: {PER_FLOW_KEY} must map a flow name to its settings "
+                          f"(e.g. gc: {{dropout: 0.0}}), not {raw!r}")
+    out = {}
+    for flow, settings in raw.items():
+        check_choice(f"{PER_FLOW_KEY}.{flow}", flow, COUPLING_REGISTRY)
+        if not isinstance(settings, dict):
+            raise ConfigError(f"config file {str(path)!r}: {PER_FLOW_KEY}.{flow} must hold key: value settings, "
+                              f"not {settings!r}")
+        out[flow] = flatten(settings)
+        if "flow" in out[flow]:
+            raise ConfigError(f"config file {str(path)!r}: {PER_FLOW_KEY}.{flow} sets flow; it holds the settings "
+                              f"that go with flow {flow!r}, not the flow")
+    return out
+
+
+def compose(path=None, flow: str | None = None, overlays=()) -> dict:
+    """The flat, not yet validated settings of the config file ``path`` composed with the overlay of ``flow``
+    (``flows/<flow>.yaml`` beside it), the files ``overlays`` and the preset's ``flows:`` entry for the resulting
+    flow, in that order (see the module docstring). ``{flow}`` in the name is not replaced yet."""
+    if isinstance(overlays, (str, Path)):
+        overlays = [overlays]
+    if path is None:
+        if flow is not None:
+            raise ConfigError(f"flow={flow!r} composes a preset with its flow overlay: give the preset file too "
+                              f"(e.g. params/train/digits.yaml)")
+        raw, per_flow = {}, {}
+    else:
+        raw = _read_yaml(path)
+        per_flow = _per_flow(raw.pop(PER_FLOW_KEY, None), path)
+    d = flatten(raw)
+    if flow is not None:
+        file = flow_overlay(path, flow)
+        o = flatten(_read_yaml(file))
+        if o.get("flow", flow) != flow:
+            raise ConfigError(f"overlay {str(file)!r} sets flow={o['flow']!r}; the overlay of flow {flow!r} must "
+                              f"set flow: {flow} or leave it out")
+        d.update(o, flow=flow)
+    for file in overlays or ():
+        d.update(flatten(_read_yaml(file)))
+    flow = d.get("flow", Config.flow)
+    if isinstance(flow, str):
+        d.update(per_flow.get(flow, {}))
     return d
 
 
-def load_config(path=None, overrides=None) -> Config:
-    """Read a YAML config (or start from the defaults when path is None) and apply overrides.
+FLOW_MARK = "{flow}"   # in a preset's name: replaced by the composed flow
 
-    overrides: a dict of typed values (notebook parameters) or a list of "key=value" strings (``--set``).
+
+def _named(d: dict) -> dict:
+    name = d.get("name")
+    if isinstance(name, str) and FLOW_MARK in name:
+        d = {**d, "name": name.replace(FLOW_MARK, str(d.get("flow", Config.flow)))}
+    return d
+
+
+def load_config(path=None, overrides=None, *, flow: str | None = None, overlays=()) -> Config:
+    """Read a YAML config (or start from the defaults when path is None), compose it with the overlay of ``flow``
+    and the files ``overlays`` (see the module docstring) and apply overrides.
+
+    overrides: a dict of typed values (notebook parameters; flat or by section) or a list of "key=value" strings
+    (``--set``). ``{flow}`` in the resulting name is replaced by the resulting flow.
     """
-    d = _read_yaml(path) if path is not None else {}
+    d = compose(path, flow, overlays)
     if overrides:
-        ov = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        for k in ov:
-            if k not in _HINTS:
-                raise _unknown(k)
-        d.update(ov)
-    return from_dict(d)
+        d.update(flatten(overrides) if isinstance(overrides, dict) else parse_overrides(overrides))
+    return from_dict(_named(d))
 
 
 def as_config(config) -> Config:
@@ -592,15 +752,13 @@ def as_config(config) -> Config:
 
 
 def _digest(cfg: Config) -> str:
-    d = {k: v for k, v in cfg.to_dict().items()
-         if k not in NOT_HASHED and not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])
-         and not (k in ECT_ONLY and cfg.schedule != "ect")}
+    d = {k: v for k, v in cfg.to_dict().items() if _in_hash(cfg, k, v)}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def config_hash(config, length: int = 10) -> str:
-    """Hex digest of the settings that change the trained weights (see NOT_HASHED), ``length`` characters.
-    Computed once per Config (a Config never changes)."""
+    """Hex digest of the settings that change the trained weights (each field's metadata says whether it counts;
+    see ``_field``), ``length`` characters. Computed once per Config (a Config never changes)."""
     cfg = as_config(config)
     digest = cfg.__dict__.get("_digest")
     if digest is None:
