@@ -67,3 +67,30 @@ def test_gap_vanishes_for_a_deterministic_coupling(model_and_data):
     res = ct_cd_gap(model, point, T=1.0, n=200, Ns=[10, 160])
     assert np.allclose(res.table.gap, 0.0, atol=1e-9)
     assert res.limit == pytest.approx(0.0, abs=1e-9)
+
+
+def test_several_distances_from_one_pass_equal_separate_calls(model_and_data):
+    """ct_cd_gaps shares the network evaluations between distances: each result is exactly ct_cd_gap's."""
+    from gclib.metrics.gap import ct_cd_gaps
+    model, data = model_and_data
+    both = ct_cd_gaps(model, data, [("l2", None), ("pseudo_huber", 0.25)], T=1.0, n=300, Ns=[10, 160])
+    for r, (dist, c) in zip(both, [("l2", None), ("pseudo_huber", 0.25)]):
+        one = ct_cd_gap(model, data, T=1.0, n=300, Ns=[10, 160], distance=dist, c=c)
+        assert r.table.equals(one.table)
+        assert (r.limit, r.limit_paired, r.C) == (one.limit, one.limit_paired, one.C)
+        assert np.array_equal(r.per_sample["scaled_gap_N_max"], one.per_sample["scaled_gap_N_max"])
+
+
+def test_curve_on_fewer_samples_and_a_second_teacher_without_limit(model_and_data):
+    """n_curve: the smaller N on the first n_curve draws, the largest N and the limit on all n (the same numbers
+    as without n_curve); limit=False: the same losses, the limit left out (NaN)."""
+    model, data = model_and_data
+    full = ct_cd_gap(model, data, T=1.0, n=400, Ns=[10, 640])
+    part = ct_cd_gap(model, data, T=1.0, n=400, Ns=[10, 640], n_curve=100)
+    assert list(part.table.n) == [100, 400]
+    assert part.table.iloc[-1].equals(full.table.iloc[-1]) and part.limit == full.limit
+    assert part.table.gap.iloc[0] != full.table.gap.iloc[0]
+    nolim = ct_cd_gap(model, data, T=1.0, n=400, Ns=[10, 640], limit=False)
+    assert nolim.table.equals(full.table) and np.isnan(nolim.limit) and np.isnan(nolim.per_sample["plain"]).all()
+    with pytest.raises(ValueError, match="n_curve"):
+        ct_cd_gap(model, data, n=10, n_curve=11)

@@ -52,7 +52,7 @@ def test_defaults_rows_and_controls(defaults):
 def _limits(rel=(0.0, -0.02, 0.02), ideal=(0.0, -0.05, 0.05), wrong=(-0.6, -0.8, -0.4), min_z=10.0):
     rows = []
     for model, (r, lo, hi) in (("trained", rel), ("ideal", ideal), ("wrong teacher", wrong)):
-        rows.append(dict(setting="s", model=model, N_max=1280, scaled_gap=1.0 + r, scaled_gap_stderr=0.01,
+        rows.append(dict(setting="s", model=model, N_max=1280, n=20000, rel_sd=1.0, scaled_gap=1.0 + r, scaled_gap_stderr=0.01,
                          limit=1.0, limit_stderr=0.01, limit_paired=1.0, rel=r, rel_lo=lo, rel_hi=hi,
                          gap_over_L_CD=0.1, L_CD=1.0, gap=0.001, gap_min_z=min_z, gap_z_at_N_max=min_z, R=1.0))
     return pd.DataFrame(rows)
@@ -114,6 +114,8 @@ def test_proxy_claims_and_the_collapsed_control(scale, w2, expected):
     (dict(proxy_ts=[0.0, 1.0]), "proxy_ts=[0.0, 1.0] is not valid"),
     (dict(ratio_max=1.5), "ratio_max=1.5 is not valid"),
     (dict(ot_batch=4096), "ot_batch=4096 is not valid"),
+    (dict(n_limit=10), "n_limit=10 is not valid"),
+    (dict(huber_cs=[0.1, -1.0]), "huber_cs=[0.1, -1.0] is not valid"),
 ])
 def test_bad_parameter_fails_clearly(tmp_path, params, message):
     assert_fails_clearly("ct_cd_gap", tmp_path / "bad.ipynb", message, **params)
@@ -134,3 +136,30 @@ def test_params_files_validate(variant):
         assert (tc["train_steps"], tc["train_overrides"], tc["seed"]) == (p["train_steps"], p["train_overrides"],
                                                                        p["seed"])
         assert (tc["n"], tc["ideal_steps"]) == (p["proxy_n"], p["ideal_steps"]) and set(p["proxy_ts"]) <= set(tc["ts"])
+
+
+def test_setup_checks_every_rule_before_any_work():
+    """setup takes the one mapping check_params returns; every rule names a declared parameter, and a bad value
+    is named in one line (no training configuration built, no folder made)."""
+    from gclib.experiments.params import notebook_parameters
+    declared = notebook_parameters("ct_cd_gap")
+    assert set(gap.RULES) <= set(declared)
+    with pytest.raises(ValueError, match=r"^ct_cd_gap: grad_n=0 is out of range"):
+        gap.setup({**declared, "grad_n": 0})
+    with pytest.raises(ValueError, match=r"^ct_cd_gap: level=1.0 is not valid"):
+        gap.setup({**declared, "level": 1.0})
+
+
+def test_limit_power_against_a_simulation_of_the_equivalence_test():
+    """limit_power (a closed form) against the verdict itself on simulated relative differences with true mean 0,
+    and limit_n_for_power inverts it."""
+    from gclib.experiments.transport_cost import equivalence_verdict
+    rng = np.random.default_rng(0)
+    for rel_sd, n in ((4.7, 8192), (4.7, 20480), (1.0, 400)):
+        # the exact sampling distribution of a normal sample's mean and standard error, 20000 times
+        m = rng.normal(0.0, rel_sd / np.sqrt(n), 20000)
+        se = rel_sd * np.sqrt(rng.chisquare(n - 1, 20000) / (n - 1)) / np.sqrt(n)
+        sim = np.mean([equivalence_verdict(a - 1.6449 * b, a + 1.6449 * b, 0.1) == "holds" for a, b in zip(m, se)])
+        assert abs(sim - gap.limit_power(rel_sd, n, 0.1)) < 0.015, (rel_sd, n, sim)
+    n80 = gap.limit_n_for_power(4.7, 0.1)
+    assert gap.limit_power(4.7, n80, 0.1) >= 0.8 > gap.limit_power(4.7, n80 - 200, 0.1)

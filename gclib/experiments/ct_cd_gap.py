@@ -19,6 +19,7 @@ trained model, on the exact flow of the data (the ideal) and on broken models it
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -30,9 +31,10 @@ from .. import report
 from ..couplings import ot_permutation
 from ..exact import velocity as exact_velocity
 from ..losses import pseudo_huber_c
-from ..metrics.gap import ct_cd_gap, ct_cd_gradients
+from ..metrics.gap import ct_cd_gaps, ct_cd_gradients
 from . import common, references
 from .common import claim, combine_verdicts, diff_verdict, interval_verdict
+from .params import between, check_rules, each, levels, optional, positive_int
 from .transport_cost import draws as shared_draws, equivalence_verdict
 
 PAPER = {
@@ -51,33 +53,50 @@ PAPER = {
 
 
 # --------------------------------------------------------------------------------------------- parameters
-def setup(variant: str, dataset: str, train_steps, train_overrides: dict, seed: int, device: str, T: float, Ns,
-          n_gap: int, huber_cs, ideal_Ns, ideal_n: int, ideal_steps: int, grad_Ns, grad_n: int, proxy_ts,
-          proxy_n: int, ot_batch: int, ratio_max: float = 0.5, level: float = 0.9, rel_tol: float = 0.1):
-    """Validate every parameter of notebooks/ct_cd_gap.ipynb (one clear ValueError naming it, before any work)
+# The allowed values of notebooks/ct_cd_gap.ipynb's parameters (their defaults are the notebook's parameters cell;
+# names and types are checked by ``check_params``). Bounds that depend on the data set's sigma range are checked in
+# ``setup`` once the training configuration is known.
+RULES = dict(
+    dataset=lambda name, v: common.check_dataset(v), train_steps=optional(positive_int), Ns=levels(),
+    n_gap=positive_int, n_limit=positive_int, huber_cs=each(between(0.0, float("inf"))),
+    rel_tol=between(0.0, 1.0), ideal_Ns=levels(), ideal_n=positive_int, ideal_steps=positive_int, grad_Ns=levels(),
+    grad_n=positive_int, proxy_n=positive_int, ot_batch=positive_int, ratio_max=between(0.0, 1.0),
+    level=between(0.0, 1.0))
+
+
+def setup(params):
+    """Check the parameters of notebooks/ct_cd_gap.ipynb (the mapping ``check_params`` returns; ``RULES``, then
+    the bounds that need the training configuration: one clear ValueError naming the parameter, before any work)
     and return (cfg, device, out): the IC training configuration, the resolved device and the results folder."""
-    common.check_dataset(dataset)
-    for name, v in dict(n_gap=n_gap, ideal_n=ideal_n, ideal_steps=ideal_steps, grad_n=grad_n, proxy_n=proxy_n,
-                        ot_batch=ot_batch).items():
-        common.check_positive_int(name, v)
-    common.check_levels("Ns", Ns)
-    common.check_levels("ideal_Ns", ideal_Ns)
-    common.check_levels("grad_Ns", grad_Ns)
-    if ot_batch > proxy_n:
-        raise ValueError(f"ot_batch={ot_batch!r} is not valid; it must be at most proxy_n={proxy_n}")
-    for name, v, lo, hi in (("ratio_max", ratio_max, 0.0, 1.0), ("level", level, 0.0, 1.0),
-                            ("rel_tol", rel_tol, 0.0, 1.0)):
-        if not (isinstance(v, (int, float)) and lo < v < hi):
-            raise ValueError(f"{name}={v!r} is not valid; it must be a number in ({lo}, {hi})")
-    for c in huber_cs or ():
-        if c is not None and not (isinstance(c, (int, float)) and c > 0):
-            raise ValueError(f"huber_cs={list(huber_cs)!r} is not valid; every c must be > 0 (or null for the paper's c)")
-    cfg = common.train_config(dataset, "ic", steps=train_steps, seed=seed, **train_overrides)
-    if not cfg.sigma_min < float(T) <= cfg.sigma_max:
-        raise ValueError(f"T={T!r} is not valid; it must be in (sigma_min, sigma_max] = ({cfg.sigma_min}, {cfg.sigma_max}]")
-    common.check_levels("proxy_ts", proxy_ts, lo=cfg.sigma_min, hi=cfg.sigma_max)
-    dev = common.resolve_device(device)
-    return cfg, dev, report.results_dir("ct_cd_gap", variant)
+    p = check_rules("ct_cd_gap", params, RULES)
+    if p.ot_batch > p.proxy_n:
+        raise ValueError(f"ct_cd_gap: ot_batch={p.ot_batch!r} is not valid; it must be at most proxy_n={p.proxy_n}")
+    if p.n_limit < p.n_gap:
+        raise ValueError(f"ct_cd_gap: n_limit={p.n_limit!r} is not valid; it must be at least n_gap={p.n_gap}")
+    cfg = common.train_config(p.dataset, "ic", steps=p.train_steps, seed=p.seed, **p.train_overrides)
+    if not cfg.sigma_min < float(p.T) <= cfg.sigma_max:
+        raise ValueError(f"ct_cd_gap: T={p.T!r} is not valid; it must be in (sigma_min, sigma_max] = "
+                         f"({cfg.sigma_min}, {cfg.sigma_max}]")
+    levels(lo=cfg.sigma_min, hi=cfg.sigma_max)("proxy_ts", p.proxy_ts)
+    dev = common.resolve_device(p.device)
+    return cfg, dev, report.results_dir("ct_cd_gap", p.variant)
+
+
+def limit_power(rel_sd: float, n: int, tol: float, level: float = 0.9) -> float:
+    """Power of the limit row's equivalence test when N gap equals the limit: the chance that the ``level``
+    interval m +- z se of the relative difference lies inside +-tol, with m ~ N(0, se^2), se = rel_sd / sqrt(n)
+    (rel_sd: the per-sample standard deviation of (N gap_k - limit_k) / limit). 2 Phi(tol / se - z) - 1, or 0."""
+    from scipy import stats
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    se = rel_sd / np.sqrt(n)
+    return float(max(0.0, 2 * stats.norm.cdf(tol / se - z) - 1)) if se > 0 else 1.0
+
+
+def limit_n_for_power(rel_sd: float, tol: float, power: float = 0.8, level: float = 0.9) -> int:
+    """The smallest n with ``limit_power`` >= power: n = (rel_sd (z + z_p) / tol)^2, z_p = Phi^-1((1 + power) / 2)."""
+    from scipy import stats
+    z, zp = float(stats.norm.ppf(0.5 + level / 2)), float(stats.norm.ppf(0.5 + power / 2))
+    return int(np.ceil((rel_sd * (z + zp) / tol) ** 2))
 
 
 # --------------------------------------------------------------------------------------------- Theorem 1 (i)
@@ -91,10 +110,22 @@ def gap_settings(d: int, huber_cs=(None,)) -> list[dict]:
     return out
 
 
-def _gap(model, data, s, T, Ns, n, seed, teacher=None):
+def _gaps(model, data, settings, T, Ns, n, seed, **kw):
+    """``ct_cd_gaps`` for every distance of ``settings`` from one pass: {label: GapResult}."""
     with warnings.catch_warnings():  # torch's own forward-mode AD calls the deprecated torch.jit.script
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-        return ct_cd_gap(model, data, T=T, Ns=Ns, n=n, distance=s["distance"], c=s["c"], seed=seed, teacher=teacher)
+        rs = ct_cd_gaps(model, data, [(s["distance"], s["c"]) for s in settings], T=T, Ns=Ns, n=n, seed=seed, **kw)
+    return {s["label"]: r for s, r in zip(settings, rs)}
+
+
+def _with_limit(r, ref):
+    """A limit=False result completed with the limit of ``ref`` (the same draws, the true velocity): the wrong
+    teacher changes L_CD, never the predicted limit."""
+    assert r.info["n"] == ref.info["n"], "the two results must share their draws"
+    return dataclasses.replace(r, limit=ref.limit, limit_stderr=ref.limit_stderr, limit_paired=ref.limit_paired,
+                               limit_paired_stderr=ref.limit_paired_stderr, R=ref.R, R_stderr=ref.R_stderr,
+                               per_sample={**r.per_sample, "plain": ref.per_sample["plain"],
+                                           "paired": ref.per_sample["paired"]})
 
 
 def summarise_gap(r, setting: str, model: str, level: float = 0.9) -> dict:
@@ -110,7 +141,8 @@ def summarise_gap(r, setting: str, model: str, level: float = 0.9) -> dict:
     lim = float(r.limit) if r.limit != 0 else float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (t.gap / t.gap_stderr).to_numpy()
-    return dict(setting=setting, model=model, N_max=int(big.N), scaled_gap=float(big.scaled_gap),
+    return dict(setting=setting, model=model, N_max=int(big.N), n=len(d), rel_sd=float(d.std(ddof=1)) / abs(lim),
+                scaled_gap=float(big.scaled_gap),
                 scaled_gap_stderr=float(big.scaled_gap_stderr), limit=float(r.limit), limit_stderr=float(r.limit_stderr),
                 limit_paired=float(r.limit_paired), rel=m / lim, rel_lo=(m - zq * se) / lim,
                 rel_hi=(m + zq * se) / lim, gap_over_L_CD=float(big.gap / big.L_CD) if big.L_CD else float("nan"),
@@ -119,31 +151,38 @@ def summarise_gap(r, setting: str, model: str, level: float = 0.9) -> dict:
 
 
 def gap_curves(models: dict, data, settings, T: float = 1.0, Ns=(10, 40, 160, 640, 2560, 10240), n: int = 8192,
-               ideal_Ns=(10240,), ideal_n: int = 512, seed: int = 0, level: float = 0.9, out=None):
-    """The CT/CD gap of each model for each distance in ``settings``: "trained" on ``Ns`` with n samples, "ideal"
-    (the exact flow) on ``ideal_Ns`` with ideal_n samples (the flow map is slow), and the control "wrong teacher"
-    (the trained model with CD's teacher v = 0). Returns (table, limits): table, the scaled gap per (model, setting,
-    N); limits, one ``summarise_gap`` row per (model, setting). Writes gap_vs_N.csv and gap_limits.csv."""
-    tables, rows = [], []
-    s0 = float(models["trained"].sigma_min)
+               n_limit: int | None = None, ideal_Ns=(10240,), ideal_n: int = 512, seed: int = 0, level: float = 0.9,
+               out=None):
+    """The CT/CD gap of each model for each distance in ``settings`` (all distances from one set of network
+    evaluations): "trained" on ``Ns``, the smaller N on n samples and the largest N and the limit on
+    n_limit >= n (default n: the equivalence test's power is set there); "ideal" (the exact flow) on ``ideal_Ns``
+    with ideal_n samples (the flow map is slow); the control "wrong teacher" (the trained model with CD's teacher
+    v = 0) at the largest N on the trained model's n_limit draws, judged against the trained model's limit.
+    Returns (table, limits, results): table, the scaled gap per (model, setting, N); limits, one ``summarise_gap``
+    row per (model, setting); results, {(model, setting): GapResult}. Writes gap_vs_N.csv and gap_limits.csv."""
+    n_limit = n if n_limit is None else int(n_limit)
+    runs = {"trained": _gaps(models["trained"], data, settings, T, Ns, n_limit, seed, n_curve=min(n, n_limit))}
+    wrong = _gaps(models["trained"], data, settings, T, Ns[-1:], n_limit, seed, teacher=references.zero_velocity,
+                  limit=False)
+    runs["wrong teacher"] = {k: _with_limit(r, runs["trained"][k]) for k, r in wrong.items()}
+    if "ideal" in models:
+        runs["ideal"] = _gaps(models["ideal"], data, settings, T, ideal_Ns, ideal_n, seed)
+    tables, rows, results = [], [], {}
     for s in settings:
-        runs = {"trained": _gap(models["trained"], data, s, T, Ns, n, seed),
-                "wrong teacher": _gap(models["trained"], data, s, T, Ns[-1:], n, seed, references.zero_velocity)}
-        if "ideal" in models:
-            runs["ideal"] = _gap(models["ideal"], data, s, T, ideal_Ns, ideal_n, seed)
-        for label, r in runs.items():
+        for label, rs in runs.items():
+            r = rs[s["label"]]
+            results[(label, s["label"])] = r
             tb = r.table.copy()
             tb.insert(0, "model", label)
             tb.insert(0, "setting", s["label"])
             tb["limit"] = r.limit
             tables.append(tb)
             rows.append(summarise_gap(r, s["label"], label, level))
-    del s0
     table, limits = pd.concat(tables, ignore_index=True), pd.DataFrame(rows)
     if out is not None:
         report.save_table(table, Path(out) / "gap_vs_N.csv")
         report.save_table(limits, Path(out) / "gap_limits.csv")
-    return table, limits
+    return table, limits, results
 
 
 def plot_gap(table: pd.DataFrame, limits: pd.DataFrame, out) -> None:
@@ -182,31 +221,36 @@ def _limit(r, tol) -> str:
 
 
 def _lim_txt(r) -> str:
-    return (f"N={r.N_max}: N gap {r.scaled_gap:.3g}, limit {r.limit:.3g} +- {r.limit_stderr:.2g}, "
+    return (f"N={r.N_max}, n={r.n}: N gap {r.scaled_gap:.3g}, limit {r.limit:.3g} +- {r.limit_stderr:.2g}, "
             f"(N gap - limit)/limit {r.rel:+.1%} [{r.rel_lo:+.1%}, {r.rel_hi:+.1%}]")
 
 
 # --------------------------------------------------------------------------------------------- deterministic
-def deterministic(models: dict, data, T: float = 1.0, N: int = 1280, n: int = 1024, seed: int = 0) -> pd.DataFrame:
-    """R and the CT/CD gap for a deterministic coupling: the data set reduced to its first point, where
-    v_t(x + t z) = z exactly (CT = CD), for each model in ``models`` (the ideal flow of that one point is
-    ``references.IdealFlow``), beside the same model on the whole data set (the IC coupling: R > 0).
-    Columns model, data, R, limit, scaled_gap, gap_z (gap / its standard error; 0 when both are 0)."""
+def deterministic(models: dict, data, T: float = 1.0, N: int = 1280, n: int = 1024, seed: int = 0,
+                  data_set: dict | None = None) -> pd.DataFrame:
+    """R and the CT/CD gap (squared L2) for a deterministic coupling: the data set reduced to its first point,
+    where v_t(x + t z) = z exactly (CT = CD), for each model in ``models`` (the ideal flow of that one point is
+    ``references.IdealFlow``), beside the same model on the whole data set (the IC coupling: R > 0), taken from
+    ``data_set`` ({model: GapResult} of the whole set at the same N, e.g. ``gap_curves``' squared-L2 results)
+    when given, computed here otherwise. Columns model, data, R, limit, scaled_gap, gap_z (gap / its standard
+    error; 0 when both are 0)."""
     rows = []
     one = torch.as_tensor(data)[:1]
+    l2 = [dict(label="l2", distance="l2", c=None)]
     for label, m in models.items():
         for name, dd in (("one point", one), ("data set", data)):
             if label == "ideal" and name == "one point":
-                m_ = references.IdealFlow(one, 8)
+                r = _gaps(references.IdealFlow(one, 8), one, l2, T, [N], min(n, 256), seed)["l2"]
             elif label == "ideal":
                 continue  # the ideal flow on the whole set is measured by gap_curves
+            elif name == "data set" and data_set and label in data_set:
+                r = data_set[label]
             else:
-                m_ = m
-            r = _gap(m_, dd, dict(distance="l2", c=None), T, [N], n if label != "ideal" else min(n, 256), seed)
+                r = _gaps(m, dd, l2, T, [N], n, seed)["l2"]
             last = r.table.iloc[-1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 gz = float(np.float64(last.gap) / np.float64(last.gap_stderr))
-            rows.append(dict(model=label, data=name, R=float(r.R), limit=float(r.limit),
+            rows.append(dict(model=label, data=name, N=int(last.N), n=int(last.n), R=float(r.R), limit=float(r.limit),
                              scaled_gap=float(last.scaled_gap), gap_z=gz if np.isfinite(gz) else 0.0))
     return pd.DataFrame(rows)
 
@@ -274,7 +318,8 @@ def gap_claims(limits: pd.DataFrame, grads: pd.DataFrame, det: pd.DataFrame, rel
         cv = _limit(wt, rel_tol)
         c = claim(f"N (L_CT - L_CD) converges to Theorem 1's limit C T^(alpha-1) R with R from the true velocity "
                   f"(plain estimator; within {rel_tol:.0%}, 90% interval) ({st})", combine_verdicts(parts),
-                  f"trained: {_lim_txt(tr)} ({parts[0]}) / ideal: " + (f"{_lim_txt(idl)} ({parts[1]})" if idl is not None
+                  f"trained: {_lim_txt(tr)} ({parts[0]}; power of the {rel_tol:.0%} test at this n, from the per-sample "
+                  f"spread: {limit_power(tr.rel_sd, tr.n, rel_tol):.0%}) / ideal: " + (f"{_lim_txt(idl)} ({parts[1]})" if idl is not None
                                                                       else "n/a")
                   + f" / control wrong teacher v = 0: {_lim_txt(wt)} ({cv}); paired estimator (the per-sample Taylor "
                     f"identity, true for any teacher; not judged): trained {tr.limit_paired:.3g}, wrong teacher "

@@ -165,3 +165,68 @@ def _say_where(notebook: str, variant, root=None) -> None:
     if target != here and target not in here.parents:
         print(f"{notebook}: this notebook runs outside the gclib project tree; its results go to "
               f"{target / 'results' / notebook / str(variant)}")
+
+
+# --------------------------------------------------------------------------------------------- value rules
+# A notebook driver declares the allowed values of its parameters ONCE, beside their names, in a ``RULES`` dict
+# {name: rule}; ``check_rules`` applies them to the checked mapping before any work. A rule is a function
+# (name, value) -> None raising one ValueError that names the parameter, its value and what is allowed.
+def positive_int(name: str, value) -> None:
+    from ..checks import check_positive_int
+    check_positive_int(name, value)
+
+
+def optional(rule):
+    """``rule``, or None (the notebook's 'use the default' value)."""
+    def check(name: str, value) -> None:
+        if value is not None:
+            rule(name, value)
+    check.__doc__ = f"None or {rule.__doc__ or rule.__name__}"
+    return check
+
+
+def between(lo: float, hi: float, closed_hi: bool = False):
+    """A number in (lo, hi) (or (lo, hi] with closed_hi)."""
+    def check(name: str, value) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and lo < value and (
+            value <= hi if closed_hi else value < hi)
+        if not ok:
+            raise ValueError(f"{name}={value!r} is not valid; it must be a number in ({lo}, {hi}{']' if closed_hi else ')'}")
+    return check
+
+
+def levels(lo: float | None = None, hi: float | None = None):
+    """A non-empty list of positive finite levels (within [lo, hi] when given)."""
+    def check(name: str, value) -> None:
+        from ..checks import check_levels
+        check_levels(name, value, lo=lo, hi=hi)
+    return check
+
+
+def each(rule):
+    """A list (or None) whose every element passes ``rule`` (None elements allowed: 'the default')."""
+    def check(name: str, value) -> None:
+        if value is None:
+            return
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name}={value!r} is not valid; it must be a list")
+        for v in value:
+            if v is not None:
+                try:
+                    rule(name, v)
+                except ValueError as e:
+                    raise ValueError(f"{name}={list(value)!r} is not valid; every element: {e}") from None
+    return check
+
+
+def check_rules(notebook: str, params, rules: dict) -> SimpleNamespace:
+    """The checked parameter mapping (a dict or the namespace ``check_params`` returns) as a namespace, after
+    every rule of ``rules`` passed (one ValueError, prefixed with the notebook's name, for the first that fails).
+    A rule for a name the mapping lacks is a programming error (KeyError)."""
+    p = dict(vars(params)) if isinstance(params, SimpleNamespace) else dict(params)
+    for name, rule in rules.items():
+        try:
+            rule(name, p[name])
+        except ValueError as e:
+            raise ValueError(f"{notebook}: {e}") from None
+    return SimpleNamespace(**p)

@@ -91,20 +91,30 @@ class GapResult:
 
 
 def _jvp_terms(model, xt: torch.Tensor, t: torch.Tensor, w: torch.Tensor, v: torch.Tensor):
-    """(J w, J v, d_t f) at (xt, t), J = df/dx, each (B, ...), by forward-mode AD."""
+    """(J w, J v + d_t f) at (xt, t), J = df/dx, each (B, ...), by forward-mode AD: the second is ONE derivative
+    along the PF-ODE direction (v, 1) in (x, t)."""
     from torch.func import jvp
 
-    fx = lambda y: model(y, t)  # noqa: E731
-    _, jw = jvp(fx, (xt,), (w,))
-    _, jv = jvp(fx, (xt,), (v,))
-    _, dt = jvp(lambda s: model(xt, s), (t,), (torch.ones_like(t),))
-    return jw, jv, dt
+    _, jw = jvp(lambda y: model(y, t), (xt,), (w,))
+    _, along = jvp(lambda y, s: model(y, s), (xt, t), (v, torch.ones_like(t)))
+    return jw, along
+
+
+def _distance(d: int, distance: str, c: float | None):
+    """(D(a, b) per row, C, c) for distance 'l2' (alpha = 2, C = 1) or 'pseudo_huber' (C = 1 / (2 c))."""
+    if distance not in ("l2", "pseudo_huber"):
+        raise ValueError(f"distance={distance!r} is not valid; allowed values: 'l2', 'pseudo_huber'")
+    if distance == "pseudo_huber":
+        c = float(c) if c is not None else pseudo_huber_c(d)
+        return (lambda a, b: pseudo_huber(a, b, c)), 1.0 / (2.0 * c), c
+    return squared_l2, 1.0, c
 
 
 def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distance: str = "l2",
               c: float | None = None, weight: str | Callable = "inverse_step", sigma_min: float | None = None,
               velocity: Callable | None = None, batch_size: int = 4096, generator: torch.Generator | None = None,
-              seed: int = 0, teacher: Callable | None = None) -> GapResult:
+              seed: int = 0, teacher: Callable | None = None, n_curve: int | None = None,
+              limit: bool = True) -> GapResult:
     """L_CT, L_CD and the scaled gap for N equally spaced steps on [sigma_min, T], and its predicted limit.
 
     model: f(x, sigma) acting row-wise (its mode is set to eval and restored); data: the finite point set
@@ -119,13 +129,30 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     ``per_sample`` of the result holds, per sample (numpy (n,)), the scaled gap at the largest N
     (``scaled_gap_N_max``), the plain and paired limit terms scaled like the limit (``plain``, ``paired``: their
     means are limit and limit_paired) and L_CD at the largest N (``L_CD_N_max``).
+    n_curve: every N but the last (the largest) uses only the first n_curve samples (the last N and the limit use all n;
+    the table's column n says how many). limit=False skips the limit (its fields are NaN): for a second teacher on
+    the same draws, whose limit is the first call's.
+    ``ct_cd_gaps`` computes several distances from the same network evaluations.
     """
-    if distance not in ("l2", "pseudo_huber"):
-        raise ValueError(f"distance={distance!r} is not valid; allowed values: 'l2', 'pseudo_huber'")
+    return ct_cd_gaps(model, data, [(distance, c)], T=T, Ns=Ns, n=n, weight=weight, sigma_min=sigma_min,
+                      velocity=velocity, batch_size=batch_size, generator=generator, seed=seed, teacher=teacher,
+                      n_curve=n_curve, limit=limit)[0]
+
+
+def ct_cd_gaps(model, data, distances=(("l2", None),), T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096,
+               weight: str | Callable = "inverse_step", sigma_min: float | None = None, velocity: Callable | None = None,
+               batch_size: int = 4096, generator: torch.Generator | None = None, seed: int = 0,
+               teacher: Callable | None = None, n_curve: int | None = None, limit: bool = True) -> list[GapResult]:
+    """``ct_cd_gap`` for each (distance, c) of ``distances`` from ONE set of network evaluations (the draws, the
+    model's outputs and the limit's Jacobian-vector products do not depend on the distance): a list of
+    ``GapResult``, one per distance, each equal to ``ct_cd_gap`` with that distance alone."""
     if not (weight == "inverse_step" or callable(weight)):
         raise ValueError(f"weight={weight!r} is not valid; allowed: 'inverse_step' or a function lambda(t)")
     pts = as_tensor(data)
     d = int(pts[0].numel())
+    dists = [_distance(d, dist, c) for dist, c in distances]
+    if not dists:
+        raise ValueError("distances is empty; give at least one (distance, c)")
     s = float(sigma_min if sigma_min is not None else getattr(model, "sigma_min"))
     T = float(T)
     if not T > s:
@@ -133,12 +160,9 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     Ns = [int(N) for N in Ns]
     if any(N < 1 for N in Ns):
         raise ValueError(f"Ns={Ns} must be positive integers")
-    if distance == "pseudo_huber":
-        c = float(c) if c is not None else pseudo_huber_c(d)
-        dist = lambda a, b: pseudo_huber(a, b, c)  # noqa: E731
-        C = 1.0 / (2.0 * c)
-    else:
-        dist, C = squared_l2, 1.0
+    n_curve = n if n_curve is None else int(n_curve)
+    if not 1 <= n_curve <= n:
+        raise ValueError(f"n_curve={n_curve} must be in [1, n = {n}]")
     inverse_step = weight == "inverse_step"
     p = 1 if inverse_step else 2
 
@@ -152,10 +176,12 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     vel = velocity if velocity is not None else (lambda y, sig: exact_velocity(y, pts_dev, sig))
     teach = teacher if teacher is not None else vel
 
-    ct = {N: torch.empty(n, dtype=torch.float64) for N in Ns}
-    cd = {N: torch.empty(n, dtype=torch.float64) for N in Ns}
-    r_plain = torch.empty(n, dtype=torch.float64)
-    r_paired = torch.empty(n, dtype=torch.float64)
+    size = {N: (n if N == Ns[-1] else n_curve) for N in Ns}
+    ct = [{N: torch.empty(size[N], dtype=torch.float64) for N in Ns} for _ in dists]
+    cd = [{N: torch.empty(size[N], dtype=torch.float64) for N in Ns} for _ in dists]
+    nan = torch.full((n,), float("nan"), dtype=torch.float64)
+    r_plain, r_paired = (torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)) if limit \
+        else (nan, nan.clone())
     with eval_mode(model):
         for a in range(0, n, batch_size):
             sl = slice(a, a + batch_size)
@@ -164,54 +190,68 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
             u = u_all[sl].to(device)
             with torch.no_grad():
                 for N in Ns:
+                    m = min(len(x), size[N] - a)  # rows of this chunk that N uses
+                    if m <= 0:
+                        continue
+                    xs, zs, us = x[:m], z[:m], u[:m]
                     h = (T - s) / N
-                    i = torch.clamp(torch.floor(u * N), max=N - 1)
+                    i = torch.clamp(torch.floor(us * N), max=N - 1)
                     t_lo = (s + i * h).to(dtype)
                     t_hi = (s + (i + 1) * h).to(dtype)
                     lam = torch.full_like(t_lo, 1.0 / h) if inverse_step else torch.as_tensor(
                         weight(s + i * h), dtype=dtype, device=device).expand_as(t_lo)
-                    x_hi = x + pad_dims(t_hi, x) * z
-                    x_ct = x + pad_dims(t_lo, x) * z
-                    x_cd = x_hi + pad_dims(t_lo - t_hi, x) * teach(x_hi, t_hi).to(dtype)
+                    x_hi = xs + pad_dims(t_hi, xs) * zs
+                    x_ct = xs + pad_dims(t_lo, xs) * zs
+                    x_cd = x_hi + pad_dims(t_lo - t_hi, xs) * teach(x_hi, t_hi).to(dtype)
                     # consistency_loss's lambda D(sg f(x_lo, t_lo), f(x_hi, t_hi)), with f(x_hi, t_hi) computed once
                     # for both losses (eval mode: no dropout, so the shared pass changes nothing)
-                    f_hi = model(x_hi, t_hi)
-                    ct[N][sl] = (lam.to(f_hi.dtype) * dist(f_hi, model(x_ct, t_lo))).double().cpu()
-                    cd[N][sl] = (lam.to(f_hi.dtype) * dist(f_hi, model(x_cd, t_lo))).double().cpu()
+                    f_hi, f_ct, f_cd = model(x_hi, t_hi), model(x_ct, t_lo), model(x_cd, t_lo)
+                    lam = lam.to(f_hi.dtype)
+                    rows = slice(a, a + m)
+                    for k, (dist, _, _) in enumerate(dists):
+                        ct[k][N][rows] = (lam * dist(f_hi, f_ct)).double().cpu()
+                        cd[k][N][rows] = (lam * dist(f_hi, f_cd)).double().cpu()
+            if not limit:
+                continue
             # limit: t_u = s + u (T - s) on the same samples
             t = (s + u * (T - s)).to(dtype)
             xt = x + pad_dims(t, x) * z
             with torch.no_grad():
                 v = vel(xt, t).to(dtype)
-            jw, jv, dtf = _jvp_terms(model, xt, t, z - v, v)
+            jw, along = _jvp_terms(model, xt, t, z - v, v)
             lam_t = torch.ones_like(t) if inverse_step else torch.as_tensor(
                 weight((s + u * (T - s)).to(torch.float64)), dtype=dtype, device=device).expand_as(t)
             base = sq_norm_rows(jw.detach())
-            cross = 2.0 * ((jv + dtf).detach() * jw.detach()).reshape(jw.shape[0], -1).sum(1)
+            cross = 2.0 * (along.detach() * jw.detach()).reshape(jw.shape[0], -1).sum(1)
             r_plain[sl] = (lam_t * base).double().cpu()
             r_paired[sl] = (lam_t * (base + cross)).double().cpu()
 
-    rows = []
-    for N in Ns:
-        diff = ct[N] - cd[N]
-        gap, gap_se = mean_stderr(diff)
-        rows.append(dict(N=N, h=(T - s) / N, L_CT=float(ct[N].mean()), L_CD=float(cd[N].mean()), gap=gap,
-                         gap_stderr=gap_se, scaled_gap=N ** p * gap, scaled_gap_stderr=N ** p * gap_se,
-                         N2_gap=N ** 2 * gap))
-    table = pd.DataFrame(rows)
-    R, R_se = mean_stderr(r_plain)
-    Rp, Rp_se = mean_stderr(r_paired)
+    R, R_se = mean_stderr(r_plain) if limit else (float("nan"), float("nan"))
+    Rp, Rp_se = mean_stderr(r_paired) if limit else (float("nan"), float("nan"))
     # R (or R_1) = (T - s) E_u[...]; limit = C (T - s)^(p - 1) R
     R, R_se, Rp, Rp_se = [(T - s) * q for q in (R, R_se, Rp, Rp_se)]
-    fac = C * (T - s) ** (p - 1)
-    table.attrs.update(limit=fac * R, exponent=p)
-    return GapResult(table=table, limit=fac * R, limit_stderr=fac * R_se, limit_paired=fac * Rp,
-                     limit_paired_stderr=fac * Rp_se, exponent=p, C=C, R=R, R_stderr=R_se, T=T, sigma_min=s,
-                     weight="inverse_step" if inverse_step else getattr(weight, "__name__", "callable"),
-                     info=dict(n=n, distance=distance, c=c, d=d),
-                     per_sample=dict(scaled_gap_N_max=(Ns[-1] ** p * (ct[Ns[-1]] - cd[Ns[-1]])).numpy(),
-                                     plain=(fac * (T - s) * r_plain).numpy(), paired=(fac * (T - s) * r_paired).numpy(),
-                                     L_CD_N_max=cd[Ns[-1]].numpy(), L_CT_N_max=ct[Ns[-1]].numpy()))
+    results = []
+    for k, (_, C, c) in enumerate(dists):
+        rows = []
+        for N in Ns:
+            diff = ct[k][N] - cd[k][N]
+            gap, gap_se = mean_stderr(diff)
+            rows.append(dict(N=N, n=size[N], h=(T - s) / N, L_CT=float(ct[k][N].mean()), L_CD=float(cd[k][N].mean()),
+                             gap=gap, gap_stderr=gap_se, scaled_gap=N ** p * gap, scaled_gap_stderr=N ** p * gap_se,
+                             N2_gap=N ** 2 * gap))
+        table = pd.DataFrame(rows)
+        fac = C * (T - s) ** (p - 1)
+        table.attrs.update(limit=fac * R, exponent=p)
+        big = Ns[-1]
+        results.append(GapResult(
+            table=table, limit=fac * R, limit_stderr=fac * R_se, limit_paired=fac * Rp, limit_paired_stderr=fac * Rp_se,
+            exponent=p, C=C, R=R, R_stderr=R_se, T=T, sigma_min=s,
+            weight="inverse_step" if inverse_step else getattr(weight, "__name__", "callable"),
+            info=dict(n=n, n_curve=n_curve, distance=distances[k][0], c=c, d=d),
+            per_sample=dict(scaled_gap_N_max=(big ** p * (ct[k][big] - cd[k][big])).numpy(),
+                            plain=(fac * (T - s) * r_plain).numpy(), paired=(fac * (T - s) * r_paired).numpy(),
+                            L_CD_N_max=cd[k][big].numpy(), L_CT_N_max=ct[k][big].numpy())))
+    return results
 
 
 # --------------------------------------------------------------------------------------------- Theorem 1 (ii)
