@@ -60,7 +60,7 @@ from .runlog import RunLog
 from .rng import Streams
 from .rundir import (RunLock, RunLockedError, RunPaths, done_checkpoint, read_eval, read_json_guarded, start_metrics,
                      truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
-from .schedules import ect_pairs, karras_sigmas, num_points
+from .objectives import Loss, make_loss, prefetches_ot
 from .step import NonFiniteLossError, train_step
 
 __all__ = ["train", "TrainResult", "RunState", "load_model", "build_model", "data_shape", "save_samples",
@@ -104,6 +104,7 @@ class RunState:
     ema: EMA | None = None
     optimizer: torch.optim.Optimizer | None = None
     predictor: object = "ema"
+    loss: Loss | None = None                       # gclib.objectives: the objective and its schedule
     batches: BatchIterator | None = None
     streams: Streams | None = None
     step: int = 0
@@ -111,7 +112,6 @@ class RunState:
     last_ckpt: Path | None = None
     eval_rows: list = field(default_factory=list)
     fixed_noise: torch.Tensor | None = None
-    sigma_cache: dict = field(default_factory=dict)
     columns: list = field(default_factory=list)
     log: object = None
     writer: object = None
@@ -191,6 +191,7 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     st.optimizer = make_optimizer(cfg.optimizer, st.raw_model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay,
                                   cfg.eps)
     st.predictor = _resolve_predictor(cfg, st.raw_model, st.device)
+    st.loss = make_loss(cfg, predictor=st.predictor)  # ConsistencyLoss (ict), ECTLoss (ect) or DenoisingLoss
     st.batches = BatchIterator(data, st.per_rank_batch, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
     rank_seed = cfg.seed + 100_003 * d.rank
     torch.manual_seed(rank_seed)
@@ -273,21 +274,8 @@ def _open_logs(st: RunState) -> None:
 def _train_step(st: RunState, step: int, autocast) -> None:
     """Optimiser step ``step`` (1-based) and its metrics row."""
     cfg, k = st.cfg, step - 1
-    extra, distance = {}, cfg.distance
-    if cfg.objective == "denoising":
-        n = 0
-        extra = dict(objective="denoising", sigma_data=cfg.sigma_data)
-    elif cfg.schedule == "ect":
-        n = 0  # continuous time: no grid
-        r_floor = 0.0 if cfg.ect_r_clip == "zero" else cfg.sigma_min
-        extra = dict(sigma_pairs=ect_pairs(st.per_rank_batch, k, cfg.total_steps, st.streams.intervals,
-                                           cfg.sigma_min, cfg.sigma_max, cfg.p_mean, cfg.p_std, cfg.ect_q,
-                                           cfg.ect_stages, cfg.ect_k, cfg.ect_b, cfg.ect_stage_offset, r_floor))
-        distance = cfg.ect_distance or cfg.distance
-    else:
-        n = num_points(k, cfg.total_steps, cfg.s0, cfg.s1)
-    if n not in st.sigma_cache:
-        st.sigma_cache[n] = karras_sigmas(max(n, 2), cfg.sigma_min, cfg.sigma_max, cfg.rho)
+    st.loss.update_schedule(k)  # the iCT curriculum's grid N(k), ECT's stage at k
+    n, extra = st.loss.num_points, {}
     t0 = time.perf_counter()
     if st.prefetch is not None:  # flow ot: this step's pairing was solved while the previous step ran
         xb, zb, perm = st.prefetch.take()  # waiting for it (if at all) counts as step time, as solving did
@@ -301,10 +289,7 @@ def _train_step(st: RunState, step: int, autocast) -> None:
         t0 = time.perf_counter()
     try:
         with autocast:
-            res = train_step(st.model, st.optimizer, x, st.sigma_cache[n], step=k, ema=st.ema, flow=cfg.flow,
-                             mu=cfg.mu, predictor=st.predictor, distance=distance, generator=st.streams,
-                             ot_solver=cfg.ot_solver, predict_all=cfg.predict_all, p_mean=cfg.p_mean, p_std=cfg.p_std,
-                             **extra)
+            res = train_step(st.model, st.optimizer, x, st.loss, step=k, ema=st.ema, generator=st.streams, **extra)
     except NonFiniteLossError as e:
         kept = f"last good checkpoint: {st.last_ckpt}" if st.last_ckpt else "no checkpoint was written yet"
         raise NonFiniteLossError(f"non-finite loss at step {step} of run {st.paths.run_dir}: training stopped "
@@ -380,8 +365,8 @@ def _loop(st: RunState) -> None:
     bar = tqdm(total=cfg.total_steps, initial=st.step, disable=not (show and st.dist.main), desc=cfg.name,
                dynamic_ncols=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if st.flags["bf16"] else contextlib.nullcontext()
-    if cfg.flow == "ot" and cfg.ot_prefetch and cfg.objective == "consistency":
-        st.prefetch = OTPrefetcher(st.batches, st.streams.noise, cfg.ot_solver)
+    if cfg.ot_prefetch and prefetches_ot(st.loss):
+        st.prefetch = OTPrefetcher(st.batches, st.streams.noise, st.loss.coupling.solver)
     if st.runlog is not None and not bar.disable:  # status lines above the bar, not through it
         st.runlog.printer = lambda line: bar.write(line, file=sys.stdout)
     try:

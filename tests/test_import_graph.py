@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gclib"
 LAYERS = {
     "base": ["checks", "io", "rng", "device", "nets", "report", "yamlconf"],
     "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "paths", "optim",
-             "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "step", "prefetch"],
+             "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],
     "training": ["config", "models", "distributed", "train", "executors"],
     "experiments": ["experiments", "experiments.*"],

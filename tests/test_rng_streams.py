@@ -2,7 +2,7 @@
 and intervals at one seed; GC with mu = 0 is IC bit for bit; every stream is checkpointed."""
 import torch
 
-import gclib.step as gstep
+import gclib.objectives as gobj
 from gclib.checkpoint import load_checkpoint, newest_valid
 from gclib.rng import STREAM_NAMES, Streams, stream_seed
 from gclib.train import load_model, train
@@ -34,13 +34,13 @@ def test_gc_with_mu0_trains_bit_identical_weights_to_ic(tmp_path):
 
 def test_ic_ot_gc_draw_identical_batches_noise_and_intervals(tmp_path, monkeypatch):
     seen = {}
-    real = gstep.couple
+    real = gobj.couple
 
     def spy(flow, x, z, **kw):
         seen.setdefault(key, []).append((x.clone(), z.clone(), kw["sigma"].clone()))
         return real(flow, x, z, **kw)
 
-    monkeypatch.setattr(gstep, "couple", spy)
+    monkeypatch.setattr(gobj, "couple", spy)
     for key, kw in {"ic": dict(flow="ic"), "ot": dict(flow="ot"), "gc": dict(flow="gc", mu=0.5)}.items():
         train(tiny(tmp_path, name=key, **kw))
     for flow in ("ot", "gc"):
