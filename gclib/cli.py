@@ -1,7 +1,7 @@
 """The ``gclib`` command: train, sample, evaluate, reproduce.
 
-  gclib train params/train/toy_gc.yaml --set total_steps=500 --set lr=1e-4
-  torchrun --nproc_per_node=4 -m gclib train params/train/cifar10_gc.yaml
+  gclib train params/train/toy.yaml --flow gc --set total_steps=500 --set lr=1e-4
+  torchrun --nproc_per_node=4 -m gclib train params/train/cifar10.yaml --flow gc
   gclib sample runs/toy_gc-<hash>/checkpoints/ckpt-00002000.pt --n 1000 --steps 1 --out samples.png
   gclib evaluate runs/toy_gc-<hash>/checkpoints/ckpt-00002000.pt --metric w2 --metric nn_dist
   gclib reproduce
@@ -26,7 +26,7 @@ def _train(args) -> int:
     if args.fresh:
         _check_fresh(args)
         overrides.append("resume=false")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, flow=args.flow, overlays=args.overlay or ())
     if args.executor == "submitit" or args.submit:   # a submitit job (docs/cluster.md); checked before submitting
         from .executors import JobFailedError, executor_spec, parse_assignments, submit_train
         spec = executor_spec({"kind": args.executor or "submitit", **parse_assignments(args.submit)})
@@ -48,11 +48,12 @@ def _train(args) -> int:
 
 def _check_fresh(args) -> None:
     """``--fresh`` means resume=false: an explicit resume: true in the file or in --set contradicts it."""
-    from .config import _read_yaml, parse_overrides
+    from .config import compose, parse_overrides
     given = parse_overrides(args.set or []).get("resume")
     where = "--set resume=true"
-    if given is None:
-        given, where = _read_yaml(args.config).get("resume"), f"resume: true in {args.config}"
+    if given is None:   # the file with its flow overlay and --overlay files, flat or by section
+        given = compose(args.config, args.flow, args.overlay or ()).get("resume")
+        where = f"resume: true in {args.config}" + (" or its overlays" if args.flow or args.overlay else "")
     if given is True:
         raise ValueError(f"--fresh (start afresh: resume=false) conflicts with {where}; drop one of them")
 
@@ -162,10 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--status", action="store_true", help="say how far the long profiles' runs are, then stop")
 
     t = sub.add_parser("train", help="train a consistency model from a YAML config (torchrun-ready)",
-                       description="Train from a YAML config (see params/train/). Every key of gclib.config.Config "
-                                   "can be overridden with --set key=value. Resumes from the newest valid checkpoint "
-                                   "of the run directory unless resume=false; returns at once if the run finished.")
-    t.add_argument("config", help="YAML file, e.g. params/train/toy_gc.yaml")
+                       description="Train from a YAML config (see params/train/): a data set's preset, composed "
+                                   "with a flow (--flow gc: the overlay flows/gc.yaml beside the preset, then the "
+                                   "preset's own settings for that flow) and further overlay files (--overlay). "
+                                   "Every key of gclib.config.Config can be overridden with --set key=value (or "
+                                   "section.key=value). Resumes from the newest valid checkpoint of the run "
+                                   "directory unless resume=false; returns at once if the run finished.")
+    t.add_argument("config", help="YAML file, e.g. params/train/toy.yaml (a preset: its own flow, IC)")
+    t.add_argument("--flow", default=None, metavar="FLOW",
+                   help="compose the preset with this flow's overlay, flows/FLOW.yaml beside it (ic, ot, gc)")
+    t.add_argument("--overlay", action="append", metavar="FILE",
+                   help="a YAML file applied over the config after the flow's overlay (repeatable)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--run-dir", help="run directory (default: <runs_dir>/<name>-<config hash>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

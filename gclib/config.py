@@ -16,11 +16,13 @@ dict may be written flat (``lr: 1.0e-4``), by section (``optim: {lr: 1.0e-4}``) 
 names the section too. A key in the wrong section, an unknown section or a key given twice is one ConfigError.
 
 Composition (params/train/). A preset (``digits.yaml``, ``cifar10.yaml``, ...) is the complete configuration of
-one data set with its default flow. ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
-flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines), then the preset's
-``flows: {gc: {...}}`` entry (that data set's settings for that flow, e.g. CIFAR-10's dropout), then the
-overrides. ``overlays=[path, ...]`` (``--overlay FILE``) applies further files after the flow's. A ``{flow}`` in
-``name`` is replaced by the flow (``name: digits_{flow}`` -> ``digits_gc``).
+one data set with its own flow (IC). ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
+flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines), the preset's
+``flows: {gc: {...}}`` entry (that data set's settings for that flow, e.g. CIFAR-10's dropout 0), the files
+``overlays=[path, ...]`` (``--overlay FILE``; one that sets ``flow:`` is followed by the preset's entry for that
+flow, so ``--overlay params/train/flows/gc.yaml`` is ``--flow gc``), then the overrides. A ``{flow}`` in ``name``
+is replaced by the final flow (``name: digits_{flow}`` -> ``digits_gc``). ``--set flow=gc`` changes the flow alone
+(no overlay, no entry).
 
 The allowed names live beside their code: datasets in ``gclib.data``, models in ``gclib.nets``, optimisers in
 ``gclib.optim``, distances in ``gclib.losses``, flows (the coupling registry) and OT solvers in ``gclib.couplings``,
@@ -657,7 +659,7 @@ def parse_overrides(items) -> dict:
 
 def flow_overlay(preset, flow: str) -> Path:
     """The overlay file of ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it."""
-    check_choice("flow", flow, COUPLING_REGISTRY)
+    check_choice("flow", flow, COUPLING_REGISTRY, error=ConfigError)
     folder = Path(preset).parent / "flows"
     path = folder / f"{flow}.yaml"
     if not path.is_file():
@@ -676,7 +678,7 @@ def _per_flow(raw, path) -> dict:
                           f"(e.g. gc: {{dropout: 0.0}}), not {raw!r}")
     out = {}
     for flow, settings in raw.items():
-        check_choice(f"{PER_FLOW_KEY}.{flow}", flow, COUPLING_REGISTRY)
+        check_choice(f"{PER_FLOW_KEY}.{flow}", flow, COUPLING_REGISTRY, error=ConfigError)
         if not isinstance(settings, dict):
             raise ConfigError(f"config file {str(path)!r}: {PER_FLOW_KEY}.{flow} must hold key: value settings, "
                               f"not {settings!r}")
@@ -688,9 +690,11 @@ def _per_flow(raw, path) -> dict:
 
 
 def compose(path=None, flow: str | None = None, overlays=()) -> dict:
-    """The flat, not yet validated settings of the config file ``path`` composed with the overlay of ``flow``
-    (``flows/<flow>.yaml`` beside it), the files ``overlays`` and the preset's ``flows:`` entry for the resulting
-    flow, in that order (see the module docstring). ``{flow}`` in the name is not replaced yet."""
+    """The flat, not yet validated settings of the config file ``path`` composed, in this order, with the overlay of
+    ``flow`` (``flows/<flow>.yaml`` beside it) and the files ``overlays``. Right after a file that sets the flow (the
+    flow's overlay, or an overlay file with ``flow:``), the preset's ``flows:`` entry for that flow is applied, so
+    ``overlays=["params/train/flows/gc.yaml"]`` is ``flow="gc"`` and a later file still wins over the entry.
+    ``{flow}`` in the name is not replaced yet (``load_config`` does it after the overrides)."""
     if isinstance(overlays, (str, Path)):
         overlays = [overlays]
     if path is None:
@@ -702,18 +706,23 @@ def compose(path=None, flow: str | None = None, overlays=()) -> dict:
         raw = _read_yaml(path)
         per_flow = _per_flow(raw.pop(PER_FLOW_KEY, None), path)
     d = flatten(raw)
+    own = d.get("flow", Config.flow)
+    if isinstance(own, str) and own in per_flow:
+        raise ConfigError(f"config file {str(path)!r}: {PER_FLOW_KEY}.{own} is the preset's own flow; write its "
+                          f"settings in the preset itself ({PER_FLOW_KEY} entries are for the other flows)")
+    files = []
     if flow is not None:
         file = flow_overlay(path, flow)
         o = flatten(_read_yaml(file))
         if o.get("flow", flow) != flow:
             raise ConfigError(f"overlay {str(file)!r} sets flow={o['flow']!r}; the overlay of flow {flow!r} must "
                               f"set flow: {flow} or leave it out")
-        d.update(o, flow=flow)
-    for file in overlays or ():
-        d.update(flatten(_read_yaml(file)))
-    flow = d.get("flow", Config.flow)
-    if isinstance(flow, str):
-        d.update(per_flow.get(flow, {}))
+        files.append({**o, "flow": flow})
+    files += [flatten(_read_yaml(file)) for file in overlays or ()]
+    for settings in files:
+        d.update(settings)
+        if isinstance(settings.get("flow"), str):
+            d.update(per_flow.get(settings["flow"], {}))
     return d
 
 

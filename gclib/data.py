@@ -139,7 +139,7 @@ class DataSet:
     shape: one item, (2,) for the 2-D toys, (C, H, W) for images; model: the default model (a name of
     ``gclib.nets.MODELS``); metric: the quality metric that scores a model of it (a name of
     ``gclib.evaluation.METRICS``: ``w2`` for point sets, ``fd_digits`` for digits, ``fid`` for natural images);
-    family: the training parameter family, ``params/train/<family>_<flow>.yaml`` (None: the set has none);
+    family: the training parameter family, the preset ``params/train/<family>.yaml`` (None: the set has none);
     experiments: the experiment notebooks (ct_cd_gap, transport_cost, toy_flows) may train on it (small sets);
     requires: the optional modules its loader imports (keys of ``gclib.checks.EXTRAS``), checked before a run."""
     name: str
@@ -218,7 +218,7 @@ DATASETS = tuple(REGISTRY)
 
 def experiment_datasets() -> tuple:
     """The data sets the experiment notebooks can train on (``DataSet.experiments``, each with a training
-    parameter family ``params/train/<family>_<flow>.yaml``), in registry order."""
+    parameter family, the preset ``params/train/<family>.yaml``), in registry order."""
     return tuple(n for n, d in REGISTRY.items() if d.experiments and d.family is not None)
 
 

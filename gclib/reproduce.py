@@ -206,17 +206,17 @@ def superseded(root: Path, nb: str, variant: str, metrics: dict) -> str | None:
 # Table 1 of the paper (one-step FID, mu = 0.5) and the parameter set that measures each row on a GPU node.
 PAPER_TABLE1 = {
     "CIFAR-10": {"IC": 7.42, "OT": 6.75, "GC": 5.95, "params": "params/fid_curves/gpu.yaml",
-                 "train": "params/train/cifar10_gc.yaml"},
+                 "train": "params/train/cifar10.yaml --flow gc"},
     "ImageNet 32": {"IC": 14.89, "OT": 14.13, "GC": 13.99, "params": "params/fid_curves/gpu_imagenet32.yaml",
-                    "train": "params/train/imagenet32_gc.yaml"},
+                    "train": "params/train/imagenet32.yaml --flow gc"},
     "CelebA 64": {"IC": 15.82, "OT": 13.63, "GC": 11.74, "params": "params/fid_curves/gpu_celeba64.yaml",
-                  "train": "params/train/celeba64_gc.yaml"},
+                  "train": "params/train/celeba64.yaml --flow gc"},
     "LSUN Church 64": {"IC": 10.58, "OT": 9.71, "GC": 9.88, "params": "params/fid_curves/gpu_lsun_church64.yaml",
-                       "train": "params/train/lsun_church64_gc.yaml"},
+                       "train": "params/train/lsun_church64.yaml --flow gc"},
 }
 GPU_COMMAND = "papermill notebooks/fid_curves.ipynb out.ipynb -f {params}; one run: torchrun --nproc_per_node=8 -m gclib train {train}"
 TABLE2_COMMAND = ("torchrun --nproc_per_node=8 -m gclib train params/train/cifar10_denoise.yaml, then "
-                  "params/train/cifar10_ect_{ic,gc}.yaml (GC at mu = 0.3)")
+                  "params/train/cifar10_ect.yaml --flow ic and --flow gc (GC at mu = 0.3)")
 
 
 def _table1_rows(root: Path) -> list[str]:

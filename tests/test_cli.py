@@ -45,6 +45,10 @@ def test_train_sample_evaluate_toy(tmp_path):
     (["train", "{cfg}", "--set", "lerning_rate=1"], "unknown configuration key 'lerning_rate'"),
     (["train", "{cfg}", "--set", "flow=xx"], "flow='xx' is not valid"),
     (["train", "missing.yaml"], "config file 'missing.yaml' does not exist"),
+    (["train", "{cfg}", "--flow", "gc"], "flow='gc' has no overlay file"),
+    (["train", "{cfg}", "--flow", "gx"], "flow='gx' is not valid"),
+    (["train", "{cfg}", "--overlay", "none.yaml"], "config file 'none.yaml' does not exist"),
+    (["train", "{cfg}", "--set", "optm.lr=1"], "unknown configuration section 'optm'"),
     (["sample", "nope.pt", "--n", "4", "--out", "x.png"], "checkpoint 'nope.pt' does not exist"),
     (["sample", "nope.pt", "--n", "4", "--out", "x.jpg"], "must end with .png or .npz"),
     (["evaluate", "nope.pt", "--metric", "fidd"], "metric='fidd' is not valid"),
@@ -55,6 +59,26 @@ def test_bad_input_one_line_nonzero(tmp_path, capsys, monkeypatch, argv, pattern
     code = main([a.replace("{cfg}", "c.yaml") for a in argv])
     err = capsys.readouterr().err.strip()
     assert code != 0 and pattern in err and len(err.splitlines()) == 1
+
+
+def test_train_composes_a_preset_with_a_flow_and_overlays(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "gc.yaml").write_text("flow: gc\nmu: 0.5\npredictor: ema\n")
+    (tmp_path / "p.yaml").write_text(
+        "run:\n  name: p_{flow}\n  progress: false\n  checkpoint_every: 0\n"
+        "data: {dataset: 8gaussians, num_data: 64}\nnetwork: {hidden: 8, depth: 1, emb_dim: 8}\n"
+        "loss: {sigma_max: 5.0, s0: 2, s1: 4, distance: l2}\noptim: {optimizer: adam, batch_size: 16, total_steps: 2}\n"
+        "flows:\n  gc: {mu: 0.25}\n")
+    (tmp_path / "more.yaml").write_text("optim: {lr: 2.0e-3}\n")
+    assert main(["train", "p.yaml", "--flow", "gc", "--overlay", "more.yaml", "--set", "coupling.predict_all=true",
+                 "--run-dir", "run"]) == 0
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (cfg["name"], cfg["flow"], cfg["mu"], cfg["lr"], cfg["predict_all"]) == ("p_gc", "gc", 0.25, 2e-3, True)
+    # --fresh against resume: true written in a section of an overlay
+    (tmp_path / "resume.yaml").write_text("run: {resume: true}\n")
+    assert main(["train", "p.yaml", "--overlay", "resume.yaml", "--fresh"]) != 0
+    assert "conflicts with resume: true in p.yaml or its overlays" in capsys.readouterr().err
 
 
 def test_help_and_module_entry(tmp_path):

@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gclib.config import Config, ConfigError, config_hash, from_dict, load_config, parse_overrides, run_dir_for
 
@@ -67,26 +66,115 @@ def test_hash_tracks_training_settings_only():
     assert run_dir_for(a.replace(run_dir="here")) == Path("here")
 
 
-def test_params_train_files_load_and_differ_only_in_flow():
+PRESETS = ("toy", "digits", "cifar10", "celeba64", "imagenet32", "lsun_church64", "cifar10_ect")
+# (name, first 16 hex digits of the config hash) of the 21 per-flow files params/train/<family>_<flow>.yaml that the
+# presets and flow overlays replaced, recorded from those files before they were deleted: a composed config is the
+# same run as the old file (its to_dict() was checked equal too).
+OLD_FILES = {
+    "celeba64_gc": "4d95e3e408f6bc9b", "celeba64_ic": "139b97369bbe2a3a", "celeba64_ot": "c8af83ae574c505c",
+    "cifar10_denoise": "593771d57086a7aa", "cifar10_ect_gc": "c453bc0c9d805cd7", "cifar10_ect_ic": "75dac848d3a03f24",
+    "cifar10_gc": "45ea4b7190dd9efd", "cifar10_ic": "09268ffa0a5dc23f", "cifar10_ot": "a7188752ed591de3",
+    "digits_gc": "526688a05f173a65", "digits_ic": "3ee606e5d977cbdd", "digits_ot": "7d236a36ea5c91dd",
+    "imagenet32_gc": "e7c8eaae5d8ca43a", "imagenet32_ic": "604e3965ef6c53b6", "imagenet32_ot": "8344ed7562a08329",
+    "lsun_church64_gc": "edc8ab2acc194bc4", "lsun_church64_ic": "0114ef24a4887a67",
+    "lsun_church64_ot": "d69b09a512719410", "toy_gc": "9085ecd2cd77b7da", "toy_ic": "b96ac60424502f24",
+    "toy_ot": "b787350a2a3ae1fe",
+}
+
+
+def composed(name: str) -> Config:
+    """The composition that replaced the old file ``name`` (cifar10_denoise is a file of its own)."""
+    if name == "cifar10_denoise":
+        return load_config(PARAMS / "cifar10_denoise.yaml")
+    preset, _, flow = name.rpartition("_")
+    return load_config(PARAMS / f"{preset}.yaml", flow=flow)
+
+
+@pytest.mark.parametrize("name", sorted(OLD_FILES))
+def test_composed_presets_are_the_old_per_flow_files(name):
+    c = composed(name)
+    assert (c.name, config_hash(c, 16)) == (name, OLD_FILES[name])
+
+
+def test_presets_differ_only_in_flow_settings_and_load_as_their_own_flow():
     allowed = {"name", "flow", "mu", "predictor", "dropout"}
-    for family in ("toy", "digits", "cifar10"):
-        cfgs = {f: yaml.safe_load((PARAMS / f"{family}_{f}.yaml").read_text()) for f in ("ic", "ot", "gc")}
-        for f, d in cfgs.items():
-            cfg = load_config(PARAMS / f"{family}_{f}.yaml")
-            assert cfg.flow == f
-        keys = set().union(*cfgs.values())
-        differing = {k for k in keys if len({repr(c.get(k)) for c in cfgs.values()}) > 1}
-        assert differing <= allowed, (family, differing)
-        if family != "cifar10":
+    assert sorted(p.stem for p in PARAMS.glob("*.yaml")) == sorted(PRESETS + ("cifar10_denoise",))
+    assert sorted(p.stem for p in (PARAMS / "flows").glob("*.yaml")) == ["gc", "ic", "ot"]
+    for preset in PRESETS:
+        own = load_config(PARAMS / f"{preset}.yaml")
+        assert own == load_config(PARAMS / f"{preset}.yaml", flow=own.flow)   # a preset is its own flow's config
+        flows = ("ic", "gc") if preset == "cifar10_ect" else ("ic", "ot", "gc")
+        cfgs = {f: load_config(PARAMS / f"{preset}.yaml", flow=f).to_dict() for f in flows}
+        assert {f: c["flow"] for f, c in cfgs.items()} == {f: f for f in flows}
+        differing = {k for k in cfgs["ic"] if len({repr(c[k]) for c in cfgs.values()}) > 1}
+        assert differing <= allowed, (preset, differing)
+        if preset not in ("cifar10", "cifar10_ect"):
             assert "dropout" not in differing
-    c = load_config(PARAMS / "cifar10_gc.yaml")
+    c = load_config(PARAMS / "cifar10.yaml", flow="gc")
     assert (c.batch_size, c.optimizer, c.lr, c.total_steps, c.model, c.ema_decay, c.ema_every, c.s0, c.s1,
             c.distance, c.mu, c.predictor, c.dropout) == (512, "lion", 1e-4, 100_000, "unet_cifar10", 0.9999, 5,
                                                            10, 1280, "pseudo_huber", 0.5, "ema", 0.0)
-    assert load_config(PARAMS / "cifar10_ic.yaml").dropout == 0.3
-    t = load_config(PARAMS / "toy_gc.yaml")
-    assert (t.dataset, t.sigma_max, t.s1, t.distance, t.optimizer, t.lr, t.batch_size, t.mu) == \
-        ("two_gaussians", 5.0, 100, "l2", "adam", 5e-5, 256, 1.0)
+    assert load_config(PARAMS / "cifar10.yaml", flow="ic").dropout == 0.3
+    assert load_config(PARAMS / "cifar10.yaml", flow="ot").dropout == 0.3
+    t = load_config(PARAMS / "toy.yaml", flow="gc")
+    assert (t.name, t.dataset, t.sigma_max, t.s1, t.distance, t.optimizer, t.lr, t.batch_size, t.mu) == \
+        ("toy_gc", "two_gaussians", 5.0, 100, "l2", "adam", 5e-5, 256, 1.0)
+    e = load_config(PARAMS / "cifar10_ect.yaml", flow="gc")
+    assert (e.name, e.mu, e.dropout, e.schedule) == ("cifar10_ect_gc", 0.3, 0.0, "ect")
+
+
+def test_composition_order_and_overlays(tmp_path):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "gc.yaml").write_text("flow: gc\nmu: 0.5\npredictor: ema\nlr: 3.0e-4\n")
+    (tmp_path / "flows" / "ot.yaml").write_text("lr: 4.0e-4\n")                 # flow may be left out
+    (tmp_path / "flows" / "ic.yaml").write_text("flow: ot\n")                   # a wrong flow
+    (tmp_path / "p.yaml").write_text("run: {name: 'p_{flow}'}\noptim: {lr: 1.0e-4}\nflow: ic\n"
+                                     "flows:\n  gc: {mu: 0.9}\n  ot: {optim: {lr: 5.0e-4}}\n")
+    (tmp_path / "fast.yaml").write_text("speed: {compile: true}\nmu: 0.7\n")
+    p = tmp_path / "p.yaml"
+    base = load_config(p)
+    assert (base.name, base.flow, base.lr) == ("p_ic", "ic", 1e-4)
+    gc = load_config(p, flow="gc")                               # preset, overlay, then the preset's flows entry
+    assert (gc.name, gc.flow, gc.lr, gc.mu) == ("p_gc", "gc", 3e-4, 0.9)
+    ot = load_config(p, flow="ot")
+    assert (ot.name, ot.flow, ot.lr) == ("p_ot", "ot", 5e-4)
+    assert load_config(p, {"mu": 0.2, "name": "mine"}, flow="gc").mu == 0.2       # overrides come last
+    assert load_config(p, {"name": "mine"}, flow="gc").name == "mine"
+    both = load_config(p, flow="gc", overlays=[tmp_path / "fast.yaml"])   # a user's overlay after the flows entry
+    assert both.compile is True and both.mu == 0.7 and both.flow == "gc" and both.lr == 3e-4
+    assert load_config(p, overlays=[tmp_path / "flows" / "gc.yaml"]) == load_config(p, flow="gc")
+    assert load_config(p, overlays=[tmp_path / "flows" / "gc.yaml", tmp_path / "fast.yaml"]) == both
+    assert load_config(p, ["flow=gc"]).name == "p_gc"                           # {flow} follows the final flow
+    for kwargs, words in [
+        (dict(flow="ic"), ["flows/ic.yaml", "sets flow='ot'", "flow 'ic'"]),
+        (dict(flow="xx"), ["flow='xx' is not valid", "'gc'"]),
+        (dict(overlays=[tmp_path / "none.yaml"]), ["none.yaml", "does not exist"]),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config(p, **kwargs)
+        assert all(w in str(info.value) for w in words), (str(info.value), words)
+    (tmp_path / "flows" / "gc.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"flow='gc' has no overlay file .*flows/gc.yaml.*; overlays there: ic, ot"):
+        load_config(p, flow="gc")
+    with pytest.raises(ConfigError, match="give the preset file too"):
+        load_config(None, flow="gc")
+
+
+@pytest.mark.parametrize("text,keywords", [
+    ("flow: ic\nflows: [gc]\n", ["flows must map a flow name"]),
+    ("flow: ic\nflows: {gx: {mu: 0.1}}\n", ["flows.gx='gx' is not valid", "'gc'"]),
+    ("flow: ic\nflows: {gc: {flow: ot}}\n", ["flows.gc sets flow"]),
+    ("flow: ic\nflows: {gc: {muu: 0.1}}\n", ["'muu'", "did you mean 'mu'"]),
+    ("flow: ic\nflows: {gc: 3}\n", ["flows.gc must hold key: value settings"]),
+    ("flow: ic\nflows: {ic: {dropout: 0.1}}\n", ["flows.ic is the preset's own flow"]),
+])
+def test_per_flow_entries_are_checked_whole(tmp_path, text, keywords):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)                                   # an entry of another flow is checked too
+    msg = str(info.value)
+    assert "\n" not in msg and all(w in msg for w in keywords), (msg, keywords)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -197,7 +285,7 @@ def test_config_is_frozen_and_validated_once(tmp_path):
     import dataclasses
 
     from gclib.config import as_config
-    c = load_config(PARAMS / "toy_ic.yaml")
+    c = load_config(PARAMS / "toy.yaml")
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.lr = 1.0
     assert as_config(c) is c                        # no re-validation, no copy
@@ -223,18 +311,18 @@ DIGITS_IC_SWEEP = {"total_steps": 4000, "batch_size": 64, "lr": 5.0e-4, "optimiz
 
 
 def test_config_hash_pinned():
-    full = config_hash(load_config(PARAMS / "digits_ic.yaml", DIGITS_IC_SWEEP), 64)
+    full = config_hash(load_config(PARAMS / "digits.yaml", DIGITS_IC_SWEEP), 64)
     assert full == "a59f831f9a0f078cea3ddb076f0dec0f20d2d3b461b54cf86415e06dcfe1cd33"
-    assert config_hash(load_config(PARAMS / "digits_ic.yaml", DIGITS_IC_SWEEP)) == "a59f831f9a"
-    toy = config_hash(load_config(PARAMS / "toy_ic.yaml"), 64)
+    assert config_hash(load_config(PARAMS / "digits.yaml", DIGITS_IC_SWEEP)) == "a59f831f9a"
+    toy = config_hash(load_config(PARAMS / "toy.yaml"), 64)
     assert toy == "b96ac60424502f24e88e23b7e3db39ac080892e853ffdc95a8243c5e6236f290"
     # the same settings given as --set text, as a dict with ints for floats, or in another order hash the same
     text = [f"{k}={v}" for k, v in DIGITS_IC_SWEEP.items() if k != "eval_metrics"] + \
         ["eval_metrics=[fd_digits,kid_digits]", "lr=5e-4"]
-    assert config_hash(load_config(PARAMS / "digits_ic.yaml", text)) == "a59f831f9a"
+    assert config_hash(load_config(PARAMS / "digits.yaml", text)) == "a59f831f9a"
     swapped = dict(reversed(list(DIGITS_IC_SWEEP.items())))
-    assert config_hash(load_config(PARAMS / "digits_ic.yaml", swapped)) == "a59f831f9a"
-    assert config_hash(load_config(PARAMS / "toy_ic.yaml", {"sigma_max": 5, "s0": 10.0})) == toy[:10]
+    assert config_hash(load_config(PARAMS / "digits.yaml", swapped)) == "a59f831f9a"
+    assert config_hash(load_config(PARAMS / "toy.yaml", {"sigma_max": 5, "s0": 10.0})) == toy[:10]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -339,3 +427,61 @@ def test_yaml_reader_keeps_its_rules(tmp_path):
     p.write_text("lr: 1\nlr: 2\n")
     with pytest.raises(ConfigError, match=r"config file '.*c.yaml': key 'lr' appears twice \(lines 1 and 2\); keep one"):
         read_yaml(p)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A composed config trains the very run the old flat per-flow file trained, to the bit.
+OLD_FLAT = {  # params/train/toy_gc.yaml and digits_ot.yaml as they were (commit ffccfdd), before the presets
+    "toy_gc": dict(name="toy_gc", seed=0, dataset="two_gaussians", num_data=8192, model="mlp", hidden=256, depth=3,
+                   sigma_max=5.0, s0=10, s1=100, distance="l2", flow="gc", mu=1.0, predictor="ema", optimizer="adam",
+                   lr=5.0e-5, batch_size=256, total_steps=10000, ema_decay=0.9999, ema_every=5, checkpoint_every=2000,
+                   sample_every=0, eval_every=2000, eval_metrics=["w2", "nn_dist"], eval_n=1000, device="auto"),
+    "digits_ot": dict(name="digits_ot", seed=0, dataset="digits", model="unet_digits", dropout=0.0, sigma_max=80.0,
+                      s0=10, s1=160, distance="pseudo_huber", flow="ot", optimizer="adam", lr=2.0e-4, batch_size=128,
+                      total_steps=1500, ema_decay=0.9999, ema_every=1, checkpoint_every=500, sample_every=500,
+                      sample_n=64, eval_every=0, eval_metrics=["w2"], eval_n=1000, device="auto"),
+}
+SHORT_RUN = {"toy": {"total_steps": 20, "checkpoint_every": 0, "eval_metrics": [], "progress": False, "device": "cpu"},
+             "digits": {"total_steps": 3, "batch_size": 16, "checkpoint_every": 0, "eval_metrics": [],
+                        "progress": False, "device": "cpu"}}
+# sha256 of the final checkpoint's model and EMA weights of these short runs, computed from the old flat files on
+# the code before the config refactor (commit ffccfdd); compared only on the platform that recorded them
+WEIGHTS_PLATFORM = ("2.14.1+cu130", "AVX512")
+WEIGHTS_PINNED = {"toy_gc": "5b258b7469bb54f597b722462602151c95d73ff6ada28c2f74f8692d6e71ec08",
+                  "digits_ot": "88bfb2f1b85a96866825bc75190ede79ec069265ff9731589497739565887df8"}
+
+
+def _weights(checkpoint):
+    import torch
+    sd = torch.load(checkpoint, weights_only=True)
+    return {f"{part}.{k}": v for part in ("model", "ema") for k, v in sd[part].items()}
+
+
+def _weights_digest(weights: dict) -> str:
+    import hashlib
+
+    import torch
+    h = hashlib.sha256()
+    for k in sorted(weights, key=lambda k: (not k.startswith("model."), k)):   # model first, then ema
+        t = weights[k].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("old", sorted(OLD_FLAT))
+def test_composed_config_trains_the_old_files_weights_bit_for_bit(tmp_path, one_thread, old):
+    import torch
+
+    from gclib.train import train
+    preset, _, flow = old.rpartition("_")
+    short = SHORT_RUN[preset]
+    composed = load_config(PARAMS / f"{preset}.yaml", {**short, "runs_dir": str(tmp_path / "composed")}, flow=flow)
+    flat = from_dict({**OLD_FLAT[old], **short, "runs_dir": str(tmp_path / "flat")})
+    assert composed.replace(runs_dir="x") == flat.replace(runs_dir="x")
+    assert config_hash(composed, 64) == config_hash(flat, 64)
+    a, b = _weights(train(composed).checkpoint), _weights(train(flat).checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    platform = (torch.__version__, torch.backends.cpu.get_cpu_capability())
+    if platform == WEIGHTS_PLATFORM:
+        assert _weights_digest(a) == WEIGHTS_PINNED[old]

@@ -141,14 +141,14 @@ def test_ect_options_hash():
     """ECT's choices are the defaults; gclib's earlier ones are named options that keep the old hashes; the
     ECT-only options never touch the hash of an iCT configuration."""
     old = dict(ect_stage_offset=0, ect_r_clip="sigma_min", ect_distance=None)
-    gc = load_config(PARAMS / "cifar10_ect_gc.yaml", old)
-    ic = load_config(PARAMS / "cifar10_ect_ic.yaml", old)
+    gc = load_config(PARAMS / "cifar10_ect.yaml", old, flow="gc")
+    ic = load_config(PARAMS / "cifar10_ect.yaml", old, flow="ic")
     assert config_hash(gc, 64) == "3841e89c73d201861621f43c278ba795425a0c230863846a004c111a828d4b8e"  # before
     assert config_hash(ic, 64) == "6312f478142e475cb663169b97924fe79e65fb3c4a1eb2c9a37cf8d3843aa8ea"  # the options
-    assert config_hash(load_config(PARAMS / "cifar10_ect_gc.yaml")) != config_hash(gc)  # ECT's own: another run
+    assert config_hash(load_config(PARAMS / "cifar10_ect.yaml", flow="gc")) != config_hash(gc)  # ECT's own: another run
     for k, v in dict(ect_stage_offset=1, ect_r_clip="zero", ect_distance="l2_norm").items():
         assert config_hash(gc.replace(**{k: v})) != config_hash(gc)  # each option alone changes the run
-    ict = load_config(PARAMS / "toy_ic.yaml")
+    ict = load_config(PARAMS / "toy.yaml")
     assert all(config_hash(ict.replace(**{k: v})) == config_hash(ict) for k, v in old.items())
     with pytest.raises(ConfigError, match="ect_r_clip"):
         ict.replace(ect_r_clip="one")

@@ -105,11 +105,11 @@ def test_sweep_parameter_executor_is_checked_before_any_work(tmp_path):
     from gclib.experiments.fid_curves import make_sweep
     kw = dict(root=None, workers=1)
     with pytest.raises(ValueError, match="executor parameter 'timeout_mn'"):
-        make_sweep("t", "params/train/toy_ic.yaml", {}, "w2", [0], [0.5], executor={"timeout_mn": 60}, **kw)
+        make_sweep("t", "params/train/toy.yaml", {}, "w2", [0], [0.5], executor={"timeout_mn": 60}, **kw)
     with pytest.raises(ValueError, match="wait=false is for gclib train"):
-        make_sweep("t", "params/train/toy_ic.yaml", {}, "w2", [0], [0.5], executor={"cluster": "local", "wait": False},
+        make_sweep("t", "params/train/toy.yaml", {}, "w2", [0], [0.5], executor={"cluster": "local", "wait": False},
                    **kw)
-    sw = make_sweep("t", "params/train/toy_ic.yaml", {}, "w2", [0], [0.5], executor={"cluster": "local"}, **kw)
+    sw = make_sweep("t", "params/train/toy.yaml", {}, "w2", [0], [0.5], executor={"cluster": "local"}, **kw)
     assert sw.executor == {"cluster": "local"}
 
 

@@ -154,7 +154,7 @@ def test_fid_hook_of_the_sweeps_names_the_weights_file_before_any_work(tmp_path,
         fid_curves.fid_eval_fn("cifar10", **kw)
     # a sweep scored by FID stops there, before any run trains
     monkeypatch.setattr(fid_curves, "train_sweep", lambda *a, **k: pytest.fail("a run trained without FID weights"))
-    sw = fid_curves.make_sweep("t", "params/train/toy_ic.yaml", {"runs_dir": str(tmp_path / "runs")}, "fid", [0],
+    sw = fid_curves.make_sweep("t", "params/train/toy.yaml", {"runs_dir": str(tmp_path / "runs")}, "fid", [0],
                                [0.5], fid={"n": 10, "weights_path": str(missing), "data_root": str(tmp_path)},
                                root=Path(__file__).parents[1])
     with pytest.raises(FileNotFoundError, match=INCEPTION_FILE):

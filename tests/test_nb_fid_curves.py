@@ -70,7 +70,7 @@ def synthetic_curves(gc_shift: float, ot_shift: float = 0.0, seeds=(0, 1, 2)):
 
 @pytest.mark.parametrize("gc_shift, verdict", [(-0.2, "holds"), (0.2, "refuted")])
 def test_sweep_claims_can_come_out_either_way(gc_shift, verdict):
-    sw = make_sweep("test_synthetic", "params/train/toy_ic.yaml", {}, "w2", [0, 1, 2], [0.5])
+    sw = make_sweep("test_synthetic", "params/train/toy.yaml", {}, "w2", [0, 1, 2], [0.5])
     rows = {c["claim"].split(" (")[0]: c["verdict"] for c in sweep_claims(sw, synthetic_curves(gc_shift))}
     assert rows["GC mu=0.5 ends below IC"] == verdict
     assert rows["GC mu=0.5 converges faster than IC"] == verdict

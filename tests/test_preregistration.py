@@ -81,7 +81,7 @@ def test_paired_power_matches_a_simulation_of_the_verdict():
 
 
 def test_bad_preregistration_is_named():
-    base = dict(variant="x", base_config="params/train/digits_ic.yaml", overrides={"total_steps": 100},
+    base = dict(variant="x", base_config="params/train/digits.yaml", overrides={"total_steps": 100},
                 metric="fd_digits", seeds=[0, 1], mus=[0.5], root=ROOT)
     with pytest.raises(ValueError, match=r"preregistration.primary\[0\].a='GC mu=0.3' is not a run"):
         make_sweep(**base, preregistration={"primary": [{"endpoint": "final", "a": "GC mu=0.3", "b": "IC"}]})

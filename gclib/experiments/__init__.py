@@ -1,8 +1,9 @@
 """Experiment drivers behind the notebooks: each module turns gclib's metrics into the tables (pandas
 DataFrames) and claim verdicts one notebook plots and reports. Notebooks only call these and plot.
 
-- ``common``: the training configuration a notebook uses (from params/train/<dataset>_<flow>.yaml), the trained
-  model (cached by config hash) and its finite training set, and the claim record written to metrics.json.
+- ``common``: the training configuration a notebook uses (the preset params/train/<family>.yaml composed with the
+  flow), the trained model (cached by config hash) and its finite training set, and the claim record written to
+  metrics.json.
 - ``ct_cd_gap``: Theorem 1 (the scaled CT/CD gap against N and its predicted limit) and the gap proxy per flow.
 - ``transport_cost``: c(t) of a trained model against IC, minibatch-OT and exact-OT costs (Fig. 3).
 - ``toy_flows``: Fig. 1, the alignment of GC, OT and IC paths with the exact PF-ODE velocity on two Diracs.

@@ -1,9 +1,11 @@
 """What the experiment notebooks share: the training configuration, the trained model and its data, claims.
 
-A notebook names a dataset and a flow; ``train_config`` starts from the project's training parameter set
-``params/train/<family>_<flow>.yaml`` (family: ``toy`` for the 2-D toys, ``digits``, ``cifar10``) and applies the
-notebook's overrides. Only settings that change the weights enter the configuration hash (``gclib.config``), so
-two notebooks asking for the same run share one cached, trained model under ``report.runs_dir()``.
+A notebook names a dataset and a flow; ``train_config`` starts from the project's training preset
+``params/train/<family>.yaml`` (family: ``toy`` for the 2-D toys, ``digits``, ``cifar10``) composed with the flow
+(``load_config(preset, flow=flow)``: the overlay ``params/train/flows/<flow>.yaml`` and the preset's own settings
+for that flow) and applies the notebook's overrides. Only settings that change the weights enter the configuration
+hash (``gclib.config``), so two notebooks asking for the same run share one cached, trained model under
+``report.runs_dir()``.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from ..data import TOYS, experiment_datasets, get_dataset, load_dataset, to_floa
 from ..device import resolve_device  # noqa: F401 (re-exported: the notebook drivers call common.resolve_device)
 from ..report import project_root, runs_dir as default_runs_dir
 
-# The data sets the experiment notebooks can train on: those with training parameter sets
-# params/train/<family>_<flow>.yaml (family "toy" for every 2-D toy). gclib.data.REGISTRY holds all loadable ones.
+# The data sets the experiment notebooks can train on: those with a training preset params/train/<family>.yaml
+# (family "toy" for every 2-D toy). gclib.data.REGISTRY holds all loadable ones.
 DATASETS = experiment_datasets()
 
 
@@ -34,7 +36,8 @@ def train_config(dataset: str = "two_gaussians", flow: str = "ic", mu: float = 0
                  seed: int = 0, runs_dir=None, root=None, **overrides) -> Config:
     """The validated training Config for ``dataset`` and ``flow`` (nothing is trained here).
 
-    Base: params/train/<family>_<flow>.yaml under the project root; then dataset (toys), mu (gc), total_steps
+    Base: params/train/<family>.yaml under the project root composed with ``flow`` (its overlay
+    params/train/flows/<flow>.yaml and the preset's flows: entry); then dataset (toys), mu (gc), total_steps
     (``steps``; None keeps the file's), seed, runs_dir (default report.runs_dir()), progress off, and
     ``overrides`` (any Config field). Raises ValueError naming a bad dataset, flow or mu.
     """
@@ -42,7 +45,7 @@ def train_config(dataset: str = "two_gaussians", flow: str = "ic", mu: float = 0
     check_flow(flow)
     check_mu(mu)
     family = get_dataset(dataset).family
-    path = project_root(root) / "params" / "train" / f"{family}_{flow}.yaml"
+    path = project_root(root) / "params" / "train" / f"{family}.yaml"
     over = dict(seed=int(seed), runs_dir=str(runs_dir if runs_dir is not None else default_runs_dir(root)),
                 progress=False)
     if dataset in TOYS:
@@ -54,7 +57,7 @@ def train_config(dataset: str = "two_gaussians", flow: str = "ic", mu: float = 0
     if steps is not None:
         over["total_steps"] = check_positive_int("train_steps", steps)
     over.update(overrides)
-    return load_config(path, over)
+    return load_config(path, over, flow=flow)
 
 
 def training_data(cfg: Config) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """Training sweeps behind the FID-curve figures (Figs. 4 and 5, Table 1), their figures and their claims.
 
 A sweep is a list of ``Run``s (a label, a seed and the config fields that differ from a base config, for
-example ``params/train/digits_ic.yaml``). ``Sweep`` holds a notebook's validated parameters; ``run_sweep``
-trains each run (cached by config hash through ``gclib.train.train``, optionally in parallel worker processes)
-and returns every run's evaluation curve in one long DataFrame; ``final_table`` turns it into a Table-1-shaped
-summary; ``sweep_claims`` judges the paper's statements by paired differences over seeds
-(``common.paired_verdict``). Runs that differ only in the flow or mu share their random numbers at one seed
-(``gclib.rng``), so the paired differences measure the flow, not the draws.
+example the preset ``params/train/digits.yaml``, whose own flow is IC; each run sets its flow, mu and predictor).
+``Sweep`` holds a notebook's validated parameters; ``run_sweep`` trains each run (cached by config hash through
+``gclib.train.train``, optionally in parallel worker processes) and returns every run's evaluation curve in one
+long DataFrame; ``final_table`` turns it into a Table-1-shaped summary; ``sweep_claims`` judges the paper's
+statements by paired differences over seeds (``common.paired_verdict``). Runs that differ only in the flow or mu
+share their random numbers at one seed (``gclib.rng``), so the paired differences measure the flow, not the
+draws.
 
 Frozen predictors (Fig. 4) are checkpoints of the sweep's own IC run at seed ``frozen_seed``: "strong" at its
 last step, "weak" at an early step (e.g. 20% of training), so no extra model is trained.
