@@ -48,7 +48,7 @@ def check_project_path(notebook: str, name: str, value) -> str:
     if (not isinstance(value, str) or not value or PurePosixPath(value).is_absolute()
             or PureWindowsPath(value).is_absolute() or "\\" in value or ".." in parts):
         raise ValueError(f"{notebook}: parameter {name}={value!r} must be a path relative to the project root "
-                         f"without '..' (e.g. params/train/toy_ic.yaml)")
+                         f"without '..' (e.g. params/train/toy.yaml)")
     return value
 
 
