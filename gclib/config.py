@@ -99,10 +99,12 @@ class Config:
     name: str = _field("run", "run", hashed=False)
     seed: int = _field("run", 0)
     runs_dir: str = _field("run", "runs", hashed=False)
-    run_dir: Optional[str] = _field("run", None, hashed=False)  # explicit run directory (default: <runs_dir>/<name>-<hash>)
-    resume: bool = _field("run", True, hashed=False)         # continue from the newest valid checkpoint in the run directory
-    device: str = _field("run", "auto", hashed=False)        # auto | cpu | cuda
-    progress: Union[bool, str] = _field("run", "auto", hashed=False)  # tqdm bar: "auto" (only on a terminal), true, false
+    # explicit run directory (default: <runs_dir>/<name>-<hash>)
+    run_dir: Optional[str] = _field("run", None, hashed=False)
+    resume: bool = _field("run", True, hashed=False)       # continue from the run directory's newest valid checkpoint
+    device: str = _field("run", "auto", hashed=False)      # auto | cpu | cuda
+    # tqdm bar: "auto" (only on a terminal), true, false
+    progress: Union[bool, str] = _field("run", "auto", hashed=False)
     # data
     dataset: str = _field("data", "two_gaussians")
     data_root: str = _field("data", "data", hashed=False)
@@ -139,7 +141,7 @@ class Config:
     schedule: str = _field("loss", "ict", neutral="ict")
     # ECT's settings: their defaults are ECT's own choices, their neutral values gclib's earlier ones (docs/method.md,
     # Table 2); the last three act only with schedule 'ect' and are hashed only then
-    ect_q: float = _field("loss", 2.0, neutral=2.0)        # ect: t - r = t n(t) / q^a at stage a (ECT's CIFAR-10 setting)
+    ect_q: float = _field("loss", 2.0, neutral=2.0)        # ect: t - r = t n(t) / q^a at stage a (ECT's CIFAR-10)
     ect_stages: int = _field("loss", 8, neutral=8)         # ect: number of stages a over training
     ect_k: float = _field("loss", 8.0, neutral=8.0)        # ect: n(t) = 1 + k sigmoid(-b t)
     ect_b: float = _field("loss", 1.0, neutral=1.0)

@@ -303,7 +303,7 @@ def test_config_is_frozen_and_validated_once(tmp_path):
 
 
 # Pinned configuration hashes: cached runs (runs/<name>-<hash>) depend on them. A refactor of gclib.config must
-# never change them; if a new field is added, give it a HASH_NEUTRAL value.
+# never change them; if a new field is added, give it a neutral= value in its _field (gclib.config).
 DIGITS_IC_SWEEP = {"total_steps": 4000, "batch_size": 64, "lr": 5.0e-4, "optimizer": "adam", "ema_every": 1,
                    "ema_decay": 0.9999, "s1": 160, "eval_every": 250, "eval_n": 2000,
                    "eval_metrics": ["fd_digits", "kid_digits"], "checkpoint_every": 800, "keep_checkpoints": 5,
@@ -425,7 +425,7 @@ def test_yaml_reader_keeps_its_rules(tmp_path):
         loads("optim:\n  lr: 1\n  lr: 2\n")           # in a nested mapping too
     p = tmp_path / "c.yaml"
     p.write_text("lr: 1\nlr: 2\n")
-    with pytest.raises(ConfigError, match=r"config file '.*c.yaml': key 'lr' appears twice \(lines 1 and 2\); keep one"):
+    with pytest.raises(ConfigError, match=r"config file '.*c.yaml': key 'lr' appears twice \(lines 1 and 2\); keep"):
         read_yaml(p)
 
 
