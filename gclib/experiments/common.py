@@ -129,14 +129,7 @@ def paired_verdict(a, b, expect: str = "less", level: float = 0.9) -> PairedVerd
         return PairedVerdict("inconclusive", mean, float("nan"), float("nan"), n, level, expect)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
     lo, hi = mean - half, mean + half
-    below, above = hi < 0, lo > 0
-    if (below and expect == "less") or (above and expect == "greater"):
-        verdict = "holds"
-    elif below or above:
-        verdict = "refuted"
-    else:
-        verdict = "inconclusive"
-    return PairedVerdict(verdict, mean, lo, hi, n, level, expect)
+    return PairedVerdict(interval_verdict(lo, hi, expect), mean, lo, hi, n, level, expect)
 
 
 def paired_claim(text: str, a, b, name_a: str, name_b: str, expect: str = "less", paper: str = "",
