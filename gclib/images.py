@@ -1,7 +1,8 @@
 """Pictures of samples: an image grid for (B, C, H, W) in [-1, 1], a scatter plot for 2-D points.
 
-Built on ``matplotlib.figure.Figure`` (no pyplot state, no backend change: safe inside a Jupyter kernel) and
-torchvision's ``save_image``. Both are optional dependencies (extras ``notebooks`` / ``data``): without them the
+``image_grid`` is the one grid builder (the training loop's sample PNGs and ``gclib.experiments.fid_curves``' sample
+figure). Built on ``matplotlib.figure.Figure`` (no pyplot state, no backend change: safe inside a Jupyter kernel)
+and Pillow's PNG writer. Both are optional dependencies (extras ``notebooks`` / ``data``): without them the
 picture is skipped with a warning, and training goes on.
 """
 from __future__ import annotations
@@ -16,16 +17,46 @@ import torch
 from .io import atomic_write
 
 
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 0.0,
+               rows: int | None = None, border: bool = True) -> torch.Tensor:
+    """Tile images (B, C, H, W) into one (C, H', W') picture, row by row: ``nrow`` per row (default
+    ceil(sqrt(B)), at most B), ``rows`` rows (default as many as the images fill), ``padding`` pixels of
+    ``pad_value`` between tiles. ``border=True``: the padding also runs around the whole grid (torchvision's
+    ``make_grid`` layout, pixel for pixel); ``border=False``: only after each tile (right of it and below it)."""
+    if images.ndim != 4:
+        raise ValueError(f"image_grid takes a (B, C, H, W) batch; got shape {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    cols = min(nrow or max(1, math.ceil(math.sqrt(b))), max(b, 1))
+    rows = rows or math.ceil(b / cols)
+    lead = padding if border else 0
+    grid = images.new_full((c, rows * (h + padding) + lead, cols * (w + padding) + lead), pad_value)
+    for k in range(b):
+        i, j = divmod(k, cols)
+        top, left = lead + i * (h + padding), lead + j * (w + padding)
+        grid[:, top:top + h, left:left + w] = images[k]
+    return grid
+
+
+def _png(grid: torch.Tensor, buf) -> None:
+    """Write a (C, H, W) picture in [0, 1] as an 8-bit PNG (rounded to nearest, as torchvision's save_image)."""
+    from PIL import Image
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+    Image.fromarray(pixels).save(buf, format="png")
+
+
 def save_samples(samples: torch.Tensor, path, data_ref: torch.Tensor | None = None) -> Path | None:
-    """Write the picture of ``samples`` to ``path`` (PNG, atomically); returns the path, or None if skipped."""
+    """Write the picture of ``samples`` to ``path`` (PNG, atomically); returns the path, or None if skipped.
+    Images (B, C, H, W): an ``image_grid`` of ceil(sqrt(B)) columns, 2 black pixels between and around the tiles
+    (one channel shown as RGB gray; a single image alone, no border); other shapes: a scatter plot."""
     path = Path(path)
     samples = samples.detach().float().cpu()
     buf = io.BytesIO()
     try:
         if samples.ndim == 4:
-            from torchvision.utils import save_image
-            save_image((samples.clamp(-1, 1) + 1) / 2, buf, format="png",
-                       nrow=max(1, int(math.ceil(math.sqrt(len(samples))))))
+            x = (samples.clamp(-1, 1) + 1) / 2
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            _png(x[0] if len(x) == 1 else image_grid(x, padding=2, pad_value=0.0), buf)
         else:
             _scatter(samples, data_ref, buf)
     except ImportError as e:

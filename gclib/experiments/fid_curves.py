@@ -408,11 +408,11 @@ def plot_frozen(sw: Sweep, curves: pd.DataFrame) -> None:
 def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
     """One-step samples from the final EMA model of each flow (seed ``seed`` runs, the same noise for all),
     side by side (image data sets; 2-D toys as scatter plots). Saved as samples.png."""
-    import torch
     from matplotlib.figure import Figure
     from .. import report
     from ..config import run_dir_for
     from ..evaluation import generate
+    from ..images import image_grid
     from ..rundir import RunPaths
     from ..train import load_model
     labels = [l for l in sw.mu_labels if l in ("IC", "OT", sw.gc_main)] + [l for l in sw.mu_labels
@@ -430,13 +430,9 @@ def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
             ax.set_aspect("equal")
             ax.set(title=tex_label(label), xticks=[], yticks=[])
             continue
-        x = x.clamp(-1, 1)
-        side = int(math.ceil(math.sqrt(n)))
-        c, h, w = x.shape[1:]
-        grid = torch.ones(c, side * (h + 1), side * (w + 1))
-        for k in range(n):
-            i, j = divmod(k, side)
-            grid[:, i * (h + 1):i * (h + 1) + h, j * (w + 1):j * (w + 1) + w] = (x[k] + 1) / 2
+        side = int(math.ceil(math.sqrt(n)))  # a square of side x side tiles, 1 white pixel after each
+        grid = image_grid(((x[:n].clamp(-1, 1) + 1) / 2).float(), nrow=side, rows=side, padding=1, pad_value=1.0,
+                          border=False)
         ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set(title=tex_label(label), xticks=[], yticks=[])
     fig.suptitle(f"one-step samples after {sw.base['total_steps']} steps (seed {sw.seeds[0]}, same noise)")
