@@ -23,12 +23,21 @@ import numpy as np
 import pandas as pd
 
 from ..checks import check_choice, check_flow, check_mu
+from ..data import get_dataset
 from ..evaluation import CURVE_METRICS, LABELS
 from .common import claim, combine_verdicts, paired_claim, paired_verdict
 
 # the metrics a training curve can use and their plot labels: from gclib.evaluation's registry (Metric.curve)
 METRICS = tuple(CURVE_METRICS)
 METRIC_LABELS = {m: LABELS[m] for m in METRICS}
+# the metrics computed with the frozen digits classifier (gclib.metrics.digits)
+DIGITS_CLASSIFIER_METRICS = ("fd_digits", "kid_digits")
+
+
+def uses_digits_classifier(dataset: str) -> bool:
+    """Whether ``dataset`` is scored with the frozen digits classifier: its quality metric in the data-set registry
+    (``gclib.data.REGISTRY[dataset].metric``) is one of ``DIGITS_CLASSIFIER_METRICS`` (digits: FD_digits)."""
+    return get_dataset(dataset).metric in DIGITS_CLASSIFIER_METRICS
 
 
 @dataclass
@@ -344,7 +353,7 @@ def metric_check(sw: Sweep) -> pd.DataFrame | None:
     """For digits sweeps: ``digits_metric_check()`` (FD_digits, KID_digits and pixel W2 on degraded sets); written
     to metric_check.csv. None for other data sets."""
     from .. import report
-    if sw.base["dataset"] != "digits":
+    if not uses_digits_classifier(sw.base["dataset"]):
         return None
     t = digits_metric_check()
     report.save_table(t, sw.out / "metric_check.csv")
@@ -359,7 +368,7 @@ def run_sweep(sw: Sweep, progress: Callable | None = None) -> pd.DataFrame:
         eval_fns = [fid_eval_fn(sw.base["dataset"], n=int(sw.fid.get("n", 50_000)),
                                 data_root=sw.fid.get("data_root", "data"), weights_path=sw.fid.get("weights_path"),
                                 cache_dir=str(Path(sw.base["runs_dir"]) / "fid_stats"))]
-    if sw.base["dataset"] == "digits" and sw.metric in ("fd_digits", "kid_digits"):
+    if uses_digits_classifier(sw.base["dataset"]) and sw.metric in DIGITS_CLASSIFIER_METRICS:
         from ..metrics import digits_features
         digits_features()  # load and check the frozen classifier once, before any worker needs it
     runs = sw.runs()
