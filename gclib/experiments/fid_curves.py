@@ -57,16 +57,34 @@ def tex_label(label: str) -> str:
     return label.replace(" mu=", r", $\mu$ = ")
 
 
+def flow_label(flow: str) -> str:
+    """The run label of a coupling swept on its own: "IC", "OT", or a registered coupling's name as it is."""
+    return {"ic": "IC", "ot": "OT"}.get(flow, flow)
+
+
 def sweep_runs(seeds: Sequence[int], mus: Sequence[float] = (0.0, 0.5), include_ot: bool = True,
-               frozen_mu: float = 0.5, frozen_checkpoints: dict | None = None, per_flow: dict | None = None) -> list[Run]:
+               frozen_mu: float = 0.5, frozen_checkpoints: dict | None = None, per_flow: dict | None = None,
+               flows: Sequence[str] | None = None) -> list[Run]:
     """The runs of Figs. 4-5 for each seed: IC (mu = 0 is exactly IC), GC for every other mu, OT, and GC with a
     frozen predictor per entry of ``frozen_checkpoints`` ({name: checkpoint path}). ``per_flow`` adds config
-    fields per flow, e.g. {"gc": {"dropout": 0.0}} as in the paper's released CIFAR-10 configs."""
+    fields per flow, e.g. {"gc": {"dropout": 0.0}} as in the paper's released CIFAR-10 configs.
+
+    ``flows``: the registered couplings to sweep (``gclib.couplings.REGISTRY``), default ("ic", "gc", "ot"), or
+    ("ic", "gc") when not ``include_ot`` (which is ignored when ``flows`` is given). "ic" and "gc" give the mu runs
+    above (IC for mu = 0, GC for each other mu, labelled by ``mu_label``, family "mu"); every other flow one run
+    per seed with no setting of its own (labelled by ``flow_label``: "OT", or the coupling's name; family "flow"),
+    in the order given, after the mu runs. The frozen-predictor runs come last, as before."""
     per_flow = per_flow or {}
     for flow in per_flow:
         check_flow(flow)
     for mu in mus:
         check_mu(mu)
+    flows = ("ic", "gc") + (("ot",) if include_ot else ()) if flows is None else tuple(flows)
+    for flow in flows:
+        check_flow(flow)
+    if len(set(flows)) != len(flows):
+        raise ValueError(f"flows={list(flows)!r} names a coupling twice")
+    others = [f for f in flows if f not in ("ic", "gc")]
 
     def run(label, seed, ov, family):
         return Run(label, seed, {**ov, **per_flow.get(ov["flow"], {})}, family)
@@ -74,10 +92,12 @@ def sweep_runs(seeds: Sequence[int], mus: Sequence[float] = (0.0, 0.5), include_
     runs = []
     for seed in seeds:
         for mu in sorted(set(float(m) for m in mus) | {0.0}):
+            if ("ic" if mu == 0 else "gc") not in flows:
+                continue
             ov = {"flow": "ic"} if mu == 0 else {"flow": "gc", "mu": mu, "predictor": "ema"}
             runs.append(run(mu_label(mu), seed, ov, "mu"))
-        if include_ot:
-            runs.append(run("OT", seed, {"flow": "ot"}, "flow"))
+        for flow in others:
+            runs.append(run(flow_label(flow), seed, {"flow": flow}, "flow"))
         for name, path in (frozen_checkpoints or {}).items():
             runs.append(run(f"GC frozen {name}", seed,
                             {"flow": "gc", "mu": check_mu(frozen_mu), "predictor": str(path)}, "frozen"))
