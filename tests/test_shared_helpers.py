@@ -1,7 +1,6 @@
 """One implementation each (issue 21): paired verdicts through interval_verdict, one image-grid builder for the
 training PNGs and the FID-curve sample figure, the digits classifier chosen by the data-set registry's metric, and
 the FID-curve sweep's couplings as a parameter (flows=) whose default is the former IC / GC(mu) / OT list."""
-import io
 import math
 
 import numpy as np
