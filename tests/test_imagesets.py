@@ -240,7 +240,7 @@ def test_registry():
 def test_paper_scale_sets_offline_then_with_fake_files_train_two_steps(dataset, tmp_path, capsys):
     from gclib.cli import main
     from gclib.report import project_root
-    base = ["train", str(project_root() / "params" / "train" / f"{dataset}_gc.yaml"), "--no-progress",
+    base = ["train", str(project_root() / "params" / "train" / f"{dataset}.yaml"), "--flow", "gc", "--no-progress",
             "--set", f"data_root={tmp_path / 'data'}", "--set", f"runs_dir={tmp_path / 'runs'}"]
     assert main(base) == 2  # offline: the files are not there
     err = capsys.readouterr().err.strip()
