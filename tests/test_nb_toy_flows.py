@@ -65,8 +65,16 @@ def test_bad_flow_params_fail_clearly(tmp_path):
 
 
 def test_bad_seeds_fail_clearly():
-    with pytest.raises(ValueError, match=r"seeds=\[\] is not valid"):
-        tf.setup("_never", [], 10, 1, 2.0, 3.0, 4, [8], [0.2], 10, 0.05, 10, {})
+    """setup takes the one mapping check_params returns; every rule names a declared parameter."""
+    from gclib.experiments.params import notebook_parameters
+    declared = notebook_parameters("toy_flows")
+    assert set(tf.RULES) <= set(declared)
+    with pytest.raises(ValueError, match=r"^toy_flows: seeds=\[\] is not valid"):
+        tf.setup({**declared, "seeds": []})
+    with pytest.raises(ValueError, match=r"^toy_flows: seeds=\[1, 1\] is not valid"):
+        tf.setup({**declared, "seeds": [1, 1]})
+    with pytest.raises(ValueError, match=r"^toy_flows: t_max=0.01 is not valid"):
+        tf.setup({**declared, "t_max": 0.01})
 
 
 def test_cpu_params_are_notebook_parameters():

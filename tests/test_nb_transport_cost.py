@@ -115,3 +115,15 @@ def test_params_files_validate(variant):
         assert_paper_scale(cfg)
     else:
         assert cfg.dataset == "digits" and cfg.total_steps <= 1500 and p["ot_batch_sizes"] == [64, 256, 1024]
+
+
+def test_setup_takes_one_checked_mapping():
+    """setup takes the one mapping check_params returns; every rule names a declared parameter, and a bad value
+    is named in one line before any work."""
+    from gclib.experiments.params import notebook_parameters
+    declared = notebook_parameters("transport_cost")
+    assert set(tc.RULES) <= set(declared)
+    with pytest.raises(ValueError, match=r"^transport_cost: ot_batch_sizes=\[1\] is not valid"):
+        tc.setup({**declared, "ot_batch_sizes": [1]})
+    with pytest.raises(ValueError, match=r"^transport_cost: n_near=99 is not valid"):
+        tc.setup({**declared, "n_near": 99})

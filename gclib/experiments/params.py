@@ -176,6 +176,31 @@ def positive_int(name: str, value) -> None:
     check_positive_int(name, value)
 
 
+def int_at_least(lo: int):
+    """An integer >= lo."""
+    def check(name: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= {lo}")
+    return check
+
+
+def distinct_ints(name: str, value) -> None:
+    """A non-empty list of distinct integers."""
+    ok = isinstance(value, (list, tuple)) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value) and len(set(value)) == len(value)
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not valid; it must be a non-empty list of distinct integers")
+
+
+def nonempty(rule):
+    """A non-empty list whose every element passes ``rule``."""
+    def check(name: str, value) -> None:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{name}={value!r} is not valid; it must be a non-empty list")
+        each(rule)(name, value)
+    return check
+
+
 def optional(rule):
     """``rule``, or None (the notebook's 'use the default' value)."""
     def check(name: str, value) -> None:

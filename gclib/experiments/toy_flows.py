@@ -30,6 +30,7 @@ from ..exact import velocity
 from ..paths import coupled_endpoints, exact_generator, path_alignment
 from . import references
 from .common import claim, combine_verdicts, interval_verdict, paired_verdict
+from .params import between, check_rules, distinct_ints, int_at_least, levels, nonempty, positive_int
 
 DIRACS = ((0.0, 0.5), (0.0, -0.5))
 PAPER = {
@@ -45,33 +46,25 @@ GC_LABELS = ("ideal", "trained", "collapsed", "untrained", "identity")
 CONTROLS = ("collapsed", "untrained", "identity")
 
 
-def setup(variant: str, seeds, n_samples: int, n_paths: int, t_pred: float, t_max: float, n_levels: int,
-          ot_batches, eq16_ts, eq16_n: int, endpoint_tol: float, train_steps: int, train_overrides: dict,
-          level: float = 0.9):
-    """Validate every parameter of notebooks/toy_flows.ipynb (one clear ValueError naming it) -> (cfg, out): the
-    training configuration of the trained predictor (an IC model of the two Diracs) and the results folder."""
+# The allowed values of notebooks/toy_flows.ipynb's parameters (defaults: its parameters cell; names and types:
+# ``check_params``); t_pred against the trained model's sigma_max is checked in ``setup``.
+RULES = dict(
+    seeds=distinct_ints, n_samples=int_at_least(2), n_paths=positive_int, t_pred=between(0.0, float("inf")),
+    t_max=between(0.02, float("inf")), n_levels=int_at_least(2), ot_batches=nonempty(int_at_least(2)),
+    eq16_ts=levels(lo=0.002, hi=5.0), eq16_n=int_at_least(2), endpoint_tol=between(0.0, float("inf")),
+    train_steps=positive_int, level=between(0.0, 1.0))
+
+
+def setup(params):
+    """Check the parameters of notebooks/toy_flows.ipynb (the mapping ``check_params`` returns; ``RULES``, then
+    t_pred against the model's sigma_max: one clear ValueError naming the parameter) -> (cfg, out): the training
+    configuration of the trained predictor (an IC model of the two Diracs) and the results folder."""
     from . import common
-    try:
-        seeds = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise ValueError(f"seeds={seeds!r} is not valid; it must be a list of integers") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds={seeds!r} is not valid; it must be a non-empty list of distinct integers")
-    values = dict(t_pred=t_pred, t_max=t_max, n_samples=n_samples, n_paths=n_paths, n_levels=n_levels,
-                  eq16_n=eq16_n, endpoint_tol=endpoint_tol, level=level)
-    ok = dict(t_pred=t_pred > 0, t_max=t_max > 0.02, n_samples=n_samples >= 2, n_paths=n_paths >= 1,
-              n_levels=n_levels >= 2, eq16_n=eq16_n >= 2, endpoint_tol=endpoint_tol > 0, level=0 < level < 1)
-    for k, good in ok.items():
-        if not good:
-            raise ValueError(f"{k}={values[k]!r} is not valid; need t_pred > 0, t_max > 0.02, n_samples >= 2, "
-                             "n_paths >= 1, n_levels >= 2, eq16_n >= 2, endpoint_tol > 0, 0 < level < 1")
-    if not ot_batches or any(int(b) != b or b < 2 for b in ot_batches):
-        raise ValueError(f"ot_batches={ot_batches!r} is not valid; each must be an integer >= 2")
-    common.check_levels("eq16_ts", eq16_ts, lo=0.002, hi=5.0)
-    cfg = common.train_config("two_diracs", "ic", steps=train_steps, seed=0, **train_overrides)
-    if not t_pred <= cfg.sigma_max:
-        raise ValueError(f"t_pred={t_pred!r} is not valid; it must be at most sigma_max={cfg.sigma_max}")
-    return cfg, report.results_dir("toy_flows", variant)
+    p = check_rules("toy_flows", params, RULES)
+    cfg = common.train_config("two_diracs", "ic", steps=p.train_steps, seed=0, **p.train_overrides)
+    if not p.t_pred <= cfg.sigma_max:
+        raise ValueError(f"toy_flows: t_pred={p.t_pred!r} is not valid; it must be at most sigma_max={cfg.sigma_max}")
+    return cfg, report.results_dir("toy_flows", p.variant)
 
 
 def dirac_data() -> torch.Tensor:

@@ -37,6 +37,7 @@ from ..metrics.transport import exact_ot_cost, minibatch_ot_cost
 from ..precond import as_batch_sigma
 from . import common, references
 from .common import claim, combine_verdicts, diff_verdict, interval_verdict, paired_verdict
+from .params import between, check_rules, int_at_least, levels, nonempty, optional, positive_int
 
 PAPER = {
     "lemma1": "Lemma 1 (as docs/method.md section 6 states it): the derivative of c(t) = E||f(x + t z, t) - z||^2 "
@@ -54,33 +55,37 @@ CONTROL_NAMES = ("collapsed", "untrained", "identity")
 
 
 # --------------------------------------------------------------------------------------------- parameters
-def setup(variant: str, flow: str, mu: float, dataset: str, train_steps, train_overrides: dict, seed: int,
-          device: str, ts, n: int, ot_batch_sizes, n_near: int, ot_n: int, lemma_ts, lemma_n: int,
-          ideal_steps: int, level: float = 0.9, rel_tol: float = 0.05):
-    """Validate every parameter of notebooks/transport_cost.ipynb (one clear ValueError naming it, before any
-    work) and return (cfg, device, out): the training configuration, the resolved device and the results folder."""
-    check_flow(flow)
-    check_mu(mu)
-    common.check_dataset(dataset)
-    for name, v in dict(n=n, n_near=n_near, ot_n=ot_n, lemma_n=lemma_n, ideal_steps=ideal_steps).items():
-        common.check_positive_int(name, v)
-    if ot_n > n:
-        raise ValueError(f"ot_n={ot_n!r} is not valid; it must be at most n={n}")
-    if lemma_n > n:
-        raise ValueError(f"lemma_n={lemma_n!r} is not valid; it must be at most n={n}")
-    for name, v in (("level", level), ("rel_tol", rel_tol)):
-        if not (isinstance(v, (int, float)) and 0 < v < 1):
-            raise ValueError(f"{name}={v!r} is not valid; it must be in (0, 1)")
-    cfg = common.train_config(dataset, flow, mu=mu, steps=train_steps, seed=seed, **train_overrides)
-    levels = common.check_levels("ts", ts, lo=cfg.sigma_min, hi=cfg.sigma_max)
-    if len(levels) < n_near:
-        raise ValueError(f"n_near={n_near!r} is not valid; ts has only {len(levels)} levels")
-    common.check_levels("lemma_ts", lemma_ts, lo=2 * cfg.sigma_min, hi=cfg.sigma_max / 1.01)
-    for b in ot_batch_sizes:
-        if int(b) != b or not 2 <= b <= n:
-            raise ValueError(f"ot_batch_sizes={ot_batch_sizes!r} is not valid; each must be an integer in [2, n={n}]")
-    dev = common.resolve_device(device)
-    return cfg, dev, report.results_dir("transport_cost", variant)
+# The allowed values of notebooks/transport_cost.ipynb's parameters (defaults: its parameters cell; names and types:
+# ``check_params``); the bounds that need the data set's sigma range or another parameter are checked in ``setup``.
+RULES = dict(
+    flow=lambda name, v: check_flow(v), mu=lambda name, v: check_mu(v),
+    dataset=lambda name, v: common.check_dataset(v), train_steps=optional(positive_int), ts=levels(), n=positive_int,
+    ot_batch_sizes=nonempty(int_at_least(2)), n_near=positive_int, ot_n=positive_int, lemma_ts=levels(),
+    lemma_n=positive_int, ideal_steps=positive_int, level=between(0.0, 1.0), rel_tol=between(0.0, 1.0))
+
+
+def setup(params):
+    """Check the parameters of notebooks/transport_cost.ipynb (the mapping ``check_params`` returns: ``RULES``,
+    then the bounds that need the training configuration or another parameter; one clear ValueError naming the
+    parameter, before any work) and return (cfg, device, out): the training configuration, the resolved device and
+    the results folder."""
+    p = check_rules("transport_cost", params, RULES)
+
+    def bad(name, what):
+        raise ValueError(f"transport_cost: {name}={getattr(p, name)!r} is not valid; {what}")
+    if p.ot_n > p.n:
+        bad("ot_n", f"it must be at most n={p.n}")
+    if p.lemma_n > p.n:
+        bad("lemma_n", f"it must be at most n={p.n}")
+    if any(b > p.n for b in p.ot_batch_sizes):
+        bad("ot_batch_sizes", f"each must be an integer in [2, n={p.n}]")
+    cfg = common.train_config(p.dataset, p.flow, mu=p.mu, steps=p.train_steps, seed=p.seed, **p.train_overrides)
+    levels(lo=cfg.sigma_min, hi=cfg.sigma_max)("ts", p.ts)
+    if len(p.ts) < p.n_near:
+        bad("n_near", f"ts has only {len(p.ts)} levels")
+    levels(lo=2 * cfg.sigma_min, hi=cfg.sigma_max / 1.01)("lemma_ts", p.lemma_ts)
+    dev = common.resolve_device(p.device)
+    return cfg, dev, report.results_dir("transport_cost", p.variant)
 
 
 # --------------------------------------------------------------------------------------------- measurements
