@@ -118,3 +118,18 @@ def test_params_files_validate(variant):
         assert cfg.dataset == variant[4:] and p["metric"] == "fid" and cfg.total_steps == 100_000
     else:
         assert len(p["seeds"]) >= 3 or variant == "cpu_long_mu"
+
+
+def test_setup_takes_one_checked_mapping():
+    """The notebook's setup(p) checks the declared value rules, then builds the same Sweep as make_sweep."""
+    from gclib.experiments import fid_curves
+    from gclib.experiments.params import notebook_parameters
+    declared = notebook_parameters("fid_curves")
+    assert set(fid_curves.RULES) <= set(declared)
+    with pytest.raises(ValueError, match=r"^fid_curves: seeds=\[0, 0\] is not valid"):
+        fid_curves.setup({**declared, "seeds": [0, 0]})
+    a = fid_curves.setup({**declared, "variant": "test_synthetic"})
+    b = make_sweep("test_synthetic", declared["base_config"], declared["overrides"], declared["metric"],
+                   declared["seeds"], declared["mus"])
+    from gclib.experiments.fid_curves import run_config
+    assert [run_config(a.base, r) for r in a.runs()] == [run_config(b.base, r) for r in b.runs()]

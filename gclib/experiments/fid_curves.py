@@ -26,6 +26,7 @@ from ..checks import check_choice, check_flow, check_mu
 from ..data import get_dataset
 from ..evaluation import CURVE_METRICS, LABELS
 from .common import claim, combine_verdicts, paired_claim, paired_verdict
+from .params import check_rules, distinct_ints, int_at_least, nonempty
 
 # the metrics a training curve can use and their plot labels: from gclib.evaluation's registry (Metric.curve)
 METRICS = tuple(CURVE_METRICS)
@@ -234,6 +235,25 @@ class Sweep:
     def runs(self) -> list[Run]:
         return sweep_runs(self.seeds, self.mus, self.include_ot, self.frozen_mu, self.frozen_checkpoints(),
                           self.per_flow)
+
+
+# The allowed values of notebooks/fid_curves.ipynb's parameters (defaults: its parameters cell; names and types:
+# ``check_params``); what needs the training configuration (frozen steps, the final evaluation, the pre-registered
+# endpoints) is checked by ``make_sweep``.
+RULES = dict(
+    metric=lambda name, v: check_choice("metric", v, METRICS), seeds=distinct_ints,
+    mus=nonempty(lambda name, v: check_mu(v)), frozen_mu=lambda name, v: check_mu(v),
+    frozen_seed=int_at_least(0), workers=int_at_least(1))
+
+
+def setup(params) -> "Sweep":
+    """Check the parameters of notebooks/fid_curves.ipynb (the mapping ``check_params`` returns: ``RULES``, then
+    ``make_sweep``'s checks; one clear ValueError naming the parameter, before any work) and build its ``Sweep``."""
+    p = check_rules("fid_curves", params, RULES)
+    return make_sweep(p.variant, p.base_config, p.overrides, p.metric, p.seeds, p.mus, include_ot=p.include_ot,
+                      frozen=p.frozen, frozen_mu=p.frozen_mu, frozen_seed=p.frozen_seed, per_flow=p.per_flow, fid=p.fid,
+                      workers=p.workers, final_eval=p.final_eval, preregistration=p.preregistration,
+                      executor=p.executor)
 
 
 def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
