@@ -48,6 +48,7 @@ from .data import DATASETS, IMAGE_SHAPES, REGISTRY as DATA_REGISTRY, TOYS  # noq
 from .evaluation import METRICS
 from .losses import DISTANCES
 from .nets import MODELS
+from .objectives import LOSSES
 from .optim import OPTIMIZERS
 from .schedules import ECT_R_CLIPS
 from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml  # noqa: F401 (older imports)
@@ -55,8 +56,16 @@ from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml
 DEVICES = ("auto", "cpu", "cuda")
 SEED_MAX = 2 ** 63 - 1
 SEED_RANGE = f"an integer in [0, 2**63 - 1 = {SEED_MAX}]"
-OBJECTIVES = ("consistency", "denoising")
-SCHEDULES = ("ict", "ect")
+SCHEDULES = ("ict", "ect")   # the consistency objective's schedules, each a registered loss (gclib.objectives)
+
+
+def objectives() -> tuple:
+    """The valid ``objective`` values: "consistency" (with a ``schedule``) and every other loss registered in
+    ``gclib.objectives.LOSSES`` (``register_loss``), read live, so a registered loss is a valid objective."""
+    return ("consistency",) + tuple(k for k in LOSSES if k not in SCHEDULES)
+
+
+OBJECTIVES = objectives()    # the built-in ones, ("consistency", "denoising"); validation reads objectives()
 
 # The sections, in the order they are listed; each field names its own (see _field).
 SECTION_DOCS = {
@@ -368,7 +377,7 @@ def _validate(cfg: Config) -> None:
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("device", cfg.device, DEVICES)
     check_choice("ot_solver", cfg.ot_solver, OT_SOLVERS)
-    check_choice("objective", cfg.objective, OBJECTIVES)
+    check_choice("objective", cfg.objective, objectives())
     check_choice("schedule", cfg.schedule, SCHEDULES)
     if cfg.objective == "denoising" and cfg.flow != "ic":
         raise ConfigError(f"objective='denoising' trains a denoiser on independent pairs: flow must be 'ic', "

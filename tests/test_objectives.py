@@ -145,3 +145,22 @@ def test_a_registered_loss_trains_through_the_loop(tmp_path, monkeypatch, one_th
         register_loss("ect", HalfLoss)
     with pytest.raises(TypeError):
         register_loss("x", object)
+
+
+def test_a_registered_loss_is_a_valid_objective():
+    """config validates ``objective`` against the loss registry: a loss registered by a user is accepted by
+    load_config, and unregistered again it is refused with the valid names."""
+    from gclib.config import ConfigError, load_config
+    from gclib.objectives import LOSSES, DenoisingLoss, register_loss
+    with pytest.raises(ConfigError, match="objective='my_denoiser'"):
+        load_config(None, {"objective": "my_denoiser"})
+
+    class MyDenoiser(DenoisingLoss):
+        pass
+    register_loss("my_denoiser", MyDenoiser)
+    try:
+        assert load_config(None, {"objective": "my_denoiser"}).objective == "my_denoiser"
+    finally:
+        del LOSSES["my_denoiser"]
+    with pytest.raises(ConfigError, match="objective='my_denoiser'"):
+        load_config(None, {"objective": "my_denoiser"})
