@@ -55,7 +55,12 @@ def make_optimizer(name: str, params, lr: float, betas=None, weight_decay: float
     check_choice("optimizer", name, OPTIMIZERS, error=ConfigError)
     betas = tuple(betas) if betas is not None else DEFAULT_BETAS[name]
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        params = list(params)
+        # on CUDA one fused kernel updates every tensor (a step of a small network is launch-bound there); on the
+        # CPU torch's own per-tensor loop, whose results the pinned runs fix bit for bit
+        fused = bool(params) and all(isinstance(p, torch.Tensor) and p.is_cuda for p in params)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                **({"fused": True} if fused else {}))
     if name == "radam":
         return torch.optim.RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     return Lion(params, lr=lr, betas=betas, weight_decay=weight_decay)
