@@ -48,6 +48,39 @@ def gpu_tables(out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def gpu_digits_tables(out_dir: Path) -> str:
+    """The digits step on a GPU (benchmarks/gpu_digits_step.py's gpu_digits_step-<card>.json)."""
+    parts = []
+    for p in sorted(out_dir.glob("gpu_digits_step-*.json")):
+        try:
+            g = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        m = g.get("machine", {})
+        if m.get("device") != "cuda":
+            continue
+        parts.append(f"### {p.name} ({m.get('gpu', '?')}, torch {m.get('torch', '?')}, {m.get('cpus', '?')} CPUs, "
+                     f"{g.get('steps')} steps a run, batch 64)\n")
+        if m.get("code"):
+            parts.append(f"Code: {m['code']}.\n")
+        parts.append("| measurement | processes | MPS | ms per step (median) | steps/s together | notes |")
+        parts.append("|---|---|---|---|---|---|")
+        for r in g.get("rows", []):
+            if r["what"] in ("single", "compile"):
+                parts.append(f"| {r['what']} {r['flow']} | 1 | no | {r['step_ms']:.1f} | "
+                             f"{1e3 / r['step_ms']:.1f} | {'torch.compile' if r.get('compile') else 'eager'} |")
+            elif r["what"] == "share" and "processes" in r:
+                parts.append(f"| share ic | {r['processes']} | {'yes' if r.get('mps') else 'no'} | "
+                             f"{r['step_ms_median']:.1f} | {r['steps_per_s_together']:.1f} | |")
+            elif r["what"] == "share":
+                parts.append(f"| share ic | | {r.get('mps')} | | | |")
+            elif r["what"] == "profile":
+                parts.append(f"| profile {r['flow']} | 1 | no | | | {r['cuda_kernels_per_step']} CUDA kernels and "
+                             f"{r.get('aten_ops_per_step', '?')} aten calls a step |")
+        parts.append("")
+    return "\n".join(parts)
+
+
 def readme(st: dict, ot: dict, sa: dict, wall: float, out_dir: Path) -> str:
     m = st["machine"]
     lines = [
@@ -104,6 +137,12 @@ def readme(st: dict, ot: dict, sa: dict, wall: float, out_dir: Path) -> str:
                   "OT/IC with the exact minibatch OT pairing solved inside the step and solved on a worker thread "
                   "while the previous step runs, paired over rounds: [ot_prefetch.md](ot_prefetch.md) (its own "
                   "command and machine load; a GPU measurement needs a CUDA machine).", ""]
+    gd = gpu_digits_tables(out_dir)
+    if gd:
+        lines += ["## 6. The digits step on a GPU (benchmarks/gpu_digits_step.py)", "",
+                  "The 0.6M-parameter digits U-Net at batch 64 (the long digits profiles' run), one process per run: "
+                  "how long a step takes alone and how many steps several processes make together on one card.", "",
+                  gd]
     return "\n".join(lines)
 
 
