@@ -4,6 +4,7 @@ was measured here (from the notebooks' metrics.json)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -70,14 +71,23 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
         out.mkdir(parents=True, exist_ok=True)
         print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
         t0 = time.perf_counter()
-        before = finished_runs(root)
-        pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(out / nb.name), parameters=parameters,
-                            cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
+        tag = f"reproduce-{variant}-{os.getpid()}-{time.time_ns()}"
+        before = finished_runs(root, tag)
+        old_tag = os.environ.get(TRAINED_BY)
+        os.environ[TRAINED_BY] = tag   # the kernel and its worker processes inherit it
+        try:
+            pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(out / nb.name), parameters=parameters,
+                                cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
+        finally:
+            if old_tag is None:
+                os.environ.pop(TRAINED_BY, None)
+            else:
+                os.environ[TRAINED_BY] = old_tag
         scrub_paths(out / nb.name, root)
-        seconds, trained = time.perf_counter() - t0, len(finished_runs(root) - before)
+        seconds, trained = time.perf_counter() - t0, len(finished_runs(root, tag) - before)
         timings[f"{nb.stem}/{variant}"] = {"seconds": seconds, "runs_trained": trained}
         print(f"   done in {seconds:.0f} s ({trained} run{'s' * (trained != 1)} trained; any other run it used came "
-              f"from the cache in runs/)", flush=True)
+              f"from the run cache)", flush=True)
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
@@ -157,11 +167,26 @@ def long_status(root=None, variants=None) -> list[str]:
     return lines
 
 
-def finished_runs(root: Path) -> set:
-    """{(run directory name, done.json's mtime)} of every finished run in runs/: the runs a notebook trains
-    are those that appear (or are finished again) while it runs, so a timing can say how much was cached."""
+TRAINED_BY = "GCLIB_TRAINED_BY"   # environment variable: a tag that every run trained under it writes in done.json
+
+
+def finished_runs(root: Path, trained_by: str | None = None) -> set:
+    """{(run directory name, done.json's mtime)} of every finished run in the run cache: the runs a notebook trains
+    are those that appear (or are finished again) while it runs, so a timing can say how much was cached. With
+    ``trained_by``, only runs whose done.json carries that tag (``TRAINED_BY``), so that runs another process
+    finishes in the same cache meanwhile (a background sweep) are not counted as the notebook's."""
+    import json
     from .report import runs_dir
-    return {(p.parent.name, p.stat().st_mtime_ns) for p in runs_dir(root).glob("*/done.json")}
+    out = set()
+    for p in runs_dir(root).glob("*/done.json"):
+        if trained_by is not None:
+            try:
+                if json.loads(p.read_text()).get("trained_by") != trained_by:
+                    continue
+            except (OSError, ValueError):
+                continue
+        out.add((p.parent.name, p.stat().st_mtime_ns))
+    return out
 
 
 def scrub_paths(ipynb: Path, root: Path) -> None:

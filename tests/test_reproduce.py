@@ -4,6 +4,7 @@ import json
 import os
 
 from gclib.reproduce import finished_runs, write_results_readme
+from nbhelpers import ROOT
 
 
 def project(tmp_path):
@@ -44,3 +45,26 @@ def test_timing_table_says_how_many_runs_were_trained(tmp_path):
     text = (root / "results" / "README.md").read_text()
     assert "| notebook / variant | wall time (s) | runs trained | machine |" in text
     assert "| fid_curves/cpu | 12 | 0 |" in text and "| old/x | 7 | - | m |" in text and "| toy_flows/cpu | 4 | - |" in text
+
+
+def test_runs_another_process_finishes_meanwhile_are_not_the_notebooks(tmp_path, monkeypatch):
+    # a background sweep finishing runs in the same cache while a notebook runs: only the runs whose done.json
+    # carries the notebook's tag count as trained by it
+    root = project(tmp_path)
+    before = finished_runs(root, "nb-1")
+    finish(root, "background", ns=10**18)
+    d = root / "runs" / "mine"
+    d.mkdir(parents=True)
+    (d / "done.json").write_text(json.dumps({"trained_by": "nb-1"}))
+    assert {n for n, _ in finished_runs(root, "nb-1") - before} == {"mine"}
+    assert {n for n, _ in finished_runs(root) - before} == {"background", "mine"}
+
+
+def test_a_trained_run_writes_the_reproduce_tag(tmp_path, monkeypatch):
+    from gclib.config import load_config
+    from gclib.train import train
+    monkeypatch.setenv("GCLIB_TRAINED_BY", "nb-2")
+    cfg = load_config(ROOT / "params" / "train" / "toy.yaml", {"total_steps": 3, "runs_dir": str(tmp_path),
+                                                              "sample_every": 0, "checkpoint_every": 3})
+    res = train(cfg)
+    assert json.loads((res.run_dir / "done.json").read_text())["trained_by"] == "nb-2"
