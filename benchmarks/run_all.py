@@ -24,13 +24,18 @@ import sampling  # noqa: E402
 import step_time  # noqa: E402
 
 
-def gpu_tables(out_dir: Path) -> str:
-    parts = []
-    for p in sorted(out_dir.glob("gpu-*.json")):
+def _json_files(out_dir: Path, pattern: str):
+    """(path, content) of each readable JSON file matching ``pattern`` in ``out_dir``, by name."""
+    for p in sorted(out_dir.glob(pattern)):
         try:
-            g = json.loads(p.read_text())
+            yield p, json.loads(p.read_text())
         except (OSError, ValueError):
             continue
+
+
+def gpu_tables(out_dir: Path) -> str:
+    parts = []
+    for p, g in _json_files(out_dir, "gpu-*.json"):
         if g.get("dry_run"):
             continue
         parts.append(f"### {p.name} ({g.get('machine', {}).get('gpu', '?')}, torch {g.get('machine', {}).get('torch', '?')}, "
@@ -51,11 +56,7 @@ def gpu_tables(out_dir: Path) -> str:
 def gpu_digits_tables(out_dir: Path) -> str:
     """The digits step on a GPU (benchmarks/gpu_digits_step.py's gpu_digits_step-<card>.json)."""
     parts = []
-    for p in sorted(out_dir.glob("gpu_digits_step-*.json")):
-        try:
-            g = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
+    for p, g in _json_files(out_dir, "gpu_digits_step-*.json"):
         m = g.get("machine", {})
         if m.get("device") != "cuda":
             continue

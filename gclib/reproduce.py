@@ -8,8 +8,10 @@ import os
 import platform
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 from .io import relative_to_cwd, write_json, write_text
+from .rundir import TRAINED_BY_ENV
 from .report import project_root
 
 NOTEBOOK_ORDER = ("toy_flows", "ct_cd_gap", "transport_cost", "fid_curves")
@@ -73,16 +75,9 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
         t0 = time.perf_counter()
         tag = f"reproduce-{variant}-{os.getpid()}-{time.time_ns()}"
         before = finished_runs(root, tag)
-        old_tag = os.environ.get(TRAINED_BY)
-        os.environ[TRAINED_BY] = tag   # the kernel and its worker processes inherit it
-        try:
+        with patch.dict(os.environ, {TRAINED_BY_ENV: tag}):   # the kernel and its worker processes inherit it
             pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(out / nb.name), parameters=parameters,
                                 cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
-        finally:
-            if old_tag is None:
-                os.environ.pop(TRAINED_BY, None)
-            else:
-                os.environ[TRAINED_BY] = old_tag
         scrub_paths(out / nb.name, root)
         seconds, trained = time.perf_counter() - t0, len(finished_runs(root, tag) - before)
         timings[f"{nb.stem}/{variant}"] = {"seconds": seconds, "runs_trained": trained}
@@ -167,26 +162,15 @@ def long_status(root=None, variants=None) -> list[str]:
     return lines
 
 
-TRAINED_BY = "GCLIB_TRAINED_BY"   # environment variable: a tag that every run trained under it writes in done.json
-
-
 def finished_runs(root: Path, trained_by: str | None = None) -> set:
     """{(run directory name, done.json's mtime)} of every finished run in the run cache: the runs a notebook trains
     are those that appear (or are finished again) while it runs, so a timing can say how much was cached. With
-    ``trained_by``, only runs whose done.json carries that tag (``TRAINED_BY``), so that runs another process
-    finishes in the same cache meanwhile (a background sweep) are not counted as the notebook's."""
-    import json
+    ``trained_by``, only runs whose done.json carries that tag (written under ``$GCLIB_TRAINED_BY``), so that runs
+    another process finishes in the same cache meanwhile (a background sweep) are not counted as the notebook's."""
     from .report import runs_dir
-    out = set()
-    for p in runs_dir(root).glob("*/done.json"):
-        if trained_by is not None:
-            try:
-                if json.loads(p.read_text()).get("trained_by") != trained_by:
-                    continue
-            except (OSError, ValueError):
-                continue
-        out.add((p.parent.name, p.stat().st_mtime_ns))
-    return out
+    from .rundir import read_json_guarded
+    return {(p.parent.name, p.stat().st_mtime_ns) for p in runs_dir(root).glob("*/done.json")
+            if trained_by is None or (read_json_guarded(p) or {}).get("trained_by") == trained_by}
 
 
 def scrub_paths(ipynb: Path, root: Path) -> None:

@@ -258,10 +258,16 @@ def read_json_guarded(path) -> dict | None:
         return None
 
 
+TRAINED_BY_ENV = "GCLIB_TRAINED_BY"   # set by gclib.reproduce around a notebook: its runs' done.json carry the tag
+
+
 def write_done(path, info: dict) -> Path:
     """done.json (atomic); its ``checkpoint`` is stored relative to the run directory (the folder of ``path``),
-    so a run directory can be moved or shared."""
+    so a run directory can be moved or shared. Under ``$GCLIB_TRAINED_BY`` it also records that tag as
+    ``trained_by`` (the process that trained the run: see ``gclib.reproduce.finished_runs``)."""
     info = dict(info)
+    if os.environ.get(TRAINED_BY_ENV):
+        info["trained_by"] = os.environ[TRAINED_BY_ENV]
     if info.get("checkpoint"):
         ck, base = Path(info["checkpoint"]), Path(path).parent
         try:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import random
 import sys
 import time
@@ -400,9 +399,7 @@ def _finish(st: RunState) -> TrainResult:
     if d.main:
         write_done(st.paths.done_json, {"config_hash": st.chash, "step": cfg.total_steps, "checkpoint": str(final_ckpt),
                                         "world_size": d.world_size, "param_checksums": checksums,
-                                        "seconds": st.elapsed,
-                                        **({"trained_by": os.environ["GCLIB_TRAINED_BY"]}   # gclib.reproduce's tag
-                                           if os.environ.get("GCLIB_TRAINED_BY") else {})})
+                                        "seconds": st.elapsed})
     distributed.barrier(d)
     return TrainResult(st.paths.run_dir, cfg.total_steps, final_ckpt, st.paths.metrics_csv, st.paths.eval_csv, cfg,
                        extra={"world_size": d.world_size, "param_checksums": checksums})
