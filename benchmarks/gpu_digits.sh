@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The 10-seed digits profile on one GPU: params/fid_curves/gpu_digits.yaml (cpu_long.yaml's 30 runs: IC, OT and
 # GC mu=0.5 at seeds 0-9, 4000 steps each), trained by benchmarks/gpu_train.py in one pool of one-thread worker
-# processes sharing the card, with each run's final evaluation (10k samples); then the fid_curves notebook's
-# curves, figures and pre-registered claims into results/fid_curves/gpu_digits/, and results/README.md refreshed.
+# processes sharing the card, each training a stack of up to GPU_DIGITS_STACK runs (default 10; gclib.stack: the
+# runs' networks evaluated as one; 1 trains each run alone), with each run's final evaluation (10k samples); then
+# the fid_curves notebook's curves, figures and pre-registered claims into results/fid_curves/gpu_digits/, and
+# results/README.md refreshed.
 # --all adds gpu_long_2x (twice the steps, 5 seeds) and gpu_long_mu (the mu sweep and the frozen predictors,
 # 5 seeds) to the same pool, in that order. No network: the digits come from scikit-learn and the FD_digits
 # classifier ships with gclib. Target: gpu_digits under 8 minutes on one H200.
@@ -20,7 +22,8 @@ PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 LIMIT=${GPU_DIGITS_LIMIT_S:-480}
 RESERVE=${GPU_DIGITS_NOTEBOOK_S:-100}   # seconds kept for the notebooks after training stops starting runs
-WORKERS=${GPU_DIGITS_WORKERS:-12}
+STACK=${GPU_DIGITS_STACK:-10}
+WORKERS=${GPU_DIGITS_WORKERS:-$([ "$STACK" = 1 ] && echo 12 || echo 4)}
 export GCLIB_RUNS=${GCLIB_RUNS:-$PWD/runs-gpu}
 profiles=(params/fid_curves/gpu_digits.yaml)
 case "${1:-}" in
@@ -63,11 +66,11 @@ if [ "${1:-}" != "--smoke" ]; then
     fi
   fi
 fi
-echo "[gpu_digits.sh] run cache $GCLIB_RUNS; $WORKERS workers; ${LIMIT}s cap"
+echo "[gpu_digits.sh] run cache $GCLIB_RUNS; $WORKERS workers, stacks of up to $STACK runs; ${LIMIT}s cap"
 start=$(date +%s)
 status=0
 timeout --signal=TERM --kill-after=15 "$((LIMIT - 20))" "$PY" benchmarks/gpu_train.py "${profiles[@]}" \
-  --workers "$WORKERS" --deadline "$((LIMIT - RESERVE))" || status=$?
+  --workers "$WORKERS" --stack "$STACK" --deadline "$((LIMIT - RESERVE))" || status=$?
 echo "[gpu_digits.sh] training finished with status $status in $(( $(date +%s) - start )) s"
 pids=()
 for f in "${profiles[@]}"; do   # the notebooks of the complete profiles, side by side (every run is cached)

@@ -6,7 +6,10 @@ settings), one process per run. Measures, in one call:
 - ``share``: n processes at once (ic, distinct seeds): each one's step time and the steps per second they make
   together, for n in ``--share``; ``mps``: the same under CUDA's multi-process service, where the processes'
   kernels run side by side instead of taking turns on the GPU;
-- ``profile``: the CUDA kernels launched and the CPU time per eager step (torch.profiler over 20 steps).
+- ``profile``: the CUDA kernels launched and the CPU time per eager step (torch.profiler over 20 steps);
+- ``stack``: one process training a stack of K runs (``gclib.stack``: the K networks evaluated as one), for K in
+  ``--stack``: the time of a step of all K and the run-steps per second it makes; ``stack_profile``: the kernels
+  of one such step (the largest K); ``stack_share``: n processes, each a stack of 10, for n in ``--stack-share``.
 
 Step times are the median of the training loop's own per-step times (metrics.csv, setup and the first 20% of
 steps left out). Prints one JSON line per measurement and writes them all to ``--out``.
@@ -64,25 +67,44 @@ def run_one(flow: str, seed: int, steps: int, device: str, runs_dir: str, compil
             "step_ms": round(1e3 * statistics.median(dts), 3)}
 
 
-def profile(flow: str, device: str, runs_dir: str, steps: int = 20) -> dict:
-    """Kernels and CPU time per eager step, from torch.profiler around ``steps`` steps (after 30 warm-up steps)."""
+def run_stack(k: int, steps: int, device: str, runs_dir: str, seed0: int = 500) -> dict:
+    """One process training a stack of ``k`` IC runs (distinct seeds): the time of one step of all ``k``."""
+    import torch
+    torch.set_num_threads(1)
+    from gclib.stack import train_stack
+    t = time.perf_counter()
+    res = train_stack([_config("ic", seed0 + i, steps, device, runs_dir) for i in range(k)])
+    wall = time.perf_counter() - t
+    step_ms = 1e3 * statistics.median(_step_times(Path(res[0].run_dir)))  # every run of a stack logs the same step
+    return {"what": "stack", "runs": k, "steps": steps, "wall_s": round(wall, 2), "step_ms": round(step_ms, 3),
+            "run_steps_per_s": round(k * 1e3 / step_ms, 1)}
+
+
+def _train_k(k: int, seed0: int, steps: int, device: str, runs_dir: str, flow: str = "ic"):
+    from gclib.stack import train_stack
+    from gclib.train import train
+    cfgs = [_config(flow, seed0 + i, steps, device, runs_dir) for i in range(k)]
+    return train(cfgs[0]) if k == 1 else train_stack(cfgs)
+
+
+def profile(flow: str, device: str, runs_dir: str, steps: int = 20, k: int = 1) -> dict:
+    """Kernels and CPU time per eager step (of one run, or of a stack of ``k``), from torch.profiler around
+    ``steps`` steps (after 30 warm-up steps)."""
     import torch
     from torch.profiler import ProfilerActivity, profile as tprofile
-    from gclib.train import train
     torch.set_num_threads(1)
-    train(_config(flow, 99, 30, device, runs_dir))
+    _train_k(k, 99 * 100, 30, device, runs_dir, flow)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    cfg = _config(flow, 98, steps, device, runs_dir)
     with tprofile(activities=acts) as prof:
         t = time.perf_counter()
-        train(cfg)
+        _train_k(k, 98 * 100, steps, device, runs_dir, flow)
         wall = time.perf_counter() - t
     ev = prof.key_averages()
     kernels = sum(e.count for e in ev if getattr(e, "device_type", None) is not None
                   and str(e.device_type).endswith("CUDA"))
     top = sorted(ev, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
-    return {"what": "profile", "flow": flow, "steps": steps, "wall_s": round(wall, 2),
-            "cuda_kernels_per_step": round(kernels / steps, 1),
+    return {"what": "profile" if k == 1 else "stack_profile", "flow": flow, "runs": k, "steps": steps,
+            "wall_s": round(wall, 2), "cuda_kernels_per_step": round(kernels / steps, 1),
             "aten_ops_per_step": round(sum(e.count for e in ev if e.key.startswith("aten::")) / steps, 1),
             "top_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / steps, 3) for e in top}}
 
@@ -126,12 +148,15 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--share", type=int, nargs="*", default=[4, 12])
-    ap.add_argument("--modes", default="single,profile,share,mps,compile",
-                    help="comma-separated: single, profile, share, mps (share under MPS), compile")
+    ap.add_argument("--stack", type=int, nargs="*", default=[5, 10, 15], help="stack sizes (mode stack)")
+    ap.add_argument("--stack-share", type=int, nargs="*", default=[3], help="processes (mode stack_share)")
+    ap.add_argument("--modes", default="single,profile,share,mps,compile,stack,stack_profile,stack_share",
+                    help="comma-separated: single, profile, share, mps (share under MPS), compile, stack, "
+                         "stack_profile, stack_share")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     modes = set(a.modes.split(","))
-    unknown = modes - {"single", "profile", "share", "mps", "compile"}
+    unknown = modes - {"single", "profile", "share", "mps", "compile", "stack", "stack_profile", "stack_share"}
     if unknown:
         raise SystemExit(f"gpu_digits_step.py: unknown mode(s) {sorted(unknown)}")
     if a.device == "cuda" and not _in_children(_cuda_available, [()])[0]:
@@ -171,6 +196,19 @@ def main(argv=None) -> int:
                         share(n, True)
         if "compile" in modes:
             emit({"what": "compile", **_in_children(run_one, [("ic", 1, a.steps, a.device, tmp, True)])[0]})
+        if "stack" in modes:
+            for k in a.stack:
+                emit(_in_children(run_stack, [(k, a.steps, a.device, tmp, 1000 * k)])[0])
+        if "stack_profile" in modes:
+            emit(_in_children(profile, [("ic", a.device, tmp, 20, max(a.stack))])[0])
+        if "stack_share" in modes:
+            for n in a.stack_share:
+                t = time.perf_counter()
+                out = _in_children(run_stack, [(10, a.steps, a.device, tmp, 50_000 + 100 * i) for i in range(n)])
+                emit({"what": "stack_share", "processes": n, "runs": 10 * n,
+                      "step_ms_median": statistics.median(o["step_ms"] for o in out),
+                      "run_steps_per_s_together": round(sum(o["run_steps_per_s"] for o in out), 1),
+                      "wall_s": round(time.perf_counter() - t, 2)})
     return 0
 
 

@@ -3,12 +3,17 @@
 then write each complete profile's final evaluation (its final_eval-*.json in every run directory and
 final_eval.csv). A run shared by two profiles (the same configuration hash) is trained once.
 
-With ``--deadline S`` no run is started once fewer than S seconds after the start remain for it (its expected time
-is the median of the finished runs' times per step); runs already started go on. A profile whose runs did not all
+With ``--stack K`` each worker trains up to K runs at once as one stack (``gclib.stack``: the K networks evaluated
+as one, so a step of K runs launches about as many GPU kernels as a step of one); runs join the earliest stack they
+can share (the same settings but seed, flow, mu and frozen predictor), so the order is kept stack by stack.
+``--stack 1`` trains each run alone.
+
+With ``--deadline S`` no stack is started once fewer than S seconds after the start remain for it (its expected
+time is the median of the finished stacks' times per step); stacks already started go on. A profile whose runs did not all
 finish is named, and gets no final evaluation: rerun to resume it (finished runs are cached; a started run resumes
 from its last checkpoint). Called by benchmarks/gpu_digits.sh; on a CPU the same code trains with one-thread workers.
 
-    python benchmarks/gpu_train.py gpu_digits gpu_long_2x gpu_long_mu --workers 12 --deadline 420
+    python benchmarks/gpu_train.py gpu_digits gpu_long_2x gpu_long_mu --workers 4 --stack 10 --deadline 420
 """
 from __future__ import annotations
 
@@ -23,9 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gclib.config import as_config, config_hash  # noqa: E402
+from gclib.config import ConfigError, as_config, config_hash  # noqa: E402
 from gclib.experiments.fid_curves import (_finished, _train_one, final_evaluation, run_config,  # noqa: E402
                                           sweep_from_params)
+from gclib.stack import check_stackable, train_stack_job  # noqa: E402
 
 
 def plan(profiles: list[str]):
@@ -54,48 +60,76 @@ def plan(profiles: list[str]):
     return sweeps, tasks
 
 
+def stacks(tasks: list, k: int) -> list:
+    """``tasks`` grouped into stacks of at most ``k`` runs, each task in the earliest stack it can share (runs that
+    read a frozen predictor only with each other): [(keys, cfgs, needs)], ``needs`` the keys of the runs whose
+    checkpoints the stack's runs read."""
+    groups: list = []
+    for key, cfg, needs in tasks:
+        for keys, cfgs, need in groups:
+            if len(keys) < k and (needs is None) == (not need):
+                try:
+                    check_stackable([as_config(cfgs[0]), as_config(cfg)])
+                except ConfigError:
+                    continue
+                keys.append(key)
+                cfgs.append(cfg)
+                if needs:
+                    need.add(needs)
+                break
+        else:
+            groups.append(([key], [cfg], {needs} if needs else set()))
+    return groups
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profiles", nargs="+", help="names of params/fid_curves/<name>.yaml, or paths of such files")
     ap.add_argument("--workers", type=int, default=12)
+    ap.add_argument("--stack", type=int, default=1, help="runs per worker, trained as one stack (1: alone)")
     ap.add_argument("--deadline", type=float, default=float("inf"), help="seconds after the start")
     a = ap.parse_args(argv)
-    if a.workers < 1:
-        raise SystemExit(f"gpu_train.py: --workers={a.workers} must be >= 1")
+    if a.workers < 1 or a.stack < 1:
+        raise SystemExit(f"gpu_train.py: --workers={a.workers} and --stack={a.stack} must be >= 1")
     t0 = time.time()
     sweeps, tasks = plan(a.profiles)
     done = {key for key, cfg, _ in tasks if _finished(cfg)}
-    todo = [t for t in tasks if t[0] not in done]
-    print(f"[gpu_train] {len(tasks)} runs in {', '.join(a.profiles)}: {len(done)} finished, {len(todo)} to train, "
+    todo = stacks([t for t in tasks if t[0] not in done], a.stack)
+    print(f"[gpu_train] {len(tasks)} runs in {', '.join(a.profiles)}: {len(done)} finished, "
+          f"{sum(len(keys) for keys, _, _ in todo)} to train in {len(todo)} stack(s) of at most {a.stack}, "
           f"{a.workers} workers", flush=True)
     per_step: list[float] = []
     running: dict = {}
     with ProcessPoolExecutor(max_workers=a.workers, mp_context=mp.get_context("spawn")) as pool:
         while todo or running:
-            ready = [t for t in todo if t[2] is None or t[2] in done]
+            ready = [t for t in todo if t[2] <= done]
             while ready and len(running) < a.workers:
-                key, cfg, needs = ready.pop(0)
-                expected = cfg["total_steps"] * (statistics.median(per_step) if per_step else 0.0)
+                task = ready.pop(0)
+                keys, cfgs, _ = task
+                todo.remove(task)
+                names = cfgs[0]["name"] + (f" and {len(cfgs) - 1} more" if len(cfgs) > 1 else "")
+                expected = cfgs[0]["total_steps"] * (statistics.median(per_step) if per_step else 0.0)
                 if time.time() - t0 + expected > a.deadline:
-                    print(f"[gpu_train] deadline: {cfg['name']} not started (expected {expected:.0f} s)", flush=True)
-                    todo = [t for t in todo if t[0] != key]
+                    for cfg in cfgs:
+                        print(f"[gpu_train] deadline: {cfg['name']} not started (expected {expected:.0f} s)",
+                              flush=True)
                     continue
-                todo.remove((key, cfg, needs))
-                running[pool.submit(_train_one, cfg, 1)] = (key, cfg, time.time())
+                job = pool.submit(_train_one, cfgs[0], 1) if a.stack == 1 else pool.submit(train_stack_job, cfgs, 1)
+                running[job] = (keys, cfgs, names, time.time())
             if not running:
                 break   # what is left waits for a predictor run that was not started
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in finished:
-                key, cfg, start = running.pop(fut)
+                keys, cfgs, names, start = running.pop(fut)
                 fut.result()   # a failed run stops the whole script with its error
-                done.add(key)
-                per_step.append((time.time() - start) / cfg["total_steps"])
-                print(f"[gpu_train] {time.time() - t0:6.0f} s  {cfg['name']} finished in {time.time() - start:.0f} s "
+                done.update(keys)
+                per_step.append((time.time() - start) / cfgs[0]["total_steps"])
+                print(f"[gpu_train] {time.time() - t0:6.0f} s  {names} finished in {time.time() - start:.0f} s "
                       f"({len(done)}/{len(tasks)})", flush=True)
             if time.time() - t0 > a.deadline and not running:
                 break
         if running:
-            print(f"[gpu_train] deadline: waiting for {len(running)} started run(s)", flush=True)
+            print(f"[gpu_train] deadline: waiting for {len(running)} started stack(s)", flush=True)
     status = 0
     for name, sw in sweeps:
         missing = [r for r in sw.runs() if not _finished(run_config(sw.base, r))]

@@ -75,9 +75,17 @@ def gpu_digits_tables(out_dir: Path) -> str:
                              f"{r['step_ms_median']:.1f} | {r['steps_per_s_together']:.1f} | |")
             elif r["what"] == "share":
                 parts.append(f"| share ic | | {r.get('mps')} | | | |")
-            elif r["what"] == "profile":
-                parts.append(f"| profile {r['flow']} | 1 | no | | | {r['cuda_kernels_per_step']} CUDA kernels and "
-                             f"{r.get('aten_ops_per_step', '?')} aten calls a step |")
+            elif r["what"] in ("profile", "stack_profile"):
+                k = r.get("runs", 1)
+                parts.append(f"| {'profile ' + r['flow'] if k == 1 else f'profile stack of {k}'} | 1 | no | | | "
+                             f"{r['cuda_kernels_per_step']} CUDA kernels and {r.get('aten_ops_per_step', '?')} aten "
+                             f"calls a step{'' if k == 1 else f' of all {k}'} |")
+            elif r["what"] in ("stack", "stack_share"):
+                n = r.get("processes", 1)
+                k = r["runs"] // n
+                parts.append(f"| {n} stack(s) of {k} ic | {n} | no | {r.get('step_ms', r.get('step_ms_median')):.1f} "
+                             f"(all {k}) | {r.get('run_steps_per_s', r.get('run_steps_per_s_together')):.1f} | "
+                             f"gclib.stack |")
         parts.append("")
     return "\n".join(parts)
 

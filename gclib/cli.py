@@ -26,6 +26,10 @@ def _train(args) -> int:
     if args.fresh:
         _check_fresh(args)
         overrides.append("resume=false")
+    if args.seeds is not None:
+        return _train_seeds(args, overrides)
+    if args.stack:
+        raise ValueError("--stack trains several runs as one: give them with --seeds")
     cfg = load_config(args.config, overrides, flow=args.flow, overlays=args.overlay or ())
     if args.executor == "submitit" or args.submit:   # a submitit job (docs/cluster.md); checked before submitting
         from .executors import JobFailedError, executor_spec, parse_assignments, submit_train
@@ -43,6 +47,33 @@ def _train(args) -> int:
     state = "already finished (skipped)" if res.skipped else "finished"
     if os.environ.get("RANK", "0") == "0":
         print(f"{state}: {res.run_dir} step {res.step}, checkpoint {res.checkpoint}")
+    return 0
+
+
+def _train_seeds(args, overrides: list) -> int:
+    """``--seeds``: one run per seed (the config's other settings kept), one after another, or with ``--stack`` all
+    at once in one process (gclib.stack: their networks evaluated as one)."""
+    from .config import load_config
+    if args.run_dir:
+        raise ValueError("--seeds trains one run per seed, each in its own directory: drop --run-dir")
+    if args.executor == "submitit" or args.submit:
+        raise ValueError("--seeds runs here: submit one job per seed instead (--set seed=S)")
+    from .config import parse_overrides
+    if "seed" in parse_overrides(args.set or []):
+        raise ValueError("--seeds sets each run's seed: drop --set seed=...")
+    if len(set(args.seeds)) < len(args.seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))} names a seed twice")
+    cfgs = [load_config(args.config, overrides + [f"seed={s}"], flow=args.flow, overlays=args.overlay or ())
+            for s in args.seeds]  # every config is checked before the first run starts
+    if args.stack:
+        from .stack import train_stack
+        results = train_stack(cfgs)
+    else:
+        from .train import train
+        results = [train(c) for c in cfgs]
+    for c, res in zip(cfgs, results):
+        state = "already finished (skipped)" if res.skipped else "finished"
+        print(f"seed {c.seed} {state}: {res.run_dir} step {res.step}, checkpoint {res.checkpoint}")
     return 0
 
 
@@ -176,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a YAML file applied over the config after the flow's overlay (repeatable)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--run-dir", help="run directory (default: <runs_dir>/<name>-<config hash>)")
+    t.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train one run per seed (each its own run directory), one after another")
+    t.add_argument("--stack", action="store_true",
+                   help="with --seeds: train the runs at once in one process, their networks evaluated as one "
+                        "(gclib.stack; on a GPU a step of K small runs costs about as many kernel launches as one)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--fresh", action="store_true", help="start afresh in the run directory: its old checkpoints, "
                                                         "evaluations and done.json are deleted (resume=false)")

@@ -119,6 +119,7 @@ class RunState:
     last_n: int = 0
     prefetch: object = None                        # gclib.prefetch.OTPrefetcher (flow ot, ot_prefetch)
     runlog: object = None                          # gclib.runlog.RunLog (rank 0): stdout, log.jsonl, TensorBoard
+    done_extra: dict = field(default_factory=dict)  # more fields for done.json (gclib.stack: stack_size)
 
     @property
     def per_rank_batch(self) -> int:
@@ -296,9 +297,14 @@ def _train_step(st: RunState, step: int, autocast) -> None:
                                  f"({e}); {kept}") from e
     if st.device.type == "cuda":
         torch.cuda.synchronize(st.device)
-    dt = time.perf_counter() - t0
+    _record_step(st, step, n, res.loss, res.gc_fraction, time.perf_counter() - t0)
+
+
+def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, dt: float) -> None:
+    """Step ``step``'s metrics row, status line and state (its loss, GC fraction, grid size and seconds)."""
+    cfg = st.cfg
     st.elapsed += dt
-    loss, gc_frac = distributed.all_mean([res.loss, res.gc_fraction], st.dist, st.device)
+    loss, gc_frac = distributed.all_mean([loss, gc_frac], st.dist, st.device)
     if st.writer:
         row = [step, repr(loss), n, repr(float(st.optimizer.param_groups[0]["lr"])), repr(gc_frac),
                f"{st.elapsed:.4f}", f"{cfg.batch_size / max(dt, 1e-9):.1f}"]
@@ -312,11 +318,17 @@ def _train_step(st: RunState, step: int, autocast) -> None:
     st.last_loss, st.last_n = loss, n
 
 
+def _side_tasks_due(st: RunState, step: int, final: bool) -> tuple[bool, bool]:
+    """(evaluation due, sample grid due) at ``step``."""
+    cfg = st.cfg
+    do_eval = bool(st.eval_fns or cfg.eval_metrics) and bool((cfg.eval_every and step % cfg.eval_every == 0) or final)
+    return do_eval, bool((cfg.sample_every and step % cfg.sample_every == 0) or final)
+
+
 def _side_tasks(st: RunState, step: int, final: bool) -> None:
     """The sample grid and the evaluation of ``step`` (rank 0), before its checkpoint."""
     cfg = st.cfg
-    do_eval = bool(st.eval_fns or cfg.eval_metrics) and ((cfg.eval_every and step % cfg.eval_every == 0) or final)
-    do_samples = (cfg.sample_every and step % cfg.sample_every == 0) or final
+    do_eval, do_samples = _side_tasks_due(st, step, final)
     if not st.dist.main or not (do_eval or do_samples):
         return
     with preserve_rng(st.device):
@@ -377,19 +389,28 @@ def _loop(st: RunState) -> None:
                 bar.set_postfix(loss=f"{st.last_loss:.4g}", N=st.last_n)
             final = step == cfg.total_steps
             _side_tasks(st, step, final)
-            if final or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            if _checkpoint_due(st, step, final):
                 _checkpoint(st, step)
     finally:
         bar.close()
         if st.prefetch is not None:
             st.prefetch.close()
             st.prefetch = None
-        if st.runlog is not None:
-            st.runlog.close()
-            st.runlog = None
-        if st.log:
-            st.log.close()
-            st.log = st.writer = None
+        _close_logs(st)
+
+
+def _checkpoint_due(st: RunState, step: int, final: bool) -> bool:
+    return bool(final or (st.cfg.checkpoint_every and step % st.cfg.checkpoint_every == 0))
+
+
+def _close_logs(st: RunState) -> None:
+    """Close the run's status log and metrics.csv (the loop's end, also when it stops on an error)."""
+    if st.runlog is not None:
+        st.runlog.close()
+        st.runlog = None
+    if st.log:
+        st.log.close()
+        st.log = st.writer = None
 
 
 def _finish(st: RunState) -> TrainResult:
@@ -399,7 +420,7 @@ def _finish(st: RunState) -> TrainResult:
     if d.main:
         write_done(st.paths.done_json, {"config_hash": st.chash, "step": cfg.total_steps, "checkpoint": str(final_ckpt),
                                         "world_size": d.world_size, "param_checksums": checksums,
-                                        "seconds": st.elapsed})
+                                        "seconds": st.elapsed, **st.done_extra})
     distributed.barrier(d)
     return TrainResult(st.paths.run_dir, cfg.total_steps, final_ckpt, st.paths.metrics_csv, st.paths.eval_csv, cfg,
                        extra={"world_size": d.world_size, "param_checksums": checksums})

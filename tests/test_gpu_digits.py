@@ -52,5 +52,7 @@ def test_smoke_run_goes_end_to_end(tmp_path):
         assert all(c["n"] == 2 and c["verdict"] in ("holds", "refuted", "inconclusive") for c in m["claims"])
         assert len((out / "final_eval.csv").read_text().splitlines()) == 1 + 6
         assert len(list(tmp_path.glob("*/final_eval-*.json"))) == 6 and len(list(tmp_path.glob("*/done.json"))) == 6
+        # the six runs trained as one stack (GPU_DIGITS_STACK's default)
+        assert {json.loads(p.read_text()).get("stack_size") for p in tmp_path.glob("*/done.json")} == {6}
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -30,6 +30,20 @@ def test_the_three_gpu_profiles_are_70_runs_in_order():
     assert all(needs is None for _, cfg, needs in tasks if "frozen" not in cfg["name"])
 
 
+def test_stacks_keep_the_order_and_group_only_runs_that_can_share_one():
+    _, tasks = gpu_train.plan(["gpu_digits", "gpu_long_2x", "gpu_long_mu"])
+    groups = gpu_train.stacks(tasks, 10)
+    sizes = [len(keys) for keys, _, _ in groups]
+    assert sum(sizes) == 70 and max(sizes) == 10
+    assert [k for keys, _, _ in groups[:3] for k in keys] == [k for k, _, _ in tasks[:30]]  # gpu_digits: 3 stacks
+    for keys, cfgs, needs in groups:
+        assert len({c["total_steps"] for c in cfgs}) == 1              # 4000 and 8000 steps never share a stack
+        frozen = {"frozen" in c["name"] for c in cfgs}
+        assert len(frozen) == 1 and (needs != set()) == frozen.pop()    # frozen runs only with each other
+    assert [len(keys) for keys, _, _ in gpu_train.stacks(tasks, 1)] == [1] * 70
+    assert [k for keys, _, _ in gpu_train.stacks(tasks, 1) for k in keys] == [k for k, _, _ in tasks]
+
+
 def test_deadline_starts_nothing_and_names_the_unfinished_profile(tmp_path):
     p = yaml.safe_load((ROOT / "params" / "fid_curves" / "gpu_digits.yaml").read_text())
     p.update(variant="_pytest-gpu-deadline", seeds=[0])

@@ -19,7 +19,7 @@ LAYERS = {
     "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "paths", "optim",
              "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],
-    "training": ["config", "models", "distributed", "train", "executors"],
+    "training": ["config", "models", "distributed", "train", "stack", "executors"],
     "experiments": ["experiments", "experiments.*"],
     "cli": ["reproduce", "cli", "__main__"],
 }
