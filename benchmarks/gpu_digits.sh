@@ -14,6 +14,7 @@
 #
 #   bash benchmarks/gpu_digits.sh            # on a CUDA machine
 #   bash benchmarks/gpu_digits.sh --all      # the three GPU profiles
+#   bash benchmarks/gpu_digits.sh --replication   # gpu_digits, then gpu_replication.yaml (30 fresh seeds, 90 runs)
 #   bash benchmarks/gpu_digits.sh --smoke    # CPU, 2 seeds, 40 steps: what the tests run (results/fid_curves/_pytest-gpu-smoke/)
 #   GPU_DIGITS_SMOKE_DEVICE=cuda bash benchmarks/gpu_digits.sh --smoke   # the same on the GPU: a check before a long run
 set -euo pipefail
@@ -29,6 +30,7 @@ profiles=(params/fid_curves/gpu_digits.yaml)
 case "${1:-}" in
   "") ;;
   --all) profiles+=(params/fid_curves/gpu_long_2x.yaml params/fid_curves/gpu_long_mu.yaml) ;;
+  --replication) profiles+=(params/fid_curves/gpu_replication.yaml) ;;
   --smoke)
     export GCLIB_RUNS=${GCLIB_RUNS_SMOKE:-$(mktemp -d)}
     mkdir -p "$GCLIB_RUNS"
@@ -44,7 +46,7 @@ p["overrides"] = dict(total_steps=40, batch_size=16, lr=5.0e-4, optimizer="adam"
 yaml.safe_dump(p, open(sys.argv[1], "w"), sort_keys=False)
 PYEOF
     ;;
-  *) echo "gpu_digits.sh: unknown option ${1} (allowed: --all, --smoke)" >&2; exit 2 ;;
+  *) echo "gpu_digits.sh: unknown option ${1} (allowed: --all, --replication, --smoke)" >&2; exit 2 ;;
 esac
 if [ "${1:-}" != "--smoke" ]; then
   "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "gpu_digits.sh: no CUDA device here (use --smoke for the CPU check)")'

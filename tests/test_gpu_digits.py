@@ -29,6 +29,29 @@ def test_gpu_profile_trains_exactly_cpu_longs_runs():
     assert gpu.preregistration["primary"] == cpu.preregistration["primary"] and gpu.final_eval == cpu.final_eval
 
 
+def test_the_replication_is_cpu_longs_runs_at_fresh_seeds_with_its_own_power_estimate():
+    cpu = sweep_from_params(ROOT / "params" / "fid_curves" / "cpu_long.yaml", root=ROOT)
+    rep = sweep_from_params(ROOT / "params" / "fid_curves" / "gpu_replication.yaml", root=ROOT)
+    assert {k: v for k, v in rep.base.items() if k != "device"} == {k: v for k, v in cpu.base.items() if k != "device"}
+    assert rep.seeds == list(range(10, 40)) and len(rep.runs()) == 90
+    used = set()
+    for p in (ROOT / "params" / "fid_curves").glob("*.yaml"):
+        if p.name != "gpu_replication.yaml" and "digits" in str(sweep_from_params(p, root=ROOT).base.get("dataset")):
+            used |= set(sweep_from_params(p, root=ROOT).seeds)
+    assert used and not used & set(rep.seeds)       # no other digits profile has trained these seeds
+    pre = rep.preregistration
+    assert pre["primary"] == cpu.preregistration["primary"] and "shared_with" not in pre
+    # the stated power follows from cpu_long's committed final evaluation
+    import pandas as pd
+    from gclib.experiments.common import detectable_effect, paired_power
+    f = pd.read_csv(ROOT / "results" / "fid_curves" / "cpu_long" / "final_eval.csv").pivot(
+        index="seed", columns="label", values="fd_digits")
+    for b, detect, power in (("IC", "1.58", "0.89"), ("OT", "1.84", "0.92")):
+        d = f["GC mu=0.5"] - f[b]
+        assert f"{detectable_effect(d.std(), 30):.2f}" == detect and detect in pre["power"]
+        assert f"{paired_power(abs(d.mean()), d.std(), 30):.2f}" == power and power in pre["power"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_script_refuses_without_cuda_in_one_line(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=120,
