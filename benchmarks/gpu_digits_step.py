@@ -89,11 +89,11 @@ def _train_k(k: int, seed0: int, steps: int, device: str, runs_dir: str, flow: s
 
 def profile(flow: str, device: str, runs_dir: str, steps: int = 20, k: int = 1) -> dict:
     """Kernels and CPU time per eager step (of one run, or of a stack of ``k``), from torch.profiler around
-    ``steps`` steps (after 30 warm-up steps)."""
+    ``steps`` steps (after 30 warm-up steps on a GPU, 2 on a CPU)."""
     import torch
     from torch.profiler import ProfilerActivity, profile as tprofile
     torch.set_num_threads(1)
-    _train_k(k, 99 * 100, 30, device, runs_dir, flow)
+    _train_k(k, 99 * 100, 30 if device == "cuda" else 2, device, runs_dir, flow)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with tprofile(activities=acts) as prof:
         t = time.perf_counter()
