@@ -226,7 +226,7 @@ class _Stack:
         values = losses.detach().cpu().tolist()
         bad = [(st.cfg.name, v) for st, v in zip(self.states, values) if not math.isfinite(v)]
         if bad:
-            raise NonFiniteLossError(f"non-finite loss at step {step} of {', '.join(f'{n} ({v})' for n, v in bad)}: "
+            raise NonFiniteLossError(f"non-finite loss at step {step} of {', '.join(f'{r} ({v})' for r, v in bad)}: "
                                      f"the stack stopped before updating the weights")
         losses.sum().backward()
         self.optimizer.step()
@@ -234,6 +234,8 @@ class _Stack:
             with torch.no_grad():
                 d = ema_decay(k + 1, self.cfg.ema_decay)
                 torch._foreach_lerp_(self.ema.tensors(), [p.detach() for p in self.model.tensors()], 1.0 - d)
+                for name, buf in self.ema.buffers.items():   # as gclib.ema.EMA: buffers copied, not averaged
+                    buf.copy_(self.model.buffers[name])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         fractions = mask.reshape(self.k, -1).float().mean(1).cpu().tolist()

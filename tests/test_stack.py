@@ -199,3 +199,24 @@ def test_cli_trains_seeds_as_one_stack_and_refuses_bad_combinations(tmp_path, ca
         err = capsys.readouterr().err
         assert code == 2 and err.strip().splitlines() == [err.strip()] and msg in err
     assert len(list(tmp_path.glob("*/done.json"))) == 2   # the refused commands trained nothing
+
+
+def test_a_non_finite_loss_stops_the_stack_naming_the_run_before_any_weight_moves(tmp_path, monkeypatch):
+    from gclib.step import NonFiniteLossError
+    cfgs = _cfgs(tmp_path, RUNS[:2], checkpoint_every=5)
+    original = stack_mod.consistency_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):   # from step 8 on, the second run's rows are NaN
+        out = original(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] >= 8:
+            out = out.clone()
+            out[out.shape[0] // 2:] = float("nan")
+        return out
+    monkeypatch.setattr(stack_mod, "consistency_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"step 8 of s_ot_0_0 \(nan\)"):
+        train_stack(cfgs)
+    # the last checkpoint (step 5) stands, and both runs resume from it
+    assert all(sorted(p.name for p in d.glob("checkpoints/*.pt")) == ["ckpt-00000005.pt"]
+               for d in (tmp_path / "runs").iterdir())
