@@ -4,14 +4,15 @@ then write each complete profile's final evaluation (its final_eval-*.json in ev
 final_eval.csv). A run shared by two profiles (the same configuration hash) is trained once.
 
 With ``--stack K`` each worker trains up to K runs at once as one stack (``gclib.stack``: the K networks evaluated
-as one, so a step of K runs launches about as many GPU kernels as a step of one); runs join the earliest stack they
-can share (the same settings but seed, flow, mu and frozen predictor), so the order is kept stack by stack.
-``--stack 1`` trains each run alone.
+as one, so a step of K runs makes a few times the calls of one run's step, not K times); runs join the earliest
+stack they can share (the same settings but seed, flow, mu and frozen predictor), so the order is kept stack by
+stack. ``--stack 1`` trains each run alone.
 
 With ``--deadline S`` no stack is started once fewer than S seconds after the start remain for it (its expected
-time is the median of the finished stacks' times per step); stacks already started go on. A profile whose runs did not all
-finish is named, and gets no final evaluation: rerun to resume it (finished runs are cached; a started run resumes
-from its last checkpoint). Called by benchmarks/gpu_digits.sh; on a CPU the same code trains with one-thread workers.
+time is the median of the finished stacks' times per step); stacks already started go on. A profile whose runs did
+not all finish is named, and gets no final evaluation: rerun to resume it (finished runs are cached; a started run
+resumes from its last checkpoint). Called by benchmarks/gpu_digits.sh; on a CPU the same code trains with one-thread
+workers.
 
     python benchmarks/gpu_train.py gpu_digits gpu_long_2x gpu_long_mu --workers 4 --stack 10 --deadline 420
 """

@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train one run per seed (each its own run directory), one after another")
     t.add_argument("--stack", action="store_true",
                    help="with --seeds: train the runs at once in one process, their networks evaluated as one "
-                        "(gclib.stack; on a GPU a step of K small runs costs about as many kernel launches as one)")
+                        "(gclib.stack; on a GPU a step of K small runs issues a few times the kernels of one run's "
+                        "step, not K times)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--fresh", action="store_true", help="start afresh in the run directory: its old checkpoints, "
                                                         "evaluations and done.json are deleted (resume=false)")
