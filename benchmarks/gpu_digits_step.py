@@ -6,7 +6,8 @@ settings), one process per run. Measures, in one call:
 - ``share``: n processes at once (ic, distinct seeds): each one's step time and the steps per second they make
   together, for n in ``--share``; ``mps``: the same under CUDA's multi-process service, where the processes'
   kernels run side by side instead of taking turns on the GPU;
-- ``profile``: the CUDA kernels launched and the CPU time per eager step (torch.profiler over 20 steps);
+- ``profile``: the CUDA kernels launched and the CPU time per eager step (torch.profiler over 20 steps, or
+  ``--steps`` if fewer);
 - ``stack``: one process training a stack of K runs (``gclib.stack``: the K networks evaluated as one), for K in
   ``--stack``: the time of a step of all K and the run-steps per second it makes; ``stack_profile``: the kernels
   of one such step (the largest K); ``stack_share``: n processes, each a stack of 10, for n in ``--stack-share``.
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
             for flow in ("ic", "ot", "gc"):
                 emit({"what": "single", **_in_children(run_one, [(flow, 0, a.steps, a.device, tmp)])[0]})
         if "profile" in modes:
-            emit(_in_children(profile, [("ic", a.device, tmp)])[0])
+            emit(_in_children(profile, [("ic", a.device, tmp, min(20, a.steps))])[0])
         if "share" in modes:
             for n in a.share:
                 share(n, False)
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
             for k in a.stack:
                 emit(_in_children(run_stack, [(k, a.steps, a.device, tmp, 1000 * k)])[0])
         if "stack_profile" in modes:
-            emit(_in_children(profile, [("ic", a.device, tmp, 20, max(a.stack))])[0])
+            emit(_in_children(profile, [("ic", a.device, tmp, min(20, a.steps), max(a.stack))])[0])
         if "stack_share" in modes:
             for n in a.stack_share:
                 t = time.perf_counter()

@@ -33,7 +33,7 @@ def test_cpu_dry_run_measures_each_flow_and_a_shared_pair(tmp_path):
 
 def test_cpu_dry_run_of_a_stack_counts_fewer_calls_per_run(tmp_path):
     out = tmp_path / "stack.json"
-    r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "10", "--stack", "3",
+    r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "4", "--stack", "3",
                         "--modes", "profile,stack,stack_profile", "--out", str(out)], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
