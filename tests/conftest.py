@@ -3,14 +3,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _no_user_run_cache(monkeypatch):
-    """Tests never see the user's run cache or reproduce tag: with GCLIB_RUNS set in the shell (as the README suggests
-    for the long profiles), runs would land in that cache and the bookkeeping tests would read it."""
-    monkeypatch.delenv("GCLIB_RUNS", raising=False)
-    monkeypatch.delenv("GCLIB_TRAINED_BY", raising=False)
-
-
 @pytest.fixture(scope="module")
 def one_thread():
     """Run a module's tiny-model tests on one torch thread (restored afterwards): on a busy 2-core machine two
