@@ -53,12 +53,11 @@ def _train(args) -> int:
 def _train_seeds(args, overrides: list) -> int:
     """``--seeds``: one run per seed (the config's other settings kept), one after another, or with ``--stack`` all
     at once in one process (gclib.stack: their networks evaluated as one)."""
-    from .config import load_config
+    from .config import load_config, parse_overrides
     if args.run_dir:
         raise ValueError("--seeds trains one run per seed, each in its own directory: drop --run-dir")
     if args.executor == "submitit" or args.submit:
         raise ValueError("--seeds runs here: submit one job per seed instead (--set seed=S)")
-    from .config import parse_overrides
     if "seed" in parse_overrides(args.set or []):
         raise ValueError("--seeds sets each run's seed: drop --set seed=...")
     if len(set(args.seeds)) < len(args.seeds):

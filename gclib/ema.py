@@ -9,6 +9,22 @@ from torch import nn
 from .schedules import ema_decay
 
 
+@torch.no_grad()
+def blend(ema_params, params, ema_buffers, buffers, step: int, every: int, max_decay: float = 0.9999,
+          power: float = 2.0 / 3.0) -> float | None:
+    """The EMA step on lists of tensors (a model's, or a stack's (K, ...) ones: ``gclib.stack``): at steps divisible
+    by ``every``, ema <- lerp(ema, param, 1 - ema_decay(step)) and buffers copied; returns the decay (None if
+    skipped)."""
+    if step % every:
+        return None
+    d = ema_decay(step, max_decay, power)
+    # one call for every tensor (on CUDA a few kernels instead of one per tensor; the same arithmetic as lerp_)
+    torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - d)
+    for e, b in zip(ema_buffers, buffers):
+        e.copy_(b)
+    return d
+
+
 class EMA:
     """Shadow copy of ``model`` updated every ``every`` steps with decay ``ema_decay(step)``.
 
@@ -21,17 +37,10 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.every, self.max_decay, self.power = every, max_decay, power
 
-    @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> float | None:
         """Blend at steps divisible by ``every``; returns the decay used (None when skipped)."""
-        if step % self.every:
-            return None
-        d = ema_decay(step, self.max_decay, self.power)
-        # one call for every tensor (on CUDA a few kernels instead of one per tensor; the same arithmetic as lerp_)
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
-        for e, b in zip(self.model.buffers(), model.buffers()):
-            e.copy_(b)
-        return d
+        return blend(list(self.model.parameters()), list(model.parameters()), list(self.model.buffers()),
+                     list(model.buffers()), step, self.every, self.max_decay, self.power)
 
     def state_dict(self):
         return self.model.state_dict()

@@ -36,16 +36,16 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import distributed
-from .checkpoint import newest_valid
 from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
-from .couplings import GC, IC, OT, gc_mask, ot_permutation
+from .couplings import gc_mask, ot_permutation
+from .ema import blend
 from .losses import consistency_loss, ct_points
-from .objectives import ConsistencyLoss, draw_noise
+from .objectives import draw_noise
 from .optim import make_optimizer
 from .precond import as_batch_sigma, pad_dims
 from .prefetch import OTPrefetcher
 from .rundir import RunPaths
-from .schedules import ema_decay, loss_weights, sample_intervals
+from .schedules import loss_weights, sample_intervals
 from .step import NonFiniteLossError
 from .train import (RunState, TrainResult, _checkpoint, _checkpoint_due, _close_logs, _finish, _finished, _lock,
                     _open_logs, _record_step, _resume, _setup, _side_tasks, _side_tasks_due)
@@ -57,7 +57,7 @@ MUST_AGREE = ("model", "hidden", "depth", "emb_dim", "channels", "channel_mult",
               "dropout", "sigma_min", "sigma_max", "sigma_data", "rho", "s0", "s1", "p_mean", "p_std", "distance",
               "objective", "schedule", "optimizer", "lr", "betas", "weight_decay", "eps", "batch_size", "total_steps",
               "ema_decay", "ema_every", "device", "bf16", "channels_last", "compile")
-FLOWS = {"ic": IC, "ot": OT, "gc": GC}
+FLOWS = ("ic", "ot", "gc")   # the built-in couplings, whose step _Stack.step writes out
 
 
 def _predictor_kind(cfg: Config) -> str:
@@ -233,12 +233,8 @@ class _Stack:
                                      f"the stack stopped before updating the weights")
         losses.sum().backward()
         self.optimizer.step()
-        if (k + 1) % self.cfg.ema_every == 0:
-            with torch.no_grad():
-                d = ema_decay(k + 1, self.cfg.ema_decay)
-                torch._foreach_lerp_(self.ema.tensors(), [p.detach() for p in self.model.tensors()], 1.0 - d)
-                for name, buf in self.ema.buffers.items():   # as gclib.ema.EMA: buffers copied, not averaged
-                    buf.copy_(self.model.buffers[name])
+        blend(self.ema.tensors(), self.model.tensors(), list(self.ema.buffers.values()),
+              list(self.model.buffers.values()), k + 1, self.cfg.ema_every, self.cfg.ema_decay)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         fractions = mask.reshape(self.k, -1).float().mean(1).cpu().tolist()
