@@ -34,11 +34,14 @@ constraints:
 	if [ "$$up_to_date" = yes ]; then touch $(STAMP); fi
 	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pinned packages from $(VENV)"
 
+# pytest-xdist: one worker per core (at most 8), each on one torch/BLAS thread unless OMP_NUM_THREADS is set;
+# --dist loadscope keeps a module (its module-scoped fixtures) and a notebook (its kernel) on one worker.
+XDIST := -n auto --maxprocesses=8 --dist loadscope
 test: setup
-	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=12
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest $(XDIST) tests notebooks --nbval-lax -p no:cacheprovider --durations=12
 
 test-unit: setup
-	$(PY) -m pytest tests -p no:cacheprovider
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest $(XDIST) tests -p no:cacheprovider
 
 reproduce: setup
 	$(PY) -m gclib reproduce
