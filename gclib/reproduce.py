@@ -280,12 +280,13 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
                   for k, v in sorted(all_t.items())] + [""]
     lines += ["## Paper claims against what was measured here", "",
               "`endpoint` says whether a row is a **primary** or secondary endpoint of a profile that fixed its "
-              "endpoints and seeds before its runs (`preregistration` in params/fid_curves/cpu_long*.yaml), and `n` "
+              "endpoints and seeds before its runs (`preregistration` in params/fid_curves/cpu_long*.yaml), exploratory "
+              "a row added after them (not pre-registered), and `n` "
               "the number of paired seeds behind a paired row; a run that is evidence in another profile's rows is "
               "named in the measured column.", "",
               "| notebook | variant | claim | endpoint | n | verdict | measured |", "|---|---|---|---|---|---|---|"]
     for nb, variant, c in _claim_rows(root):
-        role = {"primary": "**primary**", "secondary": "secondary"}.get(c.get("role"), "-")
+        role = {"primary": "**primary**", "secondary": "secondary", "exploratory": "exploratory"}.get(c.get("role"), "-")
         verdict = f"superseded (was {c['verdict']})" if c.get("superseded") else _verdict(c)
         lines.append(f"| {nb} | {variant} | {c['claim']} | {role} | {c.get('n', '-')} | {verdict} | "
                      f"{c['measured']} |")

@@ -5,6 +5,7 @@ evaluation on a tiny run, and the committed profiles: endpoints named, seeds as 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -171,3 +172,80 @@ def test_results_that_predate_a_preregistration_are_marked_superseded(tmp_path):
     assert "SUPERSEDED: an earlier run on seeds [0, 1]" in superseded(tmp_path, "fid_curves", "p", old)
     assert superseded(tmp_path, "fid_curves", "p", {**old, "seeds": [0, 1, 2, 3], "preregistration": PRE}) is None
     assert superseded(tmp_path, "fid_curves", "q", old) is None  # no pre-registration: nothing to supersede
+
+
+# ---------------------------------------------------------------------------------------- budget rows
+def _final(leads: dict, seeds, base: float = 20.0) -> pd.DataFrame:
+    """A final evaluation with IC at ``base`` and GC / OT at IC + the given per-seed leads."""
+    rows = []
+    for s in seeds:
+        rows += [{"label": "IC", "seed": s, "fd_digits": base + s},
+                 {"label": "GC mu=0.5", "seed": s, "fd_digits": base + s + leads["gc"][s]},
+                 {"label": "OT", "seed": s, "fd_digits": base + s + leads["ot"][s]}]
+    return pd.DataFrame(rows)
+
+
+def _budget_sweep(tmp_path, short_leads, steps=800, short_steps=400, metric="fd_digits", missing=False) -> Sweep:
+    import json
+    d = tmp_path / "short"
+    d.mkdir(exist_ok=True)
+    if not missing:
+        _final(short_leads, range(5)).to_csv(d / "final_eval.csv", index=False)
+    (d / "metrics.json").write_text(json.dumps({"metric": metric, "steps": short_steps}))
+    return Sweep(base={"total_steps": steps, "eval_every": 100, "dataset": "digits"}, metric="fd_digits",
+                 seeds=list(range(5)), mus=[0.5], include_ot=True, frozen={}, frozen_mu=0.5, frozen_seed=0, workers=1,
+                 out=tmp_path / "long", preregistration=PRE, compare_budget="short")
+
+
+def test_budget_rows_by_hand_and_every_way(tmp_path):
+    from gclib.experiments.fid_curves import budget_claims
+    short = {"gc": [-2.0, -1.5, -2.5, -1.0, -2.0], "ot": [0.5, -0.5, 1.0, 0.0, 0.3]}
+    sw = _budget_sweep(tmp_path, short)
+    jitter = np.array([0.1, -0.2, 0.05, 0.15, -0.1])
+    for shift, want in ((-1.5, "holds"), (0.0, "inconclusive"), (+1.5, "refuted")):
+        long_ = {"gc": list(np.array(short["gc"]) + shift + jitter), "ot": short["ot"]}   # GC moves, OT does not
+        rows = budget_claims(sw, _final(long_, range(5), base=10.0))
+        assert [r["role"] for r in rows] == ["exploratory"] * 2 and [r["n"] for r in rows] == [5, 5]
+        assert rows[0]["claim"] == "GC mu=0.5's final lead over IC is larger at 800 steps than at 400 (fd_digits)"
+        assert all(r["verdict"] == want for r in rows), (shift, rows)
+        # the change is the mean of the per-seed differences of leads: shift + mean(jitter), here by hand
+        change = float(re.search(r"change \(longer - shorter\) (\S+) \[", rows[0]["measured"]).group(1))
+        assert math.isclose(change, shift + jitter.mean(), rel_tol=1e-3, abs_tol=1e-9)
+        assert f"at 800 steps, {np.mean(short['gc']):.3g} [" in rows[0]["measured"]
+        assert "the 400-step runs are short's" in rows[0]["measured"]
+    # the other profile at the longer budget: the roles of the two swap, the direction of the question does not
+    sw = _budget_sweep(tmp_path, short, steps=200)
+    rows = budget_claims(sw, _final({"gc": list(np.array(short["gc"]) - 1.5 + jitter), "ot": short["ot"]}, range(5)))
+    assert rows[0]["claim"].endswith("larger at 400 steps than at 200 (fd_digits)") and rows[0]["verdict"] == "refuted"
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(short_steps=800), "trains for 800 steps too"),
+    (dict(metric="kid_digits"), "scored with 'kid_digits'"),
+    (dict(missing=True), "no final evaluation of that profile in .*short; run its notebook"),
+])
+def test_bad_budget_comparison_is_named(tmp_path, change, match):
+    from gclib.experiments.fid_curves import budget_claims
+    sw = _budget_sweep(tmp_path, {"gc": [0.0] * 5, "ot": [0.0] * 5}, **change)
+    with pytest.raises(ValueError, match=match):
+        budget_claims(sw, _final({"gc": [0.0] * 5, "ot": [0.0] * 5}, range(5)))
+
+
+def test_budget_comparison_checked_before_any_work(tmp_path):
+    kw = dict(variant="x", base_config="params/train/toy.yaml", overrides={"total_steps": 10}, metric="w2",
+              seeds=[0, 1], mus=[0.5], root=ROOT, preregistration=PRE)
+    with pytest.raises(ValueError, match=r"compare_budget='nope': no such profile"):
+        make_sweep(**kw, compare_budget="nope")
+    with pytest.raises(ValueError, match="compare_budget='cpu_long': .* has none"):
+        make_sweep(**{**kw, "preregistration": None}, compare_budget="cpu_long")
+    with pytest.raises(ValueError, match="compare_budget='cpu_long': that profile is scored with 'fd_digits'"):
+        make_sweep(**kw, compare_budget="cpu_long")
+    digits = {**kw, "base_config": "params/train/digits.yaml", "metric": "fd_digits"}
+    with pytest.raises(ValueError, match="compare_budget='cpu_long': that profile trains for 4000 steps too"):
+        make_sweep(**{**digits, "overrides": {"total_steps": 4000}}, compare_budget="cpu_long")
+    assert make_sweep(**digits, compare_budget="cpu_long").compare_budget == "cpu_long"   # 10 steps: another budget
+
+
+def test_the_2x_profile_compares_against_cpu_long():
+    sw = sweep_from_params(ROOT / "params" / "fid_curves" / "cpu_long_2x.yaml", root=ROOT)
+    assert sw.compare_budget == "cpu_long" and set(sw.seeds) <= set(range(10))

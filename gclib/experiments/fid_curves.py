@@ -207,6 +207,7 @@ class Sweep:
     final_eval: dict = field(default_factory=dict)  # {"n": per sampling seed, "sampling_seeds": [...]}; {}: none
     preregistration: dict = field(default_factory=dict)  # endpoints fixed before the runs (see ENDPOINTS)
     executor: dict = field(default_factory=dict)   # where the runs train (gclib.executors); {}: locally, workers
+    compare_budget: str = ""       # a profile at another budget whose primary final leads this one's are set against
 
     @property
     def mu_labels(self) -> list:
@@ -253,13 +254,13 @@ def setup(params) -> "Sweep":
     return make_sweep(p.variant, p.base_config, p.overrides, p.metric, p.seeds, p.mus, include_ot=p.include_ot,
                       frozen=p.frozen, frozen_mu=p.frozen_mu, frozen_seed=p.frozen_seed, per_flow=p.per_flow, fid=p.fid,
                       workers=p.workers, final_eval=p.final_eval, preregistration=p.preregistration,
-                      executor=p.executor)
+                      executor=p.executor, compare_budget=p.compare_budget)
 
 
 def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
                frozen: dict | None = None, frozen_mu: float = 0.5, frozen_seed: int = 0, per_flow: dict | None = None,
                fid: dict | None = None, workers: int = 1, root=None, *, final_eval: dict | None = None,
-               preregistration: dict | None = None, executor: dict | None = None) -> Sweep:
+               preregistration: dict | None = None, executor: dict | None = None, compare_budget: str = "") -> Sweep:
     """Validate a notebook's parameters and build its ``Sweep`` (nothing is trained here)."""
     from .. import report
     from ..config import load_config
@@ -299,9 +300,33 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
         base["eval_metrics"] = []
     sw = Sweep(base, metric, list(seeds), mus, bool(include_ot), frozen, float(frozen_mu), int(frozen_seed),
                int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}), dict(per_flow or {}),
-               _check_final_eval(final_eval), dict(preregistration or {}), executor=dict(executor or {}))
+               _check_final_eval(final_eval), dict(preregistration or {}), executor=dict(executor or {}),
+               compare_budget=str(compare_budget or ""))
     _check_preregistration(sw)
+    if sw.compare_budget:
+        _check_compare_budget(sw, root)   # one line naming the problem, before any training
     return sw
+
+
+def _check_compare_budget(sw: Sweep, root: Path) -> None:
+    """``compare_budget`` names a profile params/fid_curves/<name>.yaml with this sweep's metric and another
+    number of steps, and this sweep pre-registered a final endpoint; that profile's results are read (and checked)
+    only when the claims are computed, so both can train in one job."""
+    import yaml
+    from ..config import load_config
+    what = f"compare_budget={sw.compare_budget!r}"
+    if not sw.preregistration or not any(e["endpoint"] == "final" for e in sw.preregistration["primary"]):
+        raise ValueError(f"{what}: it compares the primary final endpoints of a preregistration, and this sweep "
+                         f"has none")
+    path = root / "params" / "fid_curves" / f"{sw.compare_budget}.yaml"
+    if not path.is_file():
+        raise ValueError(f"{what}: no such profile ({path} does not exist)")
+    p = yaml.safe_load(path.read_text()) or {}
+    if p.get("metric") != sw.metric:
+        raise ValueError(f"{what}: that profile is scored with {p.get('metric')!r}, this one with {sw.metric!r}")
+    steps = (p.get("overrides") or {}).get("total_steps") or load_config(root / p["base_config"]).total_steps
+    if int(steps) == int(sw.base["total_steps"]):
+        raise ValueError(f"{what}: that profile trains for {steps} steps too; compare against another budget")
 
 
 def _check_final_eval(final_eval) -> dict:
@@ -355,7 +380,8 @@ def _check_preregistration(sw: Sweep) -> None:
 
 
 SWEEP_KEYS = ("variant", "base_config", "overrides", "metric", "seeds", "mus", "include_ot", "frozen", "frozen_mu",
-              "frozen_seed", "per_flow", "fid", "workers", "final_eval", "preregistration", "executor")
+              "frozen_seed", "per_flow", "fid", "workers", "final_eval", "preregistration", "executor",
+              "compare_budget")
 
 
 def sweep_from_params(path, root=None) -> Sweep:
@@ -690,12 +716,71 @@ def preregistered_claims(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | 
     return rows
 
 
+def _budget_results(sw: Sweep) -> tuple[pd.DataFrame, int]:
+    """The final evaluation and number of steps of ``sw.compare_budget``'s committed results (results/fid_curves/
+    <profile>/final_eval.csv and metrics.json), checked against this sweep: one ValueError naming the problem."""
+    import json
+    where = sw.out.parent / sw.compare_budget
+    what = f"compare_budget={sw.compare_budget!r}"
+    if not (where / "final_eval.csv").is_file() or not (where / "metrics.json").is_file():
+        raise ValueError(f"{what}: no final evaluation of that profile in {where}; run its notebook, then this "
+                         f"one again (its runs and final evaluation are cached)")
+    m = json.loads((where / "metrics.json").read_text())
+    if m.get("metric") != sw.metric:
+        raise ValueError(f"{what}: that profile is scored with {m.get('metric')!r}, this one with {sw.metric!r}")
+    if int(m["steps"]) == int(sw.base["total_steps"]):
+        raise ValueError(f"{what}: that profile trains for {m['steps']} steps too; compare against another budget")
+    other = pd.read_csv(where / "final_eval.csv")
+    if not set(sw.seeds) & set(other.seed):
+        raise ValueError(f"{what}: it has no seed in common with seeds={list(sw.seeds)}")
+    return other, int(m["steps"])
+
+
+PAPER["budget"] = ("Not a sentence of the paper: it reports one training budget per data set (Table 1). Abstract: "
+                   "GC 'not only accelerates consistency training convergence but also enhances its overall "
+                   "performance'; a lead that only came from faster convergence would shrink with a longer budget.")
+
+
+def budget_claims(sw: Sweep, final: pd.DataFrame | None, level: float = 0.9) -> list[dict]:
+    """Exploratory rows (not pre-registered): for each primary final endpoint a - b, does the lead change with the
+    budget? Per seed in both profiles: (a - b here) - (a - b in ``sw.compare_budget``), the runs of the two
+    profiles at one seed being independent draws; "holds" when the lead at the longer budget is larger (a
+    difference below 0 for the longer one minus the shorter), "refuted" when it is smaller, "inconclusive"
+    otherwise. The measured column gives the lead at each budget with its own interval."""
+    if not sw.compare_budget or final is None:
+        return []
+    other, other_steps = _budget_results(sw)
+    steps = int(sw.base["total_steps"])
+    (long_, n_long), (short, n_short) = sorted([(final, steps), (other, other_steps)], key=lambda t: -t[1])
+    lead = lambda f, a, b: (f[f.label == a].set_index("seed")[sw.metric] - f[f.label == b].set_index("seed")[sw.metric])
+    rows = []
+    for e in sw.preregistration["primary"]:
+        if e["endpoint"] != "final":
+            continue
+        a, b = e["a"], e["b"]
+        dl, ds = lead(long_, a, b), lead(short, a, b)
+        common = sorted(set(dl.dropna().index) & set(ds.dropna().index) & set(sw.seeds))
+        vl, vs = dl.reindex(common).to_numpy(float), ds.reindex(common).to_numpy(float)
+        v = paired_verdict(vl, vs, e.get("expect", "less"), level)
+        iv = lambda p: f"{p.mean:.3g} [{p.lo:.3g}, {p.hi:.3g}]"
+        at = lambda x: iv(paired_verdict(x, np.zeros(len(x)), "less", level))
+        row = claim(f"{a}'s final lead over {b} is larger at {n_long} steps than at {n_short} ({sw.metric})",
+                    v.verdict, f"{a} - {b}: {at(vl)} at {n_long} steps, {at(vs)} at {n_short}; change (longer - "
+                    f"shorter) {iv(v)} ({v.level:.0%} t-interval, {v.n} seeds in both profiles); the {other_steps}-step "
+                    f"runs are {sw.compare_budget}'s, evidence in its own rows too",
+                    PAPER["budget"])
+        row.update(role="exploratory", n=int(v.n), endpoint="budget")
+        rows.append(row)
+    return rows
+
+
 def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9, final: pd.DataFrame | None = None) -> list[dict]:
     """The paper's comparative statements judged on this sweep by paired differences over seeds (final metric,
     or the area under the curve for convergence speed), each holds / refuted / inconclusive. A sweep with a
-    pre-registration is judged on exactly its pre-registered endpoints (``preregistered_claims``)."""
+    pre-registration is judged on exactly its pre-registered endpoints (``preregistered_claims``), followed by the
+    exploratory budget rows when ``compare_budget`` names another profile (``budget_claims``)."""
     if sw.preregistration:
-        return preregistered_claims(sw, curves, final, level)
+        return preregistered_claims(sw, curves, final, level) + budget_claims(sw, final, level)
     m, gc = sw.metric, sw.gc_main
     f = lambda x: f"{np.mean(x):.3g}"
     labels = set(curves.label)
