@@ -36,12 +36,12 @@ constraints:
 
 # pytest-xdist: one worker per core (at most 8), each on one torch/BLAS thread unless OMP_NUM_THREADS is set;
 # --dist loadscope keeps a module (its module-scoped fixtures) and a notebook (its kernel) on one worker.
-XDIST := -n auto --maxprocesses=8 --dist loadscope
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n auto --maxprocesses=8 --dist loadscope
 test: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest $(XDIST) tests notebooks --nbval-lax -p no:cacheprovider --durations=12
+	$(PYTEST) tests notebooks --nbval-lax -p no:cacheprovider --durations=12
 
 test-unit: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest $(XDIST) tests -p no:cacheprovider
+	$(PYTEST) tests -p no:cacheprovider
 
 reproduce: setup
 	$(PY) -m gclib reproduce

@@ -322,9 +322,16 @@ def _check_compare_budget(sw: Sweep, root: Path) -> None:
     if not path.is_file():
         raise ValueError(f"{what}: no such profile ({path} does not exist)")
     p = yaml.safe_load(path.read_text()) or {}
-    if p.get("metric") != sw.metric:
-        raise ValueError(f"{what}: that profile is scored with {p.get('metric')!r}, this one with {sw.metric!r}")
     steps = (p.get("overrides") or {}).get("total_steps") or load_config(root / p["base_config"]).total_steps
+    _check_other_budget(sw, p.get("metric"), steps)
+
+
+def _check_other_budget(sw: Sweep, metric, steps) -> None:
+    """The profile ``sw.compare_budget`` (its metric and steps, from its params file or its results) is scored like
+    this one at another budget; one ValueError otherwise."""
+    what = f"compare_budget={sw.compare_budget!r}"
+    if metric != sw.metric:
+        raise ValueError(f"{what}: that profile is scored with {metric!r}, this one with {sw.metric!r}")
     if int(steps) == int(sw.base["total_steps"]):
         raise ValueError(f"{what}: that profile trains for {steps} steps too; compare against another budget")
 
@@ -726,10 +733,7 @@ def _budget_results(sw: Sweep) -> tuple[pd.DataFrame, int]:
         raise ValueError(f"{what}: no final evaluation of that profile in {where}; run its notebook, then this "
                          f"one again (its runs and final evaluation are cached)")
     m = json.loads((where / "metrics.json").read_text())
-    if m.get("metric") != sw.metric:
-        raise ValueError(f"{what}: that profile is scored with {m.get('metric')!r}, this one with {sw.metric!r}")
-    if int(m["steps"]) == int(sw.base["total_steps"]):
-        raise ValueError(f"{what}: that profile trains for {m['steps']} steps too; compare against another budget")
+    _check_other_budget(sw, m.get("metric"), m["steps"])
     other = pd.read_csv(where / "final_eval.csv")
     if not set(sw.seeds) & set(other.seed):
         raise ValueError(f"{what}: it has no seed in common with seeds={list(sw.seeds)}")
@@ -753,6 +757,8 @@ def budget_claims(sw: Sweep, final: pd.DataFrame | None, level: float = 0.9) -> 
     steps = int(sw.base["total_steps"])
     (long_, n_long), (short, n_short) = sorted([(final, steps), (other, other_steps)], key=lambda t: -t[1])
     lead = lambda f, a, b: (f[f.label == a].set_index("seed")[sw.metric] - f[f.label == b].set_index("seed")[sw.metric])
+    iv = lambda p: f"{p.mean:.3g} [{p.lo:.3g}, {p.hi:.3g}]"
+    at = lambda x: iv(paired_verdict(x, np.zeros(len(x)), "less", level))   # a lead and its own interval
     rows = []
     for e in sw.preregistration["primary"]:
         if e["endpoint"] != "final":
@@ -762,8 +768,6 @@ def budget_claims(sw: Sweep, final: pd.DataFrame | None, level: float = 0.9) -> 
         common = sorted(set(dl.dropna().index) & set(ds.dropna().index) & set(sw.seeds))
         vl, vs = dl.reindex(common).to_numpy(float), ds.reindex(common).to_numpy(float)
         v = paired_verdict(vl, vs, e.get("expect", "less"), level)
-        iv = lambda p: f"{p.mean:.3g} [{p.lo:.3g}, {p.hi:.3g}]"
-        at = lambda x: iv(paired_verdict(x, np.zeros(len(x)), "less", level))
         row = claim(f"{a}'s final lead over {b} is larger at {n_long} steps than at {n_short} ({sw.metric})",
                     v.verdict, f"{a} - {b}: {at(vl)} at {n_long} steps, {at(vs)} at {n_short}; change (longer - "
                     f"shorter) {iv(v)} ({v.level:.0%} t-interval, {v.n} seeds in both profiles); the {other_steps}-step "
