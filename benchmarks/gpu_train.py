@@ -35,9 +35,10 @@ from gclib.experiments.fid_curves import (_finished, _train_one, final_evaluatio
 from gclib.stack import check_stackable, train_stack_job  # noqa: E402
 
 
-def plan(profiles: list[str]):
+def plan(profiles: list[str], device: str | None = None):
     """[(profile, sweep)], [(key, cfg, needs)] in training order; ``needs`` is the key of the run whose checkpoint a
-    frozen-predictor run reads (None otherwise)."""
+    frozen-predictor run reads (None otherwise). ``device`` replaces the profiles' own (it is not hashed: the same
+    runs, trained elsewhere; done.json records where)."""
     sweeps, tasks, seen = [], [], set()
     for name in profiles:
         path = Path(name) if name.endswith(".yaml") else ROOT / "params" / "fid_curves" / f"{name}.yaml"
@@ -45,6 +46,8 @@ def plan(profiles: list[str]):
             raise SystemExit(f"gpu_train.py: {path} does not exist (a profile is a params/fid_curves/<name>.yaml "
                              "or the path of such a file)")
         sw = sweep_from_params(path, root=ROOT)
+        if device:
+            sw.base["device"] = device
         sweeps.append((sw.out.name, sw))
         runs = sw.runs()
         for r in [r for r in runs if r.family != "frozen"] + [r for r in runs if r.family == "frozen"]:
@@ -89,11 +92,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--stack", type=int, default=1, help="runs per worker, trained as one stack (1: alone)")
     ap.add_argument("--deadline", type=float, default=float("inf"), help="seconds after the start")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="train on this device instead of the profiles' own (e.g. a GPU profile on the CPU)")
     a = ap.parse_args(argv)
     if a.workers < 1 or a.stack < 1:
         raise SystemExit(f"gpu_train.py: --workers={a.workers} and --stack={a.stack} must be >= 1")
     t0 = time.time()
-    sweeps, tasks = plan(a.profiles)
+    sweeps, tasks = plan(a.profiles, a.device)
     done = {key for key, cfg, _ in tasks if _finished(cfg)}
     todo = stacks([t for t in tasks if t[0] not in done], a.stack)
     print(f"[gpu_train] {len(tasks)} runs in {', '.join(a.profiles)}: {len(done)} finished, "

@@ -420,7 +420,7 @@ def _finish(st: RunState) -> TrainResult:
     if d.main:
         write_done(st.paths.done_json, {"config_hash": st.chash, "step": cfg.total_steps, "checkpoint": str(final_ckpt),
                                         "world_size": d.world_size, "param_checksums": checksums,
-                                        "seconds": st.elapsed, **st.done_extra})
+                                        "device": st.device.type, "seconds": st.elapsed, **st.done_extra})
     distributed.barrier(d)
     return TrainResult(st.paths.run_dir, cfg.total_steps, final_ckpt, st.paths.metrics_csv, st.paths.eval_csv, cfg,
                        extra={"world_size": d.world_size, "param_checksums": checksums})
