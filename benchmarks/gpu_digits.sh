@@ -14,7 +14,7 @@
 #
 #   bash benchmarks/gpu_digits.sh            # on a CUDA machine
 #   bash benchmarks/gpu_digits.sh --all      # the three GPU profiles
-#   bash benchmarks/gpu_digits.sh --replication   # gpu_digits, then gpu_replication.yaml (30 fresh seeds, 90 runs)
+#   bash benchmarks/gpu_digits.sh --replication   # gpu_digits, then cpu_long_replication.yaml (30 fresh seeds, 90 runs)
 #   bash benchmarks/gpu_digits.sh --smoke    # CPU, 2 seeds, 40 steps: what the tests run (results/fid_curves/_pytest-gpu-smoke/)
 #   GPU_DIGITS_SMOKE_DEVICE=cuda bash benchmarks/gpu_digits.sh --smoke   # the same on the GPU: a check before a long run
 set -euo pipefail
@@ -30,7 +30,7 @@ profiles=(params/fid_curves/gpu_digits.yaml)
 case "${1:-}" in
   "") ;;
   --all) profiles+=(params/fid_curves/gpu_long_2x.yaml params/fid_curves/gpu_long_mu.yaml) ;;
-  --replication) profiles+=(params/fid_curves/gpu_replication.yaml) ;;
+  --replication) profiles+=(params/fid_curves/cpu_long_replication.yaml) ;;
   --smoke)
     export GCLIB_RUNS=${GCLIB_RUNS_SMOKE:-$(mktemp -d)}
     mkdir -p "$GCLIB_RUNS"
@@ -71,8 +71,10 @@ fi
 echo "[gpu_digits.sh] run cache $GCLIB_RUNS; $WORKERS workers, stacks of up to $STACK runs; ${LIMIT}s cap"
 start=$(date +%s)
 status=0
+device=()   # the GPU (a profile such as cpu_long_replication names no device: its runs train anywhere)
+[ "${1:-}" = "--smoke" ] || device=(--device cuda)
 timeout --signal=TERM --kill-after=15 "$((LIMIT - 20))" "$PY" benchmarks/gpu_train.py "${profiles[@]}" \
-  --workers "$WORKERS" --stack "$STACK" --deadline "$((LIMIT - RESERVE))" || status=$?
+  --workers "$WORKERS" --stack "$STACK" --deadline "$((LIMIT - RESERVE))" "${device[@]}" || status=$?
 echo "[gpu_digits.sh] training finished with status $status in $(( $(date +%s) - start )) s"
 pids=()
 for f in "${profiles[@]}"; do   # the notebooks of the complete profiles, side by side (every run is cached)

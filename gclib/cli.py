@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--only", default=None, help="only this notebook (e.g. fid_curves)")
     rp.add_argument("--variant", action="append", help="only this parameter set (repeatable), e.g. cpu_long")
     rp.add_argument("--status", action="store_true", help="say how far the long profiles' runs are, then stop")
+    rp.add_argument("--reanalyse", action="store_true",
+                    help="fid_curves: a new analysis of the committed curves and final evaluation, without training "
+                         "(for profiles whose runs' weights are gone); the sample figure is kept as committed")
 
     t = sub.add_parser("train", help="train a consistency model from a YAML config (torchrun-ready)",
                        description="Train from a YAML config (see params/train/): a data set's preset, composed "
@@ -337,6 +340,8 @@ def _check_reproduce(args) -> None:
     from .reproduce import _notebooks, variant_files
     root = project_root()
     notebooks = [p.stem for p in _notebooks(root)]
+    if args.reanalyse and args.only not in (None, "fid_curves"):
+        raise ValueError(f"--reanalyse applies to the fid_curves notebook only, not --only {args.only!r}")
     if args.only is not None and args.only not in notebooks:
         raise ValueError(f"--only {args.only!r} is not a notebook; valid choices: {', '.join(notebooks)}")
     if args.variant:
@@ -353,7 +358,8 @@ def _check_reproduce(args) -> None:
 def _reproduce(args) -> int:
     from .reproduce import reproduce
     _check_reproduce(args)
-    return reproduce(long=args.long, only=args.only, variants=args.variant, status=args.status)
+    return reproduce(long=args.long, only=args.only, variants=args.variant, status=args.status,
+                     reanalyse=args.reanalyse)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,11 @@ def save_figure(fig, path, dpi: int = 110, pdf: bool = True) -> Path:
 def show_figure(fig, path, dpi: int = 110) -> None:
     """Save ``fig`` (a ``matplotlib.figure.Figure``; PNG and PDF) and, inside IPython/Jupyter, display the PNG.
     No pyplot state and no backend change: the figure shows inline in JupyterLab and in papermill outputs."""
-    path = save_figure(fig, path, dpi)
+    display_png(save_figure(fig, path, dpi))
+
+
+def display_png(path) -> None:
+    """Show a PNG file inline when running inside IPython/Jupyter; nothing elsewhere."""
     try:
         from IPython import get_ipython
         from IPython.display import Image, display

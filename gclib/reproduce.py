@@ -32,11 +32,16 @@ def variant_files(root: Path, notebook: str, long: bool = False) -> list[Path]:
     return [p for p in files if (LONG in p.stem) == long]
 
 
-def reproduce(root=None, long: bool = False, only: str | None = None, variants=None, status: bool = False) -> int:
+def reproduce(root=None, long: bool = False, only: str | None = None, variants=None, status: bool = False,
+              reanalyse: bool = False) -> int:
     """Run the notebooks (``only``: one of them) with their quick cpu parameter sets, or the long ones
     (``long=True``), or only the named ``variants``; then rewrite results/README.md. With ``long``, first print
-    where each long profile stands in the run cache (``long_status``); ``status=True`` prints only that."""
+    where each long profile stands in the run cache (``long_status``); ``status=True`` prints only that.
+    ``reanalyse``: only the fid_curves notebook, each variant analysed from its committed curves and final
+    evaluation (its ``reanalyse`` parameter) instead of trained."""
     root = project_root(root)
+    if reanalyse:
+        only = "fid_curves"
     if long or status:
         from .report import runs_dir
         print(f"run cache: {runs_dir(root)} (set GCLIB_RUNS to keep it outside the work tree)")
@@ -61,6 +66,8 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
             if variants and params.stem not in variants:
                 continue
             parameters = yaml.safe_load(params.read_text()) or {}
+            if reanalyse:
+                parameters["reanalyse"] = True
             try:
                 check_param_values(nb.stem, parameters, root)
             except ValueError as e:
@@ -80,7 +87,8 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
                                 cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
         scrub_paths(out / nb.name, root)
         seconds, trained = time.perf_counter() - t0, len(finished_runs(root, tag) - before)
-        timings[f"{nb.stem}/{variant}"] = {"seconds": seconds, "runs_trained": trained}
+        if not reanalyse:   # a re-analysis keeps the timing of the run that trained the variant
+            timings[f"{nb.stem}/{variant}"] = {"seconds": seconds, "runs_trained": trained}
         print(f"   done in {seconds:.0f} s ({trained} run{'s' * (trained != 1)} trained; any other run it used came "
               f"from the run cache)", flush=True)
     write_results_readme(root, timings, long)
@@ -246,6 +254,34 @@ def _table1_rows(root: Path) -> list[str]:
     return rows + [""]
 
 
+def _central_question(root: Path) -> list[str]:
+    """The central question's section: the forest plot of every paired difference of the pre-registered digits
+    profiles (redrawn from their metrics.json), their primary rows with the family-wise verdicts, and the
+    pre-registered profiles that have no results yet."""
+    import yaml
+    from .experiments.forest import central_table, forest_plot, forest_rows
+    table = central_table(root)
+    if not table:
+        return []
+    png = forest_plot(forest_rows(root), root / "results" / "fid_curves" / "forest.png")
+    pending = []
+    for p in sorted((root / "params" / "fid_curves").glob("cpu_long*.yaml")):
+        d = yaml.safe_load(p.read_text()) or {}
+        if d.get("preregistration") and not (root / "results" / "fid_curves" / d.get("variant", p.stem) /
+                                             "metrics.json").is_file():
+            pending.append(f"- **{d.get('variant', p.stem)}** (pre-registered {d['preregistration'].get('date')}, "
+                           f"{len(d.get('seeds', []))} seeds): no results committed yet; its rows will join this "
+                           f"table when all its runs are trained (`make reproduce-status`).")
+    return (["## The central question: does GC train better and faster than IC and OT on digits?", "",
+             "Every paired difference of the pre-registered digits profiles: filled diamonds are primary rows, "
+             "coloured by their family-wise verdict (Holm over the profile's primary rows, family-wise error 0.10); "
+             "open markers are secondary and exploratory rows, coloured by their own unadjusted verdict. A profile "
+             "whose seeds were seen before its pre-registration, or that shares seeds or runs with another, says so "
+             "below the table; such rows are not independent evidence.", ""]
+            + ([f"![forest plot](fid_curves/{png.name})", ""] if png else [])
+            + ["Primary rows:", ""] + table + pending + ([""] if pending else []))
+
+
 def _verdict(c: dict) -> str:
     v = c.get("verdict") or ("holds" if c.get("holds") else "refuted")
     return v if v == "holds" else f"**{v}**"
@@ -278,17 +314,22 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
                   "| notebook / variant | wall time (s) | runs trained | machine |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['seconds']} | {v.get('runs_trained', '-')} | {v['machine']} |"
                   for k, v in sorted(all_t.items())] + [""]
+    lines += _central_question(root)
     lines += ["## Paper claims against what was measured here", "",
               "`endpoint` says whether a row is a **primary** or secondary endpoint of a profile that fixed its "
               "endpoints and seeds before its runs (`preregistration` in params/fid_curves/cpu_long*.yaml), exploratory "
               "a row added after them (not pre-registered), and `n` "
               "the number of paired seeds behind a paired row; a run that is evidence in another profile's rows is "
-              "named in the measured column.", "",
-              "| notebook | variant | claim | endpoint | n | verdict | measured |", "|---|---|---|---|---|---|---|"]
+              "named in the measured column. `family-wise` is a primary row's verdict under Holm's correction over its "
+              "profile's primary rows (family-wise error 0.10); other rows are not adjusted.", "",
+              "| notebook | variant | claim | endpoint | n | verdict | family-wise | measured |",
+              "|---|---|---|---|---|---|---|---|"]
     for nb, variant, c in _claim_rows(root):
         role = {"primary": "**primary**", "secondary": "secondary", "exploratory": "exploratory"}.get(c.get("role"), "-")
         verdict = f"superseded (was {c['verdict']})" if c.get("superseded") else _verdict(c)
-        lines.append(f"| {nb} | {variant} | {c['claim']} | {role} | {c.get('n', '-')} | {verdict} | "
+        holm = c.get("verdict_holm", "-")
+        holm = "-" if holm.startswith("unadjusted") else holm if holm != "holds" else "holds"
+        lines.append(f"| {nb} | {variant} | {c['claim']} | {role} | {c.get('n', '-')} | {verdict} | {holm} | "
                      f"{c['measured']} |")
     lines.append("")
     lines += _table1_rows(root)

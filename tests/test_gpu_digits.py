@@ -31,12 +31,12 @@ def test_gpu_profile_trains_exactly_cpu_longs_runs():
 
 def test_the_replication_is_cpu_longs_runs_at_fresh_seeds_with_its_own_power_estimate():
     cpu = sweep_from_params(ROOT / "params" / "fid_curves" / "cpu_long.yaml", root=ROOT)
-    rep = sweep_from_params(ROOT / "params" / "fid_curves" / "gpu_replication.yaml", root=ROOT)
+    rep = sweep_from_params(ROOT / "params" / "fid_curves" / "cpu_long_replication.yaml", root=ROOT)
     assert {k: v for k, v in rep.base.items() if k != "device"} == {k: v for k, v in cpu.base.items() if k != "device"}
     assert rep.seeds == list(range(10, 40)) and len(rep.runs()) == 90
     used = set()
     for p in (ROOT / "params" / "fid_curves").glob("*.yaml"):
-        if p.name != "gpu_replication.yaml" and "digits" in str(sweep_from_params(p, root=ROOT).base.get("dataset")):
+        if p.name != "cpu_long_replication.yaml" and "digits" in str(sweep_from_params(p, root=ROOT).base.get("dataset")):
             used |= set(sweep_from_params(p, root=ROOT).seeds)
     assert used and not used & set(rep.seeds)       # no other digits profile has trained these seeds
     pre = rep.preregistration

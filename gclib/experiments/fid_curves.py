@@ -26,6 +26,7 @@ from ..checks import check_choice, check_flow, check_mu
 from ..data import get_dataset
 from ..evaluation import CURVE_METRICS, LABELS
 from .common import claim, combine_verdicts, paired_claim, paired_verdict
+from .inference import add_holm, censored_sign_test, paired_p
 from .params import check_rules, distinct_ints, int_at_least, nonempty
 
 # the metrics a training curve can use and their plot labels: from gclib.evaluation's registry (Metric.curve)
@@ -208,6 +209,8 @@ class Sweep:
     preregistration: dict = field(default_factory=dict)  # endpoints fixed before the runs (see ENDPOINTS)
     executor: dict = field(default_factory=dict)   # where the runs train (gclib.executors); {}: locally, workers
     compare_budget: str = ""       # a profile at another budget whose primary final leads this one's are set against
+    reanalyse: bool = False        # analyse the committed curves and final evaluation instead of training
+    committed: dict = field(default_factory=dict, repr=False)   # what reanalyse read: {"curves", "final", "samples"}
 
     @property
     def mu_labels(self) -> list:
@@ -254,13 +257,14 @@ def setup(params) -> "Sweep":
     return make_sweep(p.variant, p.base_config, p.overrides, p.metric, p.seeds, p.mus, include_ot=p.include_ot,
                       frozen=p.frozen, frozen_mu=p.frozen_mu, frozen_seed=p.frozen_seed, per_flow=p.per_flow, fid=p.fid,
                       workers=p.workers, final_eval=p.final_eval, preregistration=p.preregistration,
-                      executor=p.executor, compare_budget=p.compare_budget)
+                      executor=p.executor, compare_budget=p.compare_budget, reanalyse=p.reanalyse)
 
 
 def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
                frozen: dict | None = None, frozen_mu: float = 0.5, frozen_seed: int = 0, per_flow: dict | None = None,
                fid: dict | None = None, workers: int = 1, root=None, *, final_eval: dict | None = None,
-               preregistration: dict | None = None, executor: dict | None = None, compare_budget: str = "") -> Sweep:
+               preregistration: dict | None = None, executor: dict | None = None, compare_budget: str = "",
+               reanalyse: bool = False) -> Sweep:
     """Validate a notebook's parameters and build its ``Sweep`` (nothing is trained here)."""
     from .. import report
     from ..config import load_config
@@ -301,11 +305,28 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
     sw = Sweep(base, metric, list(seeds), mus, bool(include_ot), frozen, float(frozen_mu), int(frozen_seed),
                int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}), dict(per_flow or {}),
                _check_final_eval(final_eval), dict(preregistration or {}), executor=dict(executor or {}),
-               compare_budget=str(compare_budget or ""))
+               compare_budget=str(compare_budget or ""), reanalyse=bool(reanalyse))
     _check_preregistration(sw)
+    if sw.reanalyse:
+        sw.committed = _read_committed(sw)   # before anything in sw.out is rewritten
     if sw.compare_budget:
         _check_compare_budget(sw, root)   # one line naming the problem, before any training
     return sw
+
+
+def _read_committed(sw: Sweep) -> dict:
+    """``reanalyse``: the committed results of this variant that a new analysis starts from (its runs' weights may
+    be gone): curves.csv, final_eval.csv when the sweep has a final evaluation, and the sample figure (it needs the
+    weights, so it is kept as it was). One ValueError naming what is missing."""
+    need = ["curves.csv"] + (["final_eval.csv"] if sw.final_eval else [])
+    missing = [n for n in need if not (sw.out / n).is_file()]
+    if missing:
+        raise ValueError(f"reanalyse=True: {', '.join(missing)} missing in {sw.out}; reanalyse reads a trained "
+                         f"variant's committed results (train it first: reanalyse=False)")
+    read = lambda n: pd.read_csv(sw.out / n)
+    return {"curves": read("curves.csv"), "final": read("final_eval.csv") if sw.final_eval else None,
+            "runs": read("runs.csv") if (sw.out / "runs.csv").is_file() else None,
+            "samples": {p.suffix: p.read_bytes() for p in sw.out.glob("samples.*")}}
 
 
 def _check_compare_budget(sw: Sweep, root: Path) -> None:
@@ -358,7 +379,8 @@ ENDPOINTS = {
              "sweep has no final_eval)",
     "mean_log": "the mean of log(metric) over the curve's evaluations after step 0 (convergence speed)",
     "steps_to_reach": "the first evaluated step at which a's curve is at or below b's final value on the curve "
-                      "(never reached: one evaluation interval past the end), against b's own",
+                      "against b's own; a seed whose curve never reaches it is censored (the profile's `censoring` "
+                      "rule: it ranks last, and the row is a paired sign test)",
     "first": "the metric at the first evaluation after step 0",
 }
 
@@ -367,12 +389,16 @@ def _check_preregistration(sw: Sweep) -> None:
     pre = sw.preregistration
     if not pre:
         return
-    unknown = set(pre) - {"date", "primary", "secondary", "power", "shared_with"}
+    allowed = ("date", "primary", "secondary", "power", "shared_with", "censoring", "censoring_added", "seen_before")
+    unknown = set(pre) - set(allowed)
     if unknown:
-        raise ValueError(f"preregistration: unknown key(s) {sorted(unknown)}; allowed: date, primary, secondary, "
-                         f"power, shared_with")
+        raise ValueError(f"preregistration: unknown key(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
     if not pre.get("primary"):
         raise ValueError("preregistration: name at least one primary endpoint")
+    if any(e.get("endpoint") == "steps_to_reach" for role in ("primary", "secondary") for e in pre.get(role) or []
+           if isinstance(e, dict)) and not pre.get("censoring"):
+        raise ValueError("preregistration: a steps_to_reach endpoint needs `censoring`, the rule for a seed that "
+                         "never reaches the target (e.g. 'never reached ranks last; paired sign test')")
     labels = set(sw.mu_labels + sw.frozen_labels)
     for role in ("primary", "secondary"):
         for i, e in enumerate(pre.get(role) or []):
@@ -388,7 +414,7 @@ def _check_preregistration(sw: Sweep) -> None:
 
 SWEEP_KEYS = ("variant", "base_config", "overrides", "metric", "seeds", "mus", "include_ot", "frozen", "frozen_mu",
               "frozen_seed", "per_flow", "fid", "workers", "final_eval", "preregistration", "executor",
-              "compare_budget")
+              "compare_budget", "reanalyse")
 
 
 def sweep_from_params(path, root=None) -> Sweep:
@@ -436,6 +462,9 @@ def metric_check(sw: Sweep) -> pd.DataFrame | None:
 def run_sweep(sw: Sweep, progress: Callable | None = None) -> pd.DataFrame:
     """Train the sweep (IC at ``frozen_seed`` first when frozen predictors are needed), write curves.csv."""
     from .. import report
+    if sw.reanalyse:
+        report.save_table(sw.committed["curves"], sw.out / "curves.csv")
+        return sw.committed["curves"]
     eval_fns = []
     if sw.metric == "fid":
         eval_fns = [fid_eval_fn(sw.base["dataset"], n=int(sw.fid.get("n", 50_000)),
@@ -497,6 +526,12 @@ def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
     from ..images import image_grid
     from ..rundir import RunPaths
     from ..train import load_model
+    if sw.reanalyse:   # the weights may be gone: the figure the runs' own notebook drew
+        for suffix, data in sw.committed["samples"].items():
+            report.atomic_write(sw.out / f"samples{suffix}", lambda f, data=data: f.write(data))
+        if ".png" in sw.committed["samples"]:
+            report.display_png(sw.out / "samples.png")
+        return
     labels = [l for l in sw.mu_labels if l in ("IC", "OT", sw.gc_main)] + [l for l in sw.mu_labels
                                                                           if l not in ("IC", "OT", sw.gc_main)]
     runs = {r.label: r for r in sw.runs() if r.seed == sw.seeds[0]}
@@ -587,11 +622,44 @@ def final_evaluation(sw: Sweep) -> pd.DataFrame | None:
     from .. import report
     if not sw.final_eval:
         return None
+    if sw.reanalyse:
+        report.save_table(sw.committed["final"], sw.out / "final_eval.csv")
+        return sw.committed["final"]
     device = "cuda" if sw.base.get("device") == "cuda" else "cpu"   # the same seeded noise either way
     rows = [{"label": r.label, "family": r.family, "seed": r.seed, **evaluate_final(sw, r, device=device)}
             for r in sw.runs()]
     t = pd.DataFrame(rows)
     report.save_table(t, sw.out / "final_eval.csv")
+    return t
+
+
+def run_table(sw: Sweep) -> pd.DataFrame | None:
+    """For a pre-registered profile: where and how long each run trained (label, seed, device, seconds, processes,
+    stack size, from its done.json), written to runs.csv. A seed's runs are compared with each other, so they must
+    have trained on one kind of device: a line names each seed where they did not. None for other sweeps (their
+    wall times would make a committed CSV differ at every reproduction)."""
+    from .. import report
+    from ..config import run_dir_for
+    from ..rundir import RunPaths, read_json_guarded
+    if not sw.preregistration:
+        return None
+    if sw.reanalyse:
+        t = sw.committed.get("runs")
+    else:
+        rows = []
+        for r in sw.runs():
+            done = read_json_guarded(RunPaths(run_dir_for(run_config(sw.base, r))).done_json) or {}
+            rows.append({"label": r.label, "seed": r.seed, "device": done.get("device", "not recorded"),
+                         "seconds": done.get("seconds"), "world_size": done.get("world_size"),
+                         "stack_size": done.get("stack_size", 1)})
+        t = pd.DataFrame(rows)
+    if t is None:
+        print("runs.csv: not recorded for this profile (its runs predate it)")
+        return None
+    report.save_table(t, sw.out / "runs.csv")
+    mixed = [s for s, g in t.groupby("seed") if g.device.nunique() > 1]
+    if mixed:
+        print(f"seeds whose runs trained on different kinds of device: {mixed} (their paired rows mix devices)")
     return t
 
 
@@ -663,10 +731,9 @@ def endpoint(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | None, name: 
     if name == "mean_log":
         c = curves[(curves.label == label) & (curves.step > 0)]
         return c.assign(_l=np.log(c[m].to_numpy(float))).groupby("seed")["_l"].mean().sort_index()
-    if name == "steps_to_reach":
-        every = int(sw.base.get("eval_every") or sw.base["total_steps"])
+    if name == "steps_to_reach":   # NaN where the curve never reaches the target: a censored seed
         target = per_seed(curves, m, other or label, "final")
-        return steps_to_reach(curves, m, label, target).fillna(int(sw.base["total_steps"]) + every)
+        return steps_to_reach(curves, m, label, target)
     raise ValueError(f"endpoint={name!r} is not valid; allowed values: {', '.join(map(repr, ENDPOINTS))}")
 
 
@@ -710,17 +777,45 @@ def preregistered_claims(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | 
         for e in pre.get(role) or []:
             name, a, b, expect = e["endpoint"], e["a"], e["b"], e.get("expect", "less")
             sa, sb = endpoint(sw, curves, final, name, a, b), endpoint(sw, curves, final, name, b, b)
-            common = sorted(set(sa.dropna().index) & set(sb.dropna().index))
-            va, vb = sa.reindex(common).to_numpy(float), sb.reindex(common).to_numpy(float)
-            v = paired_verdict(va, vb, expect, level)
-            fmt = lambda x: f"{np.mean(x):.4g}" if len(x) else "nan"
             note = [f"{l} runs shared with {shared[l]}" for l in (a, b) if l in shared]
-            row = claim(_claim_words(name, a, b, expect, sw.metric), v.verdict,
-                        f"{a} {fmt(va)} vs {b} {fmt(vb)}; {v.text(a, b, 3)}" + (f"; {', '.join(note)}" if note else ""),
-                        _paper_for(name, a, b))
-            row.update(role=role, n=int(v.n), endpoint=name)
+            if name == "steps_to_reach":
+                row = _censored_row(sw, sa, sb, a, b, expect, level)
+            else:
+                common = sorted(set(sa.dropna().index) & set(sb.dropna().index))
+                va, vb = sa.reindex(common).to_numpy(float), sb.reindex(common).to_numpy(float)
+                v = paired_verdict(va, vb, expect, level)
+                fmt = lambda x: f"{np.mean(x):.4g}" if len(x) else "nan"
+                row = claim(_claim_words(name, a, b, expect, sw.metric), v.verdict,
+                            f"{a} {fmt(va)} vs {b} {fmt(vb)}; {v.text(a, b, 3)}", _paper_for(name, a, b))
+                row.update(n=int(v.n), p=paired_p(v), diff={"mean": v.mean, "lo": v.lo, "hi": v.hi})
+            if note:
+                row["measured"] += f"; {', '.join(note)}"
+            row.update(role=role, endpoint=name, a=a, b=b)
             rows.append(row)
-    return rows
+    return add_holm(rows, alpha=round(1 - level, 12))
+
+
+def _censored_row(sw: Sweep, sa: pd.Series, sb: pd.Series, a: str, b: str, expect: str, level: float) -> dict:
+    """The "steps to reach" row: a seed whose curve never reaches the target is censored (ranked after every step
+    that reaches it) and the row is judged by a paired sign test (``inference.censored_sign_test``). A profile whose
+    censoring rule was added after its pre-registration (``censoring_added`` later than ``date``) also shows the
+    scoring it had before: never reached = one evaluation interval past the end, judged by the t-interval."""
+    pre = sw.preregistration
+    seeds = sorted(set(sa.index) & set(sb.index))
+    va, vb = sa.reindex(seeds).to_numpy(float), sb.reindex(seeds).to_numpy(float)
+    t = censored_sign_test(va, vb, expect, level)
+    measured = t.text(a, b)
+    added = str(pre.get("censoring_added") or "")
+    if added and added > str(pre.get("date", "")):
+        end = int(sw.base["total_steps"]) + int(sw.base.get("eval_every") or sw.base["total_steps"])
+        fill = lambda x: np.where(np.isfinite(x), x, end)
+        old = paired_verdict(fill(va), fill(vb), expect, level)
+        measured += (f"; the censoring rule was added on {added}, after the pre-registration ({pre['date']}): under "
+                     f"the earlier scoring (never reached = step {end}) {old.text(a, b, 3)}, {old.verdict}")
+    row = claim(_claim_words("steps_to_reach", a, b, expect, sw.metric), t.verdict, measured,
+                _paper_for("steps_to_reach", a, b))
+    row.update(n=int(t.n), p=float(t.p))
+    return row
 
 
 def _budget_results(sw: Sweep) -> tuple[pd.DataFrame, int]:
@@ -773,7 +868,7 @@ def budget_claims(sw: Sweep, final: pd.DataFrame | None, level: float = 0.9) -> 
                     f"shorter) {iv(v)} ({v.level:.0%} t-interval, {v.n} seeds in both profiles); the {other_steps}-step "
                     f"runs are {sw.compare_budget}'s, evidence in its own rows too",
                     PAPER["budget"])
-        row.update(role="exploratory", n=int(v.n), endpoint="budget")
+        row.update(role="exploratory", n=int(v.n), endpoint="budget", a=a, b=b, diff={"mean": v.mean, "lo": v.lo, "hi": v.hi})
         rows.append(row)
     return rows
 
@@ -784,7 +879,8 @@ def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9, final: pd.
     pre-registration is judged on exactly its pre-registered endpoints (``preregistered_claims``), followed by the
     exploratory budget rows when ``compare_budget`` names another profile (``budget_claims``)."""
     if sw.preregistration:
-        return preregistered_claims(sw, curves, final, level) + budget_claims(sw, final, level)
+        return add_holm(preregistered_claims(sw, curves, final, level) + budget_claims(sw, final, level),
+                        alpha=round(1 - level, 12))
     m, gc = sw.metric, sw.gc_main
     f = lambda x: f"{np.mean(x):.3g}"
     labels = set(curves.label)
@@ -859,7 +955,7 @@ def write_claims(sw: Sweep, curves: pd.DataFrame, claims: list[dict], final: pd.
                           seeds=int(t.loc[l, "seeds"])) for l in t.index},
         "preregistration": sw.preregistration or None,
         "claims": claims})
-    cols = ["claim", "paper", "verdict", "measured"] + (["role", "n"] if sw.preregistration else [])
+    cols = ["claim", "paper", "verdict", "measured"] + (["role", "n", "verdict_holm"] if sw.preregistration else [])
     return pd.DataFrame(claims)[cols]
 
 
