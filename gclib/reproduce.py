@@ -259,7 +259,7 @@ def _central_question(root: Path) -> list[str]:
     profiles (redrawn from their metrics.json), their primary rows with the family-wise verdicts, and the
     pre-registered profiles that have no results yet."""
     import yaml
-    from .experiments.forest import central_table, forest_plot, forest_rows
+    from .experiments.forest import central_table, forest_plot, forest_rows, timing_table
     table = central_table(root)
     if not table:
         return []
@@ -279,7 +279,9 @@ def _central_question(root: Path) -> list[str]:
              "whose seeds were seen before its pre-registration, or that shares seeds or runs with another, says so "
              "below the table; such rows are not independent evidence.", ""]
             + ([f"![forest plot](fid_curves/{png.name})", ""] if png else [])
-            + ["Primary rows:", ""] + table + pending + ([""] if pending else []))
+            + ["Primary rows:", ""] + table + pending + ([""] if pending else [])
+            + ["Training time of a run (each run's done.json, collected in the profile's runs.csv):", ""]
+            + timing_table(root))
 
 
 def _verdict(c: dict) -> str:

@@ -154,3 +154,36 @@ def test_reanalyse_starts_from_the_committed_results(tmp_path, monkeypatch):
     (out / "final_eval.csv").unlink()
     with pytest.raises(ValueError, match=r"reanalyse=True: final_eval.csv missing"):
         fid_curves._read_committed(sw)
+
+
+def test_forest_plot_and_central_table_show_every_committed_row(tmp_path):
+    """Every paired row with an interval of the pre-registered digits profiles is a row of the forest plot, with the
+    numbers of its claim; the table lists each primary row with both verdicts and says which seeds were seen."""
+    import shutil
+    from gclib.experiments.forest import central_table, forest_plot, forest_rows, timing_table
+    rows = forest_rows(ROOT)
+    profiles = {r["profile"] for r in rows}
+    assert {"cpu_long", "cpu_long_2x", "cpu_long_mu"} <= profiles
+    for variant in ("cpu_long", "cpu_long_2x", "cpu_long_mu"):
+        claims = json.loads((ROOT / "results" / "fid_curves" / variant / "metrics.json").read_text())["claims"]
+        with_interval = [c for c in claims if c.get("diff")]
+        mine = [r for r in rows if r["profile"] == variant]
+        assert len(mine) == len(with_interval) > 0
+        for r, c in zip(mine, with_interval):
+            assert c["measured"].count(f"{r['mean']:.3g}") and r["verdict"] == c["verdict"]
+            assert r["lo"] <= r["mean"] <= r["hi"]
+    png = forest_plot(rows, tmp_path / "forest.png")
+    assert png.stat().st_size > 10_000 and (tmp_path / "forest.pdf").is_file()
+    assert forest_plot([], tmp_path / "none.png") is None
+    table = "\n".join(central_table(ROOT))
+    n_primary = sum(c.get("role") == "primary" for v in ("cpu_long", "cpu_long_2x", "cpu_long_mu")
+                    for c in json.loads((ROOT / "results" / "fid_curves" / v / "metrics.json").read_text())["claims"])
+    assert table.count("| **holds** |") + table.count("| **inconclusive** |") + table.count("| **refuted** |") == n_primary
+    assert "Seeds 0-2" in table and "Seeds 0-1" in table
+    # a profile with runs.csv shows its device and time per run
+    fake = tmp_path / "results" / "fid_curves" / "cpu_long"
+    fake.mkdir(parents=True)
+    shutil.copy(ROOT / "results" / "fid_curves" / "cpu_long" / "metrics.json", fake)
+    pd.DataFrame({"label": ["IC", "OT"], "seed": [0, 0], "device": ["cpu", "cpu"], "seconds": [600.0, 700.0]}).to_csv(
+        fake / "runs.csv", index=False)
+    assert "| cpu_long | 4000 | cpu (2) | 650 | 600-700 |" in timing_table(tmp_path)

@@ -115,3 +115,25 @@ def central_table(root) -> list[str]:
 def _span(seeds) -> str:
     s = sorted(seeds)
     return f"{s[0]}-{s[-1]}" if s == list(range(s[0], s[-1] + 1)) and len(s) > 1 else ", ".join(map(str, s))
+
+
+def timing_table(root) -> list[str]:
+    """Markdown: for each pre-registered digits profile, where its runs trained and how long a run took (its
+    runs.csv: the seconds each run's done.json recorded), so a profile trained on a GPU or a busy CPU is read with
+    its cost beside it. Profiles whose runs predate runs.csv say so (their notebook timings are in timings.json)."""
+    import pandas as pd
+    rows = []
+    for variant, data in digits_profiles(root):
+        f = Path(root) / "results" / "fid_curves" / variant / "runs.csv"
+        if not f.is_file():
+            rows.append(f"| {variant} | {data.get('steps')} | not recorded (runs trained before runs.csv existed; "
+                        f"see timings.json) | - | - |")
+            continue
+        t = pd.read_csv(f)
+        sec = t.seconds.dropna()
+        devices = ", ".join(f"{d} ({n})" for d, n in t.device.value_counts().items())
+        rows.append(f"| {variant} | {data.get('steps')} | {devices} | {sec.median():.0f} | "
+                    f"{sec.min():.0f}-{sec.max():.0f} |" if len(sec) else f"| {variant} | {data.get('steps')} | "
+                    f"{devices} | - | - |")
+    return (["| profile | steps | device (runs) | median s per run | range |", "|---|---|---|---|---|"] + rows + [""]
+            if rows else [])
