@@ -50,6 +50,7 @@ from .losses import DISTANCES
 from .nets import MODELS
 from .objectives import LOSSES
 from .optim import OPTIMIZERS
+from .precond import TRAIN_BOUNDARIES
 from .schedules import ECT_R_CLIPS
 from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml  # noqa: F401 (older imports)
 
@@ -162,6 +163,9 @@ class Config:
     ect_distance: Optional[str] = _field("loss", "l2_norm", neutral=None, ect_only=True)
     # start from these weights (model and EMA), e.g. a denoising run
     init_checkpoint: Optional[str] = _field("network", None, neutral=None)
+    # c_skip / c_out while the network trains: "shifted" (gclib's f(x, sigma_min) = x in both modes) or "edm" (EDM's
+    # unshifted form in training mode, as locuslab/ect's ECMPrecond; the shifted one for sampling and evaluation)
+    train_boundary: str = _field("network", "shifted", neutral="shifted")
     # optimisation
     optimizer: str = _field("optim", "lion")
     lr: float = _field("optim", 1e-4)
@@ -379,6 +383,7 @@ def _validate(cfg: Config) -> None:
     check_choice("ot_solver", cfg.ot_solver, OT_SOLVERS)
     check_choice("objective", cfg.objective, objectives())
     check_choice("schedule", cfg.schedule, SCHEDULES)
+    check_choice("train_boundary", cfg.train_boundary, TRAIN_BOUNDARIES)
     if cfg.objective == "denoising" and cfg.flow != "ic":
         raise ConfigError(f"objective='denoising' trains a denoiser on independent pairs: flow must be 'ic', "
                           f"not {cfg.flow!r}")

@@ -52,7 +52,8 @@ def build_model(cfg: Config, shape: Sequence[int]) -> ConsistencyModel:
                                 attn_resolutions=tuple(cfg.attn_resolutions), dropout=cfg.dropout)
             except ValueError as e:
                 raise ConfigError(f"model='unet' with channel_mult={cfg.channel_mult}: {e}") from None
-    return ConsistencyModel(net, sigma_min=cfg.sigma_min, sigma_data=cfg.sigma_data, sigma_max=cfg.sigma_max)
+    return ConsistencyModel(net, sigma_min=cfg.sigma_min, sigma_data=cfg.sigma_data, sigma_max=cfg.sigma_max,
+                            train_boundary=cfg.train_boundary)
 
 
 def load_weights(module, state: dict, path, what: str) -> None:
