@@ -137,7 +137,15 @@ def _generate(args, ema, cfg, device):
     if args.steps < 1:
         raise ValueError(f"--steps {args.steps}: must be >= 1")
     shape = getattr(ema, "data_shape", None) or data_shape(cfg)
-    return generate(ema, args.n, shape, cfg.sigma_max, args.steps, seed=args.seed, sigmas=args.sigmas, device=device)
+    with _progress(args, args.n, "sampling") as p:   # stderr: a bar on a terminal, lines elsewhere
+        return generate(ema, args.n, shape, cfg.sigma_max, args.steps, seed=args.seed, sigmas=args.sigmas,
+                        device=device, progress=p.update)
+
+
+def _progress(args, total: int, what: str):
+    """The progress report of ``sample`` / ``evaluate`` on stderr (gclib.progress)."""
+    from .progress import Progress
+    return Progress(total, what, prefix=f"gclib {args.command}")
 
 
 def _sample(args) -> int:
@@ -176,7 +184,8 @@ def _evaluate(args) -> int:
     check_metric_data(args.metric, tuple(data.shape[1:]))  # the reference data suit every metric: before sampling
     x = _generate(args, ema, cfg, device)
     out = evaluate_samples(x, data, args.metric, n_ref=max(args.n, 10_000), seed=args.seed,
-                           weights_path=args.weights_path)
+                           weights_path=args.weights_path,
+                           say=lambda text: print(f"[gclib evaluate] {text}", file=sys.stderr, flush=True))
     out = {"checkpoint": args.checkpoint, "n": args.n, "steps": args.steps, **out}
     text = json.dumps(out)
     print(text)
