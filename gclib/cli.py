@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--submit cluster=local), wait for it and print the same line; see docs/cluster.md")
     t.add_argument("--submit", action="append", metavar="KEY=VALUE",
                    help="a submitit setting (repeatable; implies --executor submitit): folder, cluster "
-                        "(auto|slurm|local|debug), wait (false: return once submitted), poll_s, or a submitit "
+                        "(auto|slurm|local|debug), wait (false: return once submitted), poll_s, max_num_timeout "
+                        "(requeues after a time limit; submitit's default 3), or a submitit "
                         "parameter such as timeout_min, nodes, tasks_per_node, gpus_per_node, cpus_per_task, "
                         "mem_gb, slurm_partition, slurm_account")
 
