@@ -211,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Every key of gclib.config.Config can be overridden with --set key=value (or "
                                    "section.key=value). Resumes from the newest valid checkpoint of the run "
                                    "directory unless resume=false; returns at once if the run finished.")
-    t.add_argument("config", help="a preset's name (gclib presets: toy, digits, cifar10, ...) or a YAML file, e.g. "
-                                  "params/train/toy.yaml (a preset: its own flow, IC)")
+    t.add_argument("config", help=f"a preset's name ({_preset_list()}; gclib presets describes them) or a YAML "
+                                  f"file, e.g. params/train/toy.yaml (a preset: its own flow, IC)")
     t.add_argument("--flow", default=None, metavar="FLOW",
                    help="compose the preset with this flow's overlay, flows/FLOW.yaml beside it (ic, ot, gc)")
     t.add_argument("--overlay", action="append", metavar="FILE",
@@ -394,6 +394,12 @@ def _add_preset_commands(sub) -> None:
     x.add_argument("source", metavar="RUN_OR_CKPT",
                    help="a run directory (runs/<name>-<hash>: its final checkpoint) or a checkpoint file")
     x.add_argument("--out", required=True, help="the weights file, ending with .safetensors")
+
+
+def _preset_list() -> str:
+    """The packaged presets' names for --help, read from the folder (no import of gclib.config, hence of torch)."""
+    from pathlib import Path
+    return ", ".join(sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.yaml"))) or "none found"
 
 
 def _presets(args) -> int:

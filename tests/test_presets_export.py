@@ -65,6 +65,9 @@ def test_presets_and_config_commands(tmp_path, monkeypatch, capsys):
     assert f"# run directory: {run_dir_for(want)}\n" in printed and f"# config hash: {config_hash(want)}\n" in printed
     (tmp_path / "printed.yaml").write_text(printed)          # what it prints is a config file: the same run
     assert load_config("printed.yaml") == want
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert all(n in " ".join(capsys.readouterr().out.split()) for n in preset_names())   # --help names them
     assert main(["config", "digits", "--set", "lrr=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown configuration key 'lrr'" in err
