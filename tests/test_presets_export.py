@@ -67,7 +67,8 @@ def test_presets_and_config_commands(tmp_path, monkeypatch, capsys):
     assert load_config("printed.yaml") == want
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert all(n in " ".join(capsys.readouterr().out.split()) for n in preset_names())   # --help names them
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert all(n in helptext for n in preset_names()), helptext   # --help names them
     assert main(["config", "digits", "--set", "lrr=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown configuration key 'lrr'" in err
