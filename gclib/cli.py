@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help=f"a preset's name ({_preset_list()}; gclib presets describes them) or a YAML "
                                   f"file, e.g. params/train/toy.yaml (a preset: its own flow, IC)")
     t.add_argument("--flow", default=None, metavar="FLOW",
-                   help="compose the preset with this flow's overlay, flows/FLOW.yaml beside it (ic, ot, gc)")
+                   help="compose the preset with this flow's overlay (ic, ot, gc): flows/FLOW.yaml beside it when "
+                        "that folder exists, else gclib's own")
     t.add_argument("--overlay", action="append", metavar="FILE",
                    help="a YAML file applied over the config after the flow's overlay (repeatable)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
