@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gclib-installed
 
-.PHONY: setup constraints test test-unit reproduce reproduce-long reproduce-status bench lab clean
+.PHONY: setup constraints test test-unit test-wheel reproduce reproduce-long reproduce-status bench lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: setup
 
 test-unit: setup
 	$(PYTEST) tests -p no:cacheprovider
+
+# The wheel alone (also part of make test): build it, install it into a fresh environment, train a preset by name
+test-wheel: setup
+	$(PYTEST) tests -m wheel -p no:cacheprovider
 
 reproduce: setup
 	$(PY) -m gclib reproduce

@@ -1,9 +1,12 @@
 """The ``gclib`` command: train, sample, evaluate, reproduce.
 
   gclib train params/train/toy.yaml --flow gc --set total_steps=500 --set lr=1e-4
+  gclib train cifar10 --flow gc                    (a preset by name: gclib presets lists them)
+  gclib config cifar10 --flow gc --set lr=2e-4     (the composed config, its run directory and hash)
   torchrun --nproc_per_node=4 -m gclib train params/train/cifar10.yaml --flow gc
   gclib sample runs/toy_gc-<hash>/checkpoints/ckpt-00002000.pt --n 1000 --steps 1 --out samples.png
   gclib evaluate runs/toy_gc-<hash>/checkpoints/ckpt-00002000.pt --metric w2 --metric nn_dist
+  gclib export runs/toy_gc-<hash> --out model.safetensors   (EMA weights; model.json beside them)
   gclib reproduce
 Bad input ends with a one-line message and a non-zero exit status.
 """
@@ -134,7 +137,15 @@ def _generate(args, ema, cfg, device):
     if args.steps < 1:
         raise ValueError(f"--steps {args.steps}: must be >= 1")
     shape = getattr(ema, "data_shape", None) or data_shape(cfg)
-    return generate(ema, args.n, shape, cfg.sigma_max, args.steps, seed=args.seed, sigmas=args.sigmas, device=device)
+    with _progress(args, args.n, "sampling") as p:   # stderr: a bar on a terminal, lines elsewhere
+        return generate(ema, args.n, shape, cfg.sigma_max, args.steps, seed=args.seed, sigmas=args.sigmas,
+                        device=device, progress=p.update)
+
+
+def _progress(args, total: int, what: str):
+    """The progress report of ``sample`` / ``evaluate`` on stderr (gclib.progress)."""
+    from .progress import Progress
+    return Progress(total, what, prefix=f"gclib {args.command}")
 
 
 def _sample(args) -> int:
@@ -173,7 +184,8 @@ def _evaluate(args) -> int:
     check_metric_data(args.metric, tuple(data.shape[1:]))  # the reference data suit every metric: before sampling
     x = _generate(args, ema, cfg, device)
     out = evaluate_samples(x, data, args.metric, n_ref=max(args.n, 10_000), seed=args.seed,
-                           weights_path=args.weights_path)
+                           weights_path=args.weights_path,
+                           say=lambda text: print(f"[gclib evaluate] {text}", file=sys.stderr, flush=True))
     out = {"checkpoint": args.checkpoint, "n": args.n, "steps": args.steps, **out}
     text = json.dumps(out)
     print(text)
@@ -202,9 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Every key of gclib.config.Config can be overridden with --set key=value (or "
                                    "section.key=value). Resumes from the newest valid checkpoint of the run "
                                    "directory unless resume=false; returns at once if the run finished.")
-    t.add_argument("config", help="YAML file, e.g. params/train/toy.yaml (a preset: its own flow, IC)")
+    t.add_argument("config", help=f"a preset's name ({_preset_list()}; gclib presets describes them) or a YAML "
+                                  f"file, e.g. params/train/toy.yaml (a preset: its own flow, IC)")
     t.add_argument("--flow", default=None, metavar="FLOW",
-                   help="compose the preset with this flow's overlay, flows/FLOW.yaml beside it (ic, ot, gc)")
+                   help="compose the preset with this flow's overlay (ic, ot, gc): flows/FLOW.yaml beside it when "
+                        "that folder exists, else gclib's own")
     t.add_argument("--overlay", action="append", metavar="FILE",
                    help="a YAML file applied over the config after the flow's overlay (repeatable)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -223,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--submit cluster=local), wait for it and print the same line; see docs/cluster.md")
     t.add_argument("--submit", action="append", metavar="KEY=VALUE",
                    help="a submitit setting (repeatable; implies --executor submitit): folder, cluster "
-                        "(auto|slurm|local|debug), wait (false: return once submitted), poll_s, or a submitit "
+                        "(auto|slurm|local|debug), wait (false: return once submitted), poll_s, max_num_timeout "
+                        "(requeues after a time limit; submitit's default 3), or a submitit "
                         "parameter such as timeout_min, nodes, tasks_per_node, gpus_per_node, cpus_per_task, "
                         "mem_gb, slurm_partition, slurm_account")
 
@@ -253,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights-inception-2015-12-05-6726825d.pth); default: $GCLIB_INCEPTION_WEIGHTS, else "
                         "torch hub's cache (<hub dir>/checkpoints/)")
     e.add_argument("--out", help="also write the JSON to this file")
+    _add_preset_commands(sub)
     return parser
 
 
@@ -330,7 +346,7 @@ def main(argv=None) -> int:
     resumed; anything else is a bug and shows its traceback (``run_command``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce}
+    handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce, **PRESET_COMMANDS}
     return run_command(args.command, lambda: handlers[args.command](args))
 
 
@@ -360,6 +376,78 @@ def _reproduce(args) -> int:
     _check_reproduce(args)
     return reproduce(long=args.long, only=args.only, variants=args.variant, status=args.status,
                      reanalyse=args.reanalyse)
+
+
+# ------------------------------------------------------------------------------------------- presets, config, export
+# (issue 33) The presets that ship with gclib, a composed config with its run directory and hash, and weights to
+# share: their own subcommands, registered by _add_preset_commands.
+def _add_preset_commands(sub) -> None:
+    sub.add_parser("presets", help="list the training presets that ship with gclib (gclib train PRESET --flow F)",
+                   description="The training presets of gclib (package data, gclib/presets; params/train in a "
+                               "checkout) and the flow overlays --flow composes them with.")
+    c = sub.add_parser("config", help="print a composed training config, its run directory and its hash",
+                       description="Compose a preset (or YAML file) with a flow, overlays and --set overrides exactly "
+                                   "as gclib train does, and print the result as YAML (a file gclib train reads "
+                                   "back), then its run directory and config hash as comments. Trains nothing.")
+    c.add_argument("config", help="a preset's name (gclib presets) or a YAML file")
+    c.add_argument("--flow", default=None, metavar="FLOW", help="compose with this flow's overlay (ic, ot, gc)")
+    c.add_argument("--overlay", action="append", metavar="FILE", help="a YAML file applied after the flow (repeatable)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    x = sub.add_parser("export", help="write a run's EMA weights as safetensors, its config as JSON beside them",
+                       description="Export the EMA weights of a run's final checkpoint (or of a checkpoint file) to a "
+                                   "safetensors file and the run's composed config to a JSON file of the same name "
+                                   "beside it (model.safetensors, model.json). gclib.models.load_model, gclib sample "
+                                   "and gclib evaluate read the export as they read a checkpoint.")
+    x.add_argument("source", metavar="RUN_OR_CKPT",
+                   help="a run directory (runs/<name>-<hash>: its final checkpoint) or a checkpoint file")
+    x.add_argument("--out", required=True, help="the weights file, ending with .safetensors")
+
+
+def _preset_list() -> str:
+    """The packaged presets' names for --help, read from the folder (no import of gclib.config, hence of torch)."""
+    from pathlib import Path
+    return ", ".join(sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.yaml"))) or "none found"
+
+
+def _presets(args) -> int:
+    from .config import PRESETS_DIR, flow_overlay_names, load_config, preset_names
+    rows = []
+    for name in preset_names():
+        cfg = load_config(name)
+        rows.append((name, cfg.dataset, cfg.model, f"{cfg.total_steps} steps", f"batch {cfg.batch_size}",
+                     cfg.objective if cfg.objective != "consistency" else f"{cfg.schedule}, flow {cfg.flow}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    print(f"presets ({PRESETS_DIR}):")
+    for r in rows:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    print(f"flow overlays (--flow): {', '.join(flow_overlay_names())}")
+    print("gclib train PRESET --flow FLOW [--set KEY=VALUE ...] trains one; gclib config PRESET --flow FLOW prints "
+          "its composed config, run directory and hash")
+    return 0
+
+
+def _config(args) -> int:
+    import yaml
+    from .config import config_hash, load_config, run_dir_for
+    cfg = load_config(args.config, list(args.set or []), flow=args.flow, overlays=args.overlay or ())
+    for section, values in cfg.to_sections().items():   # by section, one key a line (a file load_config reads back)
+        print(f"{section}:")
+        for key, value in values.items():
+            text = yaml.safe_dump(value, default_flow_style=True).strip()
+            print(f"  {key}: {text[:-3].strip() if text.endswith('...') else text}")
+    print(f"# run directory: {run_dir_for(cfg)}")
+    print(f"# config hash: {config_hash(cfg)}")
+    return 0
+
+
+def _export(args) -> int:
+    from .models import export_model
+    weights, config = export_model(args.source, args.out)
+    print(f"wrote the EMA weights to {weights} and the config to {config}")
+    return 0
+
+
+PRESET_COMMANDS = {"presets": _presets, "config": _config, "export": _export}
 
 
 if __name__ == "__main__":

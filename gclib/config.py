@@ -24,6 +24,11 @@ flow, so ``--overlay params/train/flows/gc.yaml`` is ``--flow gc``), then the ov
 is replaced by the final flow (``name: digits_{flow}`` -> ``digits_gc``). ``--set flow=gc`` changes the flow alone
 (no overlay, no entry).
 
+Presets ship with gclib (``PRESETS_DIR``, gclib/presets: in a checkout a link to params/train, in a wheel its
+files): ``load_config("cifar10", flow="gc")`` and ``gclib train cifar10 --flow gc`` read the preset by name when no
+file of that name exists; a file without a ``flows/`` folder beside it takes gclib's flow overlays. A config's hash
+is of its values only, never of the file it came from.
+
 The allowed names live beside their code: datasets in ``gclib.data``, models in ``gclib.nets``, optimisers in
 ``gclib.optim``, distances in ``gclib.losses``, flows (the coupling registry) and OT solvers in ``gclib.couplings``,
 metrics in ``gclib.evaluation.METRICS``, predictors in ``gclib.checks``.
@@ -50,6 +55,7 @@ from .losses import DISTANCES
 from .nets import MODELS
 from .objectives import LOSSES
 from .optim import OPTIMIZERS
+from .precond import TRAIN_BOUNDARIES
 from .schedules import ECT_R_CLIPS
 from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml  # noqa: F401 (older imports)
 
@@ -162,6 +168,9 @@ class Config:
     ect_distance: Optional[str] = _field("loss", "l2_norm", neutral=None, ect_only=True)
     # start from these weights (model and EMA), e.g. a denoising run
     init_checkpoint: Optional[str] = _field("network", None, neutral=None)
+    # c_skip / c_out while the network trains: "shifted" (gclib's f(x, sigma_min) = x in both modes) or "edm" (EDM's
+    # unshifted form in training mode, as locuslab/ect's ECMPrecond; the shifted one for sampling and evaluation)
+    train_boundary: str = _field("network", "shifted", neutral="shifted")
     # optimisation
     optimizer: str = _field("optim", "lion")
     lr: float = _field("optim", 1e-4)
@@ -379,6 +388,7 @@ def _validate(cfg: Config) -> None:
     check_choice("ot_solver", cfg.ot_solver, OT_SOLVERS)
     check_choice("objective", cfg.objective, objectives())
     check_choice("schedule", cfg.schedule, SCHEDULES)
+    check_choice("train_boundary", cfg.train_boundary, TRAIN_BOUNDARIES)
     if cfg.objective == "denoising" and cfg.flow != "ic":
         raise ConfigError(f"objective='denoising' trains a denoiser on independent pairs: flow must be 'ic', "
                           f"not {cfg.flow!r}")
@@ -668,10 +678,47 @@ def parse_overrides(items) -> dict:
     return out
 
 
+# The presets that ship with gclib (package data): gclib/presets/<name>.yaml and gclib/presets/flows/<flow>.yaml. In a
+# checkout gclib/presets is a link to params/train, the one copy of the files; a wheel holds them as files.
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list:
+    """The names of the presets that ship with gclib (``gclib presets``), sorted."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def flow_overlay_names() -> list:
+    """The flows that have a packaged overlay (``--flow``), sorted."""
+    return sorted(p.stem for p in (PRESETS_DIR / "flows").glob("*.yaml"))
+
+
+def config_file(path) -> Path:
+    """The YAML file that ``path`` names: an existing file or folder as given (a folder is refused when read), else
+    a preset of gclib by name (``cifar10`` or ``cifar10.yaml``, no folder part). ConfigError listing the presets
+    when it is neither."""
+    p = Path(path)
+    if p.exists():
+        return p
+    text = str(path)
+    if p.name == text:                          # a bare name: a preset's
+        preset = PRESETS_DIR / (text if text.endswith(".yaml") else f"{text}.yaml")
+        if preset.is_file():
+            return preset
+    names = preset_names()
+    raise ConfigError(f"config file {text!r} does not exist" + (
+        f" and is not a preset of gclib; presets: {', '.join(names)} (gclib presets)" if p.name == text else
+        f" (a preset is named without a folder: {', '.join(names)})"))
+
+
 def flow_overlay(preset, flow: str) -> Path:
-    """The overlay file of ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it."""
+    """The overlay file of ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it when a
+    ``flows/`` folder is there, else gclib's packaged overlay (so ``gclib train ./my.yaml --flow gc`` works for any
+    file)."""
     check_choice("flow", flow, COUPLING_REGISTRY, error=ConfigError)
     folder = Path(preset).parent / "flows"
+    if not folder.is_dir():
+        folder = PRESETS_DIR / "flows"
     path = folder / f"{flow}.yaml"
     if not path.is_file():
         have = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
@@ -701,8 +748,9 @@ def _per_flow(raw, path) -> dict:
 
 
 def compose(path=None, flow: str | None = None, overlays=()) -> dict:
-    """The flat, not yet validated settings of the config file ``path`` composed, in this order, with the overlay of
-    ``flow`` (``flows/<flow>.yaml`` beside it) and the files ``overlays``. Right after a file that sets the flow (the
+    """The flat, not yet validated settings of the config file ``path`` (a file, or a preset's name:
+    ``config_file``) composed, in this order, with the overlay of ``flow`` (``flow_overlay``: ``flows/<flow>.yaml``
+    beside it, else gclib's) and the files ``overlays``. Right after a file that sets the flow (the
     flow's overlay, or an overlay file with ``flow:``), the preset's ``flows:`` entry for that flow is applied, so
     ``overlays=["params/train/flows/gc.yaml"]`` is ``flow="gc"`` and a later file still wins over the entry.
     ``{flow}`` in the name is not replaced yet (``load_config`` does it after the overrides)."""
@@ -711,9 +759,10 @@ def compose(path=None, flow: str | None = None, overlays=()) -> dict:
     if path is None:
         if flow is not None:
             raise ConfigError(f"flow={flow!r} composes a preset with its flow overlay: give the preset file too "
-                              f"(e.g. params/train/digits.yaml)")
+                              f"(e.g. digits, a preset of gclib, or params/train/digits.yaml)")
         raw, per_flow = {}, {}
     else:
+        path = config_file(path)
         raw = _read_yaml(path)
         per_flow = _per_flow(raw.pop(PER_FLOW_KEY, None), path)
     d = flatten(raw)

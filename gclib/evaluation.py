@@ -238,9 +238,10 @@ def check_metric_data(names, item_shape) -> None:
 
 @torch.no_grad()
 def generate(ema_model, n: int, shape, sigma_max: float, steps: int = 1, seed: int = 0, sigmas=None,
-             batch: int = 1024, device="cpu") -> torch.Tensor:
+             batch: int = 1024, device="cpu", progress=None) -> torch.Tensor:
     """n samples by consistency sampling from seeded noise; ``steps`` Karras levels from sigma_max unless
-    ``sigmas`` (decreasing) is given."""
+    ``sigmas`` (decreasing) is given. ``progress(k)``, if given, is called with the size of each batch as it is
+    done (``gclib.progress.Progress.update``)."""
     from .sampling import sample
     from .schedules import karras_sigmas
     if sigmas is None:
@@ -254,13 +255,17 @@ def generate(ema_model, n: int, shape, sigma_max: float, steps: int = 1, seed: i
         m = min(batch, n - i)
         z = torch.randn((m, *shape), generator=g).to(device)
         out.append(sample(ema_model, z, sigmas, sigma_min=ema_model.sigma_min, generator=g if device == "cpu" else None).cpu())
+        if progress is not None:
+            progress(m)
     return torch.cat(out)
 
 
 def evaluate_samples(samples: torch.Tensor, data: torch.Tensor, names, n_ref: int | None = None, seed: int = 0,
-                     weights_path=None) -> dict:
+                     weights_path=None, say=None) -> dict:
     """{name: value} for each metric name (dict-valued metrics are merged with 'name/key'). ``weights_path``: the
-    Inception weights file for fid, kid and isc (default $GCLIB_INCEPTION_WEIGHTS, else torch hub's cache)."""
+    Inception weights file for fid, kid and isc (default $GCLIB_INCEPTION_WEIGHTS, else torch hub's cache).
+    ``say(text)``, if given, hears a line as each metric starts and as it ends (with its value and seconds)."""
+    import time
     ref = to_float(data)
     ref = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed + 1))]  # random order
     if n_ref is not None:
@@ -270,11 +275,14 @@ def evaluate_samples(samples: torch.Tensor, data: torch.Tensor, names, n_ref: in
         fn = get_metric(name)
         ref_n = ref[:len(samples)] if name in SAME_SIZE else ref
         kw = {"weights_path": weights_path} if name in INCEPTION_METRICS and weights_path is not None else {}
+        if say is not None:
+            say(f"{name}: {len(samples)} samples against {len(ref_n)} data points ...")
+        t0 = time.perf_counter()
         val = fn(samples.float(), ref_n, **kw)
-        if isinstance(val, dict):
-            out.update({f"{name}/{k}": float(v) for k, v in val.items()})
-        else:
-            out[name] = float(val)
+        got = {f"{name}/{k}": float(v) for k, v in val.items()} if isinstance(val, dict) else {name: float(val)}
+        out.update(got)
+        if say is not None:
+            say(f"{', '.join(f'{k} {v:.6g}' for k, v in got.items())} ({time.perf_counter() - t0:.1f} s)")
     return out
 
 

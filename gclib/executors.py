@@ -20,12 +20,16 @@ Kinds (``KINDS``):
   key is passed to submitit's ``update_parameters``: ``timeout_min`` (required on SLURM: submitit's default is 5
   minutes), ``nodes``, ``tasks_per_node``, ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``name`` and the
   ``slurm_*`` keys (``slurm_partition``, ``slurm_account``, ``slurm_qos``, ``slurm_array_parallelism``,
-  ``slurm_additional_parameters``, ...).
+  ``slurm_additional_parameters``, ...). Requeues: ``max_num_timeout`` (gclib's key) is how many times a job that
+  reaches its time limit is requeued (submitit's ``max_num_timeout``, 3 by default; pre-emptions do not count),
+  passed to the SLURM or local executor; submitit's executor arguments may also be given as such
+  (``slurm_max_num_timeout``, ``local_max_num_timeout``, ``slurm_python``, ...).
 
 A job with several tasks (``tasks_per_node`` > 1 or ``nodes`` > 1) runs one process per task with torch.distributed's
 environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) exported from SLURM's, which is what
 ``gclib.distributed`` reads under torchrun; the result is rank 0's. A training job that reaches its time limit or
-is pre-empted is requeued by submitit (up to 3 times by default) and resumes from its newest checkpoint.
+is pre-empted is requeued by submitit (time-outs up to ``max_num_timeout`` times, 3 by default; pre-emptions
+without limit) and resumes from its newest checkpoint.
 
 The results do not depend on where a run executes: every run is seeded by its configuration, and a finished run
 (same configuration hash) is returned from its run directory at once (``gclib.train.train``).
@@ -41,7 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 KINDS = ("local", "submitit")
 CLUSTERS = ("auto", "slurm", "local", "debug")
-OWN_KEYS = ("kind", "workers", "folder", "cluster", "poll_s", "wait")   # read by gclib, not passed to submitit
+OWN_KEYS = ("kind", "workers", "folder", "cluster", "poll_s", "wait", "max_num_timeout")   # read by gclib
 DEFAULT_POLL_S = {"slurm": 30.0, "local": 1.0, "debug": 0.0}
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60    # submitit's local executor kills a job after timeout_min (its default: 2 minutes)
 
@@ -61,6 +65,8 @@ class ExecutorSpec:
     poll_s: float | None = None         # submitit: seconds between status checks (None: by cluster)
     wait: bool = True                   # submitit: wait for the jobs' results
     parameters: dict = field(default_factory=dict)   # submitit's update_parameters
+    max_num_timeout: int | None = None  # submitit: requeues after a time-out (None: submitit's default, 3)
+    constructor: dict = field(default_factory=dict)  # submitit's executor arguments (slurm_max_num_timeout, ...)
 
 
 def _submitit():
@@ -81,6 +87,27 @@ def _submitit_parameter_names() -> tuple[set, dict]:
     return shared, {name: set(ex._valid_parameters()) for name, ex in plugins.get_executors().items()}
 
 
+def _constructor_names() -> set:
+    """submitit's executor arguments as AutoExecutor takes them, ``<executor>_<argument>`` (slurm_max_num_timeout,
+    local_max_num_timeout, slurm_python, ...): read from each executor's constructor."""
+    import inspect
+    _submitit()
+    from submitit.core import plugins
+    out = set()
+    for name, ex in plugins.get_executors().items():
+        for arg, p in inspect.signature(ex.__init__).parameters.items():
+            if arg not in ("self", "folder") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.add(f"{name}_{arg}")
+    return out
+
+
+def _timeouts(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"executor {key}={value!r} is not valid; it must be a whole number >= 0 (how many times a "
+                         f"job that reaches its time limit is requeued)")
+    return value
+
+
 def _check_parameters(params: dict) -> None:
     """Name-level check of submitit parameters, so a typo fails before anything is submitted (submitit checks the
     values again when the executor is built)."""
@@ -92,7 +119,8 @@ def _check_parameters(params: dict) -> None:
         if prefix in own and (arg in own[prefix] or arg in shared):
             continue
         known = sorted(shared) + [f"{p}_<{'|'.join(sorted(a)[:6])}{'|...' if len(a) > 6 else ''}>"
-                                  for p, a in sorted(own.items()) if p in ("slurm", "local")]
+                                  for p, a in sorted(own.items()) if p in ("slurm", "local")] + \
+            sorted(k for k in _constructor_names() if k.endswith("max_num_timeout"))
         raise ValueError(f"executor parameter {key!r} is not one of gclib's ({', '.join(OWN_KEYS)}) nor submitit's "
                          f"({', '.join(known)})")
 
@@ -137,9 +165,20 @@ def executor_spec(value=None) -> ExecutorSpec:
     wait = d.pop("wait", True)
     if not isinstance(wait, bool):
         raise ValueError(f"executor wait={wait!r} is not valid; it must be true or false")
+    max_num_timeout = d.pop("max_num_timeout", None)
+    if max_num_timeout is not None:
+        _timeouts("max_num_timeout", max_num_timeout)
+    names = _constructor_names()
+    constructor = {k: d.pop(k) for k in list(d) if k in names}
+    for key, value in constructor.items():
+        if key.endswith("_max_num_timeout"):
+            _timeouts(key, value)
+            if max_num_timeout is not None:
+                raise ValueError(f"executor max_num_timeout={max_num_timeout!r} and {key}={value!r} both set the "
+                                 f"requeue limit; keep one")
     _check_parameters(d)
     return ExecutorSpec("submitit", None, None if folder is None else str(folder), cluster,
-                        None if poll_s is None else float(poll_s), wait, d)
+                        None if poll_s is None else float(poll_s), wait, d, max_num_timeout, constructor)
 
 
 def parse_assignments(items: Sequence[str] | None) -> dict:
@@ -228,12 +267,16 @@ class Submitit:
         params = dict(spec.parameters)
         if self.cluster == "slurm" and "timeout_min" not in params and "slurm_time" not in params:
             raise ValueError("executor on SLURM: give timeout_min (minutes per job; submitit's default is 5, and a "
-                             "job past it is requeued from its last checkpoint at most 3 times)")
+                             "job past it is requeued from its last checkpoint at most max_num_timeout times, 3 by "
+                             "default)")
         if self.cluster != "slurm":
             params.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)
         params.setdefault("name", "gclib")
+        constructor = dict(spec.constructor)
+        if spec.max_num_timeout is not None and f"{self.cluster}_max_num_timeout" in _constructor_names():
+            constructor[f"{self.cluster}_max_num_timeout"] = spec.max_num_timeout
         try:
-            self.executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+            self.executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster, **constructor)
             self.executor.update_parameters(**params)
         except (NameError, AssertionError, TypeError) as e:
             raise ValueError("executor parameters: " + " ".join(str(e).split())) from e

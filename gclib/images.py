@@ -37,11 +37,31 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, 
     return grid
 
 
+def to_uint8(picture: torch.Tensor) -> torch.Tensor:
+    """A (C, H, W) picture in [0, 1] as 8-bit values, rounded to nearest (as torchvision's save_image)."""
+    return picture.mul(255).add_(0.5).clamp_(0, 255).to("cpu", torch.uint8)
+
+
 def _png(grid: torch.Tensor, buf) -> None:
-    """Write a (C, H, W) picture in [0, 1] as an 8-bit PNG (rounded to nearest, as torchvision's save_image)."""
+    """Write a (C, H, W) picture in [0, 1] as an 8-bit PNG (``to_uint8``)."""
     from PIL import Image
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
-    Image.fromarray(pixels).save(buf, format="png")
+    Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy()).save(buf, format="png")
+
+
+def grid_picture(samples: torch.Tensor) -> torch.Tensor:
+    """The picture ``save_samples`` writes for images (B, C, H, W) in [-1, 1]: a (3, H', W') float tensor in [0, 1],
+    ceil(sqrt(B)) columns, 2 black pixels between and around the tiles (a single image alone, no border)."""
+    x = (samples.detach().float().cpu().clamp(-1, 1) + 1) / 2
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x[0] if len(x) == 1 else image_grid(x, padding=2, pad_value=0.0)
+
+
+def upscale(picture: torch.Tensor, min_width: int = 256) -> torch.Tensor:
+    """``picture`` (C, H, W) enlarged by the smallest whole factor that makes it at least ``min_width`` pixels wide,
+    each pixel repeated (nearest neighbour, no blur), so that an 8x8 digit in a grid of 64 is 32 pixels wide."""
+    factor = max(1, math.ceil(min_width / picture.shape[-1]))
+    return picture.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1) if factor > 1 else picture
 
 
 def save_samples(samples: torch.Tensor, path, data_ref: torch.Tensor | None = None) -> Path | None:
@@ -53,10 +73,7 @@ def save_samples(samples: torch.Tensor, path, data_ref: torch.Tensor | None = No
     buf = io.BytesIO()
     try:
         if samples.ndim == 4:
-            x = (samples.clamp(-1, 1) + 1) / 2
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            _png(x[0] if len(x) == 1 else image_grid(x, padding=2, pad_value=0.0), buf)
+            _png(grid_picture(samples), buf)
         else:
             _scatter(samples, data_ref, buf)
     except ImportError as e:

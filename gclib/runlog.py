@@ -5,10 +5,11 @@ stdout (flushed at once, so it reaches a file, a pipe, nohup.out or a SLURM log 
 
     [digits_gc] started: runs/digits_gc-1a2b3c4d5e, steps 1..4000, batch 64, flow gc, cpu
     [digits_gc] resumed from step 800 (checkpoint runs/digits_gc-1a2b3c4d5e/checkpoints/ckpt-00000800.pt)
-    [digits_gc] step 1000/4000 (25.0%) | loss 0.01234 | 812 samples/s | 0.0788 s/step | ETA 3m56s | eval@1000 fd_digits 14.6
+    [digits_gc] step 1000/4000 (25.0%) | loss 0.01234 | 812 samples/s | 0.0788 s/step | ETA 3m56s | eval@1000 fd_digits 14.6 | 2026-12-07 14:03:12 | elapsed 1m19s
 
 ``loss`` is the mean over the steps since the previous line; samples/s, s/step and the ETA are wall-clock (data,
-evaluation and checkpoints included) over the same steps.
+evaluation and checkpoints included) over the same steps. Each status line ends with the local wall-clock time and
+the time elapsed since this process started the run (or resumed it); the start and resume lines carry the time.
 
 ``log.jsonl``: one JSON object per line, each with ``event``, ``step`` and ``time`` (Unix seconds):
 ``start`` (total_steps, run_dir, config_hash), ``resume`` (checkpoint), ``train`` (every log_every steps and the
@@ -20,14 +21,15 @@ metrics.csv is cut back to that step; the interval means are re-seeded from metr
 ``eval`` records of a resumed run equal an uninterrupted run's except for the timing fields.
 
 TensorBoard (``tensorboard: true``; the ``tensorboard`` extra): ``<run_dir>/tensorboard``, scalars ``train/loss``,
-``train/lr``, ``train/gc_rows`` per step, ``train/samples_per_s`` per interval and ``eval/<metric>`` per evaluation;
-a resumed run purges the events after its checkpoint's step.
+``train/lr``, ``train/gc_rows`` per step, ``train/samples_per_s`` per interval and ``eval/<metric>`` per evaluation,
+and the image ``samples/grid`` at every ``sample_every`` steps and the last (the sample grid upscaled to at least 256
+pixels wide, nearest neighbour; the scatter plot of 2-D samples); a resumed run purges the events after its
+checkpoint's step.
 """
 from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,21 +37,15 @@ from typing import Callable
 
 from .checks import ConfigError
 from .io import atomic_write
+from .progress import fmt_duration  # noqa: F401  (also imported from here)
 
 LOG_NAME = "log.jsonl"
 TB_DIR = "tensorboard"
 
 
-def fmt_duration(seconds: float) -> str:
-    """'3h05m', '4m09s', '12s' ('?' when unknown)."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+def wall_clock(t: float | None = None) -> str:
+    """Local time as '2026-12-07 14:03:12' (now, or Unix time ``t``)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _num(v) -> str:
@@ -97,6 +93,7 @@ class RunLog:
         self._loss_sum = self._gc_sum = 0.0
         self._n = 0
         self._step0, self._t0 = start_step, time.monotonic()
+        self._start = self._t0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_log(self.path) if isinstance(r.get("step"), int) and r["step"] <= start_step] \
             if start_step > 0 else []
@@ -109,10 +106,11 @@ class RunLog:
         self.tb = tensorboard_writer(self.run_dir / TB_DIR, start_step + 1 if start_step else None) \
             if tensorboard else None
         if start_step > 0:
-            self.say(f"resumed from step {start_step} (checkpoint {resumed_from})")
+            self.say(f"resumed from step {start_step} (checkpoint {resumed_from}) at {wall_clock()}")
             self._record({"event": "resume", "step": start_step, "checkpoint": str(resumed_from)})
         else:
-            self.say(f"started: {self.run_dir}, steps 1..{self.total}" + (f", {describe}" if describe else ""))
+            self.say(f"started: {self.run_dir}, steps 1..{self.total}" + (f", {describe}" if describe else "") +
+                     f" at {wall_clock()}")
             self._record({"event": "start", "step": 0, "total_steps": self.total, "run_dir": str(self.run_dir),
                           "config_hash": config_hash})
 
@@ -174,6 +172,7 @@ class RunLog:
         if self.last_eval:
             vals = " ".join(f"{k} {_num(v)}" for k, v in self.last_eval.items() if k != "step")
             parts.append(f"eval@{self.last_eval['step']} {vals}".rstrip())
+        parts += [wall_clock(), f"elapsed {fmt_duration(now - self._start)}"]
         self.say(" | ".join(parts))
         self._loss_sum = self._gc_sum = 0.0
         self._n = 0
@@ -191,6 +190,25 @@ class RunLog:
                 if k != "step":
                     self.tb.add_scalar(f"eval/{k}", float(v), int(row["step"]))
             self.tb.flush()
+
+    def samples(self, step: int, samples, picture_file=None) -> None:
+        """The sample picture of ``step`` to TensorBoard (``samples/grid``): images as their grid, upscaled by a
+        whole factor to at least 256 pixels wide (``gclib.images.upscale``: an 8x8 digit is 32 pixels); 2-D points
+        as the scatter plot written to ``picture_file`` (skipped without it)."""
+        if self.tb is None:
+            return
+        from .images import grid_picture, to_uint8, upscale
+        if samples.ndim == 4:
+            picture = upscale(to_uint8(grid_picture(samples))).numpy()   # the PNG's pixels, each repeated
+        elif picture_file is not None and Path(picture_file).is_file():
+            import numpy as np
+            from PIL import Image
+            with Image.open(picture_file) as im:
+                picture = np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy()
+        else:
+            return
+        self.tb.add_image("samples/grid", picture, step)
+        self.tb.flush()
 
     def close(self) -> None:
         if self._fh is not None:

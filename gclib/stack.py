@@ -54,9 +54,9 @@ __all__ = ["train_stack", "train_stack_job", "StackedModel", "MUST_AGREE", "chec
 
 # the fields that shape a stacked step: equal in every run of a stack
 MUST_AGREE = ("model", "hidden", "depth", "emb_dim", "channels", "channel_mult", "num_blocks", "attn_resolutions",
-              "dropout", "sigma_min", "sigma_max", "sigma_data", "rho", "s0", "s1", "p_mean", "p_std", "distance",
-              "objective", "schedule", "optimizer", "lr", "betas", "weight_decay", "eps", "batch_size", "total_steps",
-              "ema_decay", "ema_every", "device", "bf16", "channels_last", "compile")
+              "dropout", "train_boundary", "sigma_min", "sigma_max", "sigma_data", "rho", "s0", "s1", "p_mean", "p_std",
+              "distance", "objective", "schedule", "optimizer", "lr", "betas", "weight_decay", "eps", "batch_size",
+              "total_steps", "ema_decay", "ema_every", "device", "bf16", "channels_last", "compile")
 FLOWS = ("ic", "ot", "gc")   # the built-in couplings, whose step _Stack.step writes out
 
 

@@ -338,7 +338,9 @@ def _side_tasks(st: RunState, step: int, final: bool) -> None:
                 st.fixed_noise = torch.randn((cfg.sample_n, *st.shape), generator=g).to(st.device)
             with torch.no_grad():
                 x = st.ema.model(cfg.sigma_max * st.fixed_noise, cfg.sigma_max)
-            save_samples(x, st.paths.samples / f"step-{step:08d}.png", st.data if len(st.shape) == 1 else None)
+            png = save_samples(x, st.paths.samples / f"step-{step:08d}.png", st.data if len(st.shape) == 1 else None)
+            if st.runlog is not None:
+                st.runlog.samples(step, x, png)   # TensorBoard's sample picture (tensorboard: true)
         if do_eval:
             row = {"step": step}
             if cfg.eval_metrics:

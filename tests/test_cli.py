@@ -56,6 +56,7 @@ def test_train_sample_evaluate_toy(tmp_path):
 def test_bad_input_one_line_nonzero(tmp_path, capsys, monkeypatch, argv, pattern):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.yaml").write_text("name: x\n")
+    (tmp_path / "flows").mkdir()       # a flows/ folder beside the file: its overlays, not gclib's, are the ones used
     code = main([a.replace("{cfg}", "c.yaml") for a in argv])
     err = capsys.readouterr().err.strip()
     assert code != 0 and pattern in err and len(err.splitlines()) == 1

@@ -82,18 +82,32 @@ OLD_FILES = {
 }
 
 
+# The ECT preset has since taken ECT's network form in training (train_boundary: edm, issue 33): its old files' runs
+# are the preset with gclib's earlier form, train_boundary=shifted, whose value leaves the hash as it was.
+LATER_CHANGES = {"cifar10_ect": {"train_boundary": "shifted"}}
+
+
 def composed(name: str) -> Config:
     """The composition that replaced the old file ``name`` (cifar10_denoise is a file of its own)."""
     if name == "cifar10_denoise":
         return load_config(PARAMS / "cifar10_denoise.yaml")
     preset, _, flow = name.rpartition("_")
-    return load_config(PARAMS / f"{preset}.yaml", flow=flow)
+    return load_config(PARAMS / f"{preset}.yaml", LATER_CHANGES.get(preset), flow=flow)
 
 
 @pytest.mark.parametrize("name", sorted(OLD_FILES))
 def test_composed_presets_are_the_old_per_flow_files(name):
     c = composed(name)
     assert (c.name, config_hash(c, 16)) == (name, OLD_FILES[name])
+
+
+@pytest.mark.parametrize("flow", ["ic", "gc"])
+def test_the_ect_preset_trains_ects_network_form_as_a_new_run(flow):
+    new = load_config(PARAMS / "cifar10_ect.yaml", flow=flow)
+    old = composed(f"cifar10_ect_{flow}")
+    assert new.train_boundary == "edm" and old.train_boundary == "shifted"
+    assert new.replace(train_boundary="shifted") == old
+    assert config_hash(new, 16) != OLD_FILES[f"cifar10_ect_{flow}"]      # another network form: another run
 
 
 def test_presets_differ_only_in_flow_settings_and_load_as_their_own_flow():
@@ -355,7 +369,8 @@ def test_hash_status_is_marked_on_the_fields():
                                "compile", "ot_prefetch", "log_every", "tensorboard"}
     assert HASH_NEUTRAL == {"objective": "consistency", "schedule": "ict", "init_checkpoint": None, "ect_q": 2.0,
                             "ect_stages": 8, "ect_k": 8.0, "ect_b": 1.0, "ect_stage_offset": 0,
-                            "ect_r_clip": "sigma_min", "ect_distance": None}
+                            "ect_r_clip": "sigma_min", "ect_distance": None,
+                            "train_boundary": "shifted"}
     assert set(ECT_ONLY) == {"ect_stage_offset", "ect_r_clip", "ect_distance"}
     assert LIST_ITEMS == {"channel_mult": int, "attn_resolutions": int, "betas": float, "eval_metrics": str}
     assert all(not meta[k]["hashed"] for k in NOT_HASHED) and all(meta[k]["ect_only"] for k in ECT_ONLY)

@@ -140,13 +140,13 @@ def test_gc_rows_at_level_zero_keep_their_data_endpoint(predict_all):
 def test_ect_options_hash():
     """ECT's choices are the defaults; gclib's earlier ones are named options that keep the old hashes; the
     ECT-only options never touch the hash of an iCT configuration."""
-    old = dict(ect_stage_offset=0, ect_r_clip="sigma_min", ect_distance=None)
+    old = dict(ect_stage_offset=0, ect_r_clip="sigma_min", ect_distance=None, train_boundary="shifted")
     gc = load_config(PARAMS / "cifar10_ect.yaml", old, flow="gc")
     ic = load_config(PARAMS / "cifar10_ect.yaml", old, flow="ic")
     assert config_hash(gc, 64) == "3841e89c73d201861621f43c278ba795425a0c230863846a004c111a828d4b8e"  # before
     assert config_hash(ic, 64) == "6312f478142e475cb663169b97924fe79e65fb3c4a1eb2c9a37cf8d3843aa8ea"  # the options
     assert config_hash(load_config(PARAMS / "cifar10_ect.yaml", flow="gc")) != config_hash(gc)  # ECT's own: another run
-    for k, v in dict(ect_stage_offset=1, ect_r_clip="zero", ect_distance="l2_norm").items():
+    for k, v in dict(ect_stage_offset=1, ect_r_clip="zero", ect_distance="l2_norm", train_boundary="edm").items():
         assert config_hash(gc.replace(**{k: v})) != config_hash(gc)  # each option alone changes the run
     ict = load_config(PARAMS / "toy.yaml")
     assert all(config_hash(ict.replace(**{k: v})) == config_hash(ict) for k, v in old.items())
@@ -154,6 +154,59 @@ def test_ect_options_hash():
         ict.replace(ect_r_clip="one")
     with pytest.raises(ConfigError, match="ect_stage_offset"):
         ict.replace(ect_stage_offset=2)
+
+
+def _closed_form(sigma: float, shifted: bool, sd: float = 0.5, smin: float = 0.002) -> tuple:
+    """(c_skip, c_out) written out: gclib's shifted form (CM) or EDM's, as locuslab/ect's ECMPrecond trains."""
+    d = sigma - smin if shifted else sigma
+    return sd ** 2 / (d ** 2 + sd ** 2), sd * d / math.sqrt(sd ** 2 + sigma ** 2)
+
+
+@pytest.mark.parametrize("boundary", ["shifted", "edm"])
+def test_both_network_forms_are_their_closed_forms_in_each_mode(boundary):
+    """train_boundary 'edm' trains with EDM's c_skip / c_out (no sigma_min shift) and samples with the shifted form,
+    as ECT's ECMPrecond (`if self.training`); 'shifted' (gclib's) uses the shifted form in both modes."""
+    torch.manual_seed(0)
+    m = ConsistencyModel(MLP(dim=2, hidden=16, depth=1, emb_dim=8), sigma_min=0.002, sigma_max=80.0,
+                         train_boundary=boundary).double()
+    sig = torch.tensor([0.002, 0.01, 0.5, 1.0, 80.0], dtype=torch.float64)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    for mode in ("train", "eval"):
+        getattr(m, mode)()
+        shifted = boundary == "shifted" or mode == "eval"
+        c_skip, c_out, c_in, c_noise = m.coefficients(sig)
+        for k, s in enumerate(sig.tolist()):
+            skip, out = _closed_form(s, shifted)
+            assert math.isclose(c_skip[k].item(), skip, rel_tol=1e-13), (mode, s)
+            assert math.isclose(c_out[k].item(), out, rel_tol=1e-13, abs_tol=1e-16), (mode, s)
+        with torch.no_grad():                      # the forward pass is built on them
+            F = m.net(c_in[:, None] * x, c_noise)
+            assert torch.allclose(m(x, sig), c_skip[:, None] * x + c_out[:, None] * F, rtol=0, atol=1e-12)
+            at_min = m(x, 0.002)
+        # the boundary f(x, sigma_min) = x holds exactly in the shifted form only; EDM's holds at sigma = 0
+        assert torch.equal(at_min, x) == shifted, mode
+    c_skip0, c_out0, _, _ = m.coefficients(torch.zeros(1, dtype=torch.float64), shifted=False)
+    assert (c_skip0.item(), c_out0.item()) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="train_boundary='ect' is not valid; allowed values: 'shifted', 'edm'"):
+        ConsistencyModel(MLP(dim=2), train_boundary="ect")
+    with pytest.raises(ConfigError, match="train_boundary='ect' is not valid"):
+        load_config(PARAMS / "toy.yaml", {"train_boundary": "ect"})
+
+
+def test_the_network_form_reaches_the_trained_model(tmp_path):
+    """A run with train_boundary 'edm' builds its network in that form and trains other weights than the shifted
+    form from the same draws; the loaded model samples with the shifted form (eval mode)."""
+    from gclib.models import load_model
+    base = dict(name="nf", dataset="two_gaussians", num_data=256, model="mlp", hidden=16, depth=1, emb_dim=8,
+                sigma_max=5.0, schedule="ect", optimizer="adam", lr=1e-3, batch_size=32, total_steps=6, ema_every=1,
+                checkpoint_every=0, progress=False, runs_dir=str(tmp_path / "runs"), device="cpu")
+    runs = {b: train(dict(base, train_boundary=b)) for b in ("shifted", "edm")}
+    weights = {b: torch.load(r.checkpoint, weights_only=True)["model"] for b, r in runs.items()}
+    assert any(not torch.equal(weights["shifted"][k], weights["edm"][k]) for k in weights["shifted"])
+    model, ema, cfg = load_model(runs["edm"].checkpoint)
+    assert cfg.train_boundary == "edm" and model.train_boundary == ema.train_boundary == "edm"
+    x = torch.randn(4, 2)
+    assert torch.equal(ema(x, cfg.sigma_min), x)                 # eval mode: the shifted boundary
 
 
 def test_denoising_levels_and_weights():

@@ -3,8 +3,12 @@ runs are never submitted, a failed job is named with its log, and bad executor s
 any work; `gclib train --submit ...` runs its training as a job."""
 from __future__ import annotations
 
+import os
+import re
+
 import pandas as pd
 import pytest
+import torch
 
 from conftest import tiny_config
 from gclib import executors
@@ -44,6 +48,98 @@ def test_tiny_sweep_through_submitit_local_equals_in_process(tmp_path, monkeypat
     pd.testing.assert_frame_equal(again, jobs, check_exact=True)
 
 
+TIMEOUTS = 4    # more than submitit's default requeue limit (3); the local executor starts a job at most 6 times
+
+
+def _train_through_timeouts(cfg: dict, marks: str) -> tuple:
+    """A training job that receives submitit's time-out signal at step 10 (k + 1) of its k-th start, k < TIMEOUTS:
+    the signal SLURM sends before a job's time limit (``--signal``) and submitit's local executor sends before its
+    ``timeout_min`` (USR2), here sent by the job to itself at a chosen step so the test is deterministic. submitit's
+    handler then asks ``Job.checkpoint`` for the call to requeue (resume: true) and requeues it; the step's own
+    checkpoint is not written yet (the signal comes in the step's evaluation, before its checkpoint), so each start
+    resumes from the checkpoint 5 steps back and replays those steps."""
+    import os
+    import signal
+    from pathlib import Path
+    from gclib.train import train
+    k = len(list(Path(marks).glob("start-*")))
+    (Path(marks) / f"start-{k}").touch()
+
+    def timeout_at(step, ema_model):
+        if k < TIMEOUTS and step == 10 * (k + 1):
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return {}
+    res = train(cfg, eval_fns=[timeout_at])
+    return str(res.run_dir), int(res.step), str(res.checkpoint), bool(res.skipped)
+
+
+def _no_timeouts(step, ema_model):
+    return {}
+
+
+@pytest.fixture
+def pickled_by_value():
+    """The job functions of this module travel to the job by value (the job process cannot import a test module:
+    its conftest would be the project root's)."""
+    import sys
+    import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_job_requeued_after_more_time_outs_than_the_default_ends_as_an_uninterrupted_run(
+        tmp_path, monkeypatch, one_thread, pickled_by_value):
+    """max_num_timeout reaches submitit: with 10, a LocalExecutor job that times out 4 times (one more than
+    submitit's default limit, which would end it at the fourth) is requeued each time, resumes from its newest
+    checkpoint and ends with the weights, optimiser state and logs of a run that was never interrupted."""
+    import signal
+    from pathlib import Path
+    from gclib.train import train
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")) == signal.SIGUSR2
+    kw = dict(total_steps=50, checkpoint_every=5, eval_every=5, keep_checkpoints=2)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    spec = {"cluster": "local", "folder": str(tmp_path / "jobs"), "poll_s": 0.2, "max_num_timeout": 10,
+            "timeout_min": 10}   # a signal counts as a time-out when 80% of timeout_min or timeout_min - 10 min passed
+    ex = make_executor(spec)
+    assert ex.executor._executor.max_num_timeout == 10
+    cfg = tiny_config(tmp_path / "job", **kw)
+    (result,) = [r for _, r in ex.run(_train_through_timeouts, [(cfg, str(marks))], ["requeued"])]
+    assert len(list(marks.glob("start-*"))) == TIMEOUTS + 1
+    log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.err"))
+    assert len(re.findall(r"Caught signal SIGUSR2 on .*: this job is timed-out", log)) == TIMEOUTS
+    ref = train(tiny_config(tmp_path / "ref", **kw), eval_fns=[_no_timeouts])
+    assert result[1] == 50 and Path(result[0]).name == ref.run_dir.name     # the same run (hash), finished
+    got = torch.load(result[2], weights_only=True)
+    want = torch.load(ref.checkpoint, weights_only=True)
+    for part in ("model", "ema"):
+        assert all(torch.equal(got[part][k], want[part][k]) for k in want[part]), part
+    opt_got, opt_want = _tensors(got["optimizer"]), _tensors(want["optimizer"])
+    assert len(opt_got) == len(opt_want) > 0 and all(torch.equal(a, b) for a, b in zip(opt_got, opt_want))
+    timing = ["seconds", "samples_per_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(Path(result[0]) / "metrics.csv").drop(columns=timing),
+                                  pd.read_csv(ref.metrics_csv).drop(columns=timing), check_exact=True)
+    assert (Path(result[0]) / "eval.csv").read_text() == ref.eval_csv.read_text()
+
+    # submitit's default would have ended the job at its fourth time-out ("timed-out too many times"): the run above
+    # finished only because max_num_timeout reached the executor
+    default = make_executor({k: v for k, v in spec.items() if k != "max_num_timeout"})
+    assert default.executor._executor.max_num_timeout == 3 < TIMEOUTS
+
+
+def _tensors(obj):
+    """Every tensor of a nested state (optimiser state dicts), in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for k in sorted(obj, key=str) for t in _tensors(obj[k])]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
 def test_a_failed_job_is_named_with_its_error_and_log(tmp_path):
     from gclib.experiments.fid_curves import _train_one
     ex = make_executor({"cluster": "local", "folder": str(tmp_path / "jobs"), "poll_s": 0.2})
@@ -74,6 +170,10 @@ def test_train_command_submits_a_job(tmp_path, capsys):
     ({"kind": "submitit", "cluster": "pbs"}, "executor cluster='pbs' is not valid"),
     ({"kind": "submitit", "workers": 2}, "workers=... is for kind='local'"),
     ({"workers": 0}, "executor workers=0 is not valid"),
+    ({"kind": "submitit", "max_num_timeout": -1}, "executor max_num_timeout=-1 is not valid; it must be a whole"),
+    ({"kind": "submitit", "slurm_max_num_timeout": 2.5}, "executor slurm_max_num_timeout=2.5 is not valid"),
+    ({"kind": "submitit", "max_num_timeout": 5, "local_max_num_timeout": 6}, "both set the requeue limit"),
+    ({"kind": "submitit", "slurm_max_num_timeot": 6}, "executor parameter 'slurm_max_num_timeot' is not one of"),
     (3, "executor=3 is not valid"),
 ])
 def test_bad_executor_settings_fail_in_one_line(value, message):
@@ -96,6 +196,14 @@ def test_spec_forms_and_defaults(tmp_path):
     # SLURM needs a time limit: submitit's default (5 minutes) would cut every run short
     with pytest.raises(ValueError, match="give timeout_min"):
         executors.Submitit(executor_spec({"cluster": "slurm", "folder": str(tmp_path)}))
+    # the requeue limit: gclib's max_num_timeout, or submitit's own names (refused before this issue)
+    for given in (["max_num_timeout=10"], ["slurm_max_num_timeout=10"]):
+        spec = executor_spec({"cluster": "local", "folder": str(tmp_path), **parse_assignments(given)})
+        ex = executors.Submitit(spec)
+        want = 10 if given[0].startswith("max") else 3        # slurm_...: the SLURM executor's, not the local one's
+        assert ex.executor._executor.max_num_timeout == want
+    assert executors.Submitit(executor_spec({"cluster": "local", "folder": str(tmp_path),
+                                             "local_max_num_timeout": 7})).executor._executor.max_num_timeout == 7
     # a local job gets a week, not submitit's 2-minute default
     ex = executors.Submitit(executor_spec({"cluster": "local", "folder": str(tmp_path)}))
     assert ex.executor.parameters["timeout_min"] == executors.LOCAL_TIMEOUT_MIN

@@ -2,13 +2,16 @@
 resume, log.jsonl that behaves as metrics.csv does across a kill and resume, and TensorBoard scalars."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from gclib.checks import ConfigError
@@ -66,7 +69,7 @@ def test_stdout_to_a_file_logs_periodic_lines_and_the_resume(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     second = (tmp_path / "second.log").read_text().splitlines()
     ckpt = tmp_path / "killed" / "checkpoints" / "ckpt-00000020.pt"
-    assert second[0] == f"[logged] resumed from step 20 (checkpoint {ckpt})"
+    assert re.fullmatch(rf"\[logged\] resumed from step 20 \(checkpoint {re.escape(str(ckpt))}\) at {STAMP}", second[0])
     assert [ln.split()[2] for ln in second if " | loss " in ln] == ["30/40", "40/40"]
 
     # log.jsonl: cut back to the checkpoint's step and continued, like metrics.csv; the interval means are the same
@@ -79,6 +82,29 @@ def test_stdout_to_a_file_logs_periodic_lines_and_the_resume(tmp_path):
                       ("eval", 40)]
     last = read_log(tmp_path / "killed" / "log.jsonl")[-2]
     assert last["steps"] == 10 and last["total_steps"] == 40 and last["eta_s"] == 0.0
+
+
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+
+
+def test_status_lines_carry_the_wall_clock_time_and_the_time_elapsed(tmp_path, capsys):
+    """Each status line ends with the local time it was written and the time since the run (re)started in this
+    process; the start line carries the time too."""
+    before = time.time()
+    train(tiny_config(tmp_path, total_steps=30, log_every=10))
+    after = time.time()
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(rf"\[t\] started: .*, steps 1\.\.30, .* at {STAMP}", out[0])
+    lines = [ln for ln in out if " | loss " in ln]
+    assert [ln.split()[2] for ln in lines] == ["10/30", "20/30", "30/30"]
+    elapsed = []
+    for ln in lines:
+        m = re.fullmatch(rf".* \| ETA \S+ \| ({STAMP}) \| elapsed (\d+)s", ln)
+        assert m, ln
+        stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+        assert int(before) <= stamp <= after + 1                     # the local time the line was written
+        elapsed.append(int(m.group(2)))
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= after - before + 1
 
 
 def test_log_every_zero_prints_only_the_last_step(tmp_path, capsys):
@@ -121,3 +147,40 @@ def test_tensorboard_scalars_appear_when_enabled(tmp_path):
 def test_tensorboard_is_off_by_default(tmp_path):
     res = train(tiny_config(tmp_path, total_steps=5))
     assert not (res.run_dir / "tensorboard").exists() and (res.run_dir / "log.jsonl").is_file()
+
+
+def test_upscale_repeats_each_pixel_by_the_smallest_whole_factor():
+    from gclib.images import upscale
+    pic = torch.arange(2 * 3 * 82, dtype=torch.float32).reshape(2, 3, 82)
+    big = upscale(pic)
+    assert big.shape == (2, 12, 328)                                  # 82 px wide: factor 4 -> 328 >= 256
+    assert torch.equal(big[:, 4 * 2 + 3, 4 * 81 + 1], pic[:, 2, 81])  # nearest neighbour: the pixel itself
+    assert torch.equal(big, pic.repeat_interleave(4, 1).repeat_interleave(4, 2))
+    assert upscale(torch.zeros(3, 5, 300)).shape == (3, 5, 300)      # wide enough: unchanged
+    assert upscale(torch.zeros(3, 4, 255)).shape == (3, 8, 510)
+
+
+def test_tensorboard_gets_the_sample_grid_upscaled_at_sample_every(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install -e '.[tensorboard]')")
+    import io as _io
+
+    import numpy as np
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    res = train(dict(name="d", dataset="digits", model="unet", channels=8, channel_mult=[1, 2], num_blocks=1,
+                     optimizer="adam", lr=1e-3, batch_size=16, total_steps=10, sample_every=5, sample_n=64,
+                     checkpoint_every=0, progress=False, tensorboard=True, device="cpu",
+                     runs_dir=str(tmp_path / "runs")))
+    acc = EventAccumulator(str(res.run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    events = acc.Images("samples/grid")
+    assert [e.step for e in events] == [5, 10]
+    for e in events:
+        tb = np.asarray(Image.open(_io.BytesIO(e.encoded_image_string)).convert("RGB"))
+        png = np.asarray(Image.open(res.run_dir / "samples" / f"step-{e.step:08d}.png").convert("RGB"))
+        assert png.shape[:2] == (82, 82) and tb.shape[:2] == (328, 328)     # 8 tiles of 8 px + 2 px borders, x4
+        assert np.array_equal(tb, png.repeat(4, 0).repeat(4, 1))           # the saved grid, each pixel 4x4
+    toy = train(tiny_config(tmp_path, name="toy2d", total_steps=6, sample_every=3, tensorboard=True))
+    acc = EventAccumulator(str(toy.run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images("samples/grid")] == [3, 6]           # 2-D samples: their scatter plot
