@@ -14,13 +14,15 @@ import json
 import os
 import sys
 
+from . import signals
+
 
 def _train(args) -> int:
     from .config import load_config
     from .train import train
     overrides = list(args.set or [])
-    if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
+    if args.run_dir is not None:   # a path, never YAML (gclib.config.path_value): not "runs/exp2" for "runs/exp2 #2"
+        overrides.append(_run_dir_override(args.run_dir))
     if args.no_progress:
         overrides.append("progress=false")
     if args.fresh:
@@ -50,11 +52,21 @@ def _train(args) -> int:
     return 0
 
 
+def _run_dir_override(text: str) -> str:
+    """``--run-dir`` as the override ``run_dir=<path>``: the text as written, '~' expanded as a shell does; even
+    'null', 'None' or '~' name a folder (gclib.config.path_value reads the override as a path)."""
+    if not text:
+        raise ValueError("--run-dir '': give a folder (or leave --run-dir out for <runs_dir>/<name>-<hash>)")
+    path = os.path.expanduser(text)
+    from .config import NULL_WORDS
+    return f"run_dir={'./' + path if path in NULL_WORDS else path}"
+
+
 def _train_seeds(args, overrides: list) -> int:
     """``--seeds``: one run per seed (the config's other settings kept), one after another, or with ``--stack`` all
     at once in one process (gclib.stack: their networks evaluated as one)."""
     from .config import load_config, parse_overrides
-    if args.run_dir:
+    if args.run_dir is not None:
         raise ValueError("--seeds trains one run per seed, each in its own directory: drop --run-dir")
     if args.executor == "submitit" or args.submit:
         raise ValueError("--seeds runs here: submit one job per seed instead (--set seed=S)")
@@ -69,7 +81,10 @@ def _train_seeds(args, overrides: list) -> int:
         results = train_stack(cfgs)
     else:
         from .train import train
-        results = [train(c) for c in cfgs]
+        results = []
+        for c in cfgs:   # a signal during a run's last step stops the command before the next run
+            signals.raise_if_requested(f"after {len(results)} of {len(cfgs)} runs finished")
+            results.append(train(c))
     for c, res in zip(cfgs, results):
         state = "already finished (skipped)" if res.skipped else "finished"
         print(f"seed {c.seed} {state}: {res.run_dir} step {res.step}, checkpoint {res.checkpoint}")
@@ -278,12 +293,28 @@ NOTEBOOK_USER_ERRORS = ("ValueError", "ConfigError", "FileNotFoundError", "DataM
                         "RunLockedError")
 
 
+TERMINATED = {"train": "the run resumes from its newest checkpoint: run the same command again",
+              "reproduce": "the results of the notebook it was running were left as they were; the runs it trained "
+                           "resume from their checkpoints: run it again",
+              "sample": "nothing was written (--out is written whole or not at all)",
+              "evaluate": "nothing was written (--out is written whole or not at all)"}
+
+
+def _terminated(command: str, e) -> int:
+    """One line for a command stopped by SIGTERM / SIGUSR1 (on rank 0 only, under torchrun); exit 128 + signal."""
+    if os.environ.get("RANK", "0") == "0":
+        text = str(e) if isinstance(e, signals.TrainingStopped) else f"{e}; {TERMINATED.get(command, 'stopped')}"
+        print(f"gclib {command}: {' '.join(text.split())}", file=sys.stderr, flush=True)
+    return e.exit_status
+
+
 def run_command(command: str, fn) -> int:
     """The error boundary of every command: ``fn()``'s exit status, or ONE line on stderr and the status:
     2 for the user's input or machine (bad value or file, missing data or extra, corrupt or mismatched
     checkpoint, a locked run, any OSError), 1 for a NaN/inf loss or a notebook that failed, 130 for Ctrl-C
-    (saying whether the work can be resumed); anything else is a bug and shows its traceback. Warnings are
-    printed as one line each."""
+    (saying whether the work can be resumed), 128 + the signal number for SIGTERM / SIGUSR1 (``gclib.signals``:
+    train first saves a checkpoint at its step and names it); anything else is a bug and shows its traceback.
+    Warnings are printed as one line each."""
     import warnings
     from .checks import EXTRAS, missing_extra
     from .step import NonFiniteLossError
@@ -293,7 +324,10 @@ def run_command(command: str, fn) -> int:
         print(f"gclib {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
     warnings.showwarning = one_line_warning
     try:
-        return fn()
+        with signals.handle():   # SIGTERM / SIGUSR1: gclib.signals (train saves a checkpoint at its step first)
+            return fn()
+    except signals.Terminated as e:
+        return _terminated(command, e)
     except KeyboardInterrupt:
         print(f"gclib {command}: {INTERRUPTED.get(command, 'interrupted')}", file=sys.stderr)
         return 130

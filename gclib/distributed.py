@@ -60,6 +60,16 @@ def all_mean(values: list[float], d: Dist, device) -> list[float]:
     return (t / d.world_size).tolist()
 
 
+def all_max(value: float, d: Dist, device) -> float:
+    """The largest ``value`` over ranks (float64)."""
+    if d.world_size == 1:
+        return value
+    import torch.distributed as dist
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def gather(obj, d: Dist) -> list:
     """Every rank's ``obj``, in rank order."""
     if d.world_size == 1:

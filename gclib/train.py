@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, signals
 from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
                          preserve_rng, rng_state, rotate, set_rng_state)
 from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
@@ -58,8 +58,8 @@ from .optim import make_optimizer
 from .prefetch import OTPrefetcher
 from .runlog import RunLog
 from .rng import Streams
-from .rundir import (RunLock, RunLockedError, RunPaths, done_checkpoint, read_eval, read_json_guarded, start_metrics,
-                     truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
+from .rundir import (RunLock, RunLockedError, RunPaths, check_run_dir, done_checkpoint, read_eval, read_json_guarded,
+                     start_metrics, truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
 from .objectives import Loss, make_loss, prefetches_ot
 from .step import NonFiniteLossError, train_step
 
@@ -120,6 +120,7 @@ class RunState:
     prefetch: object = None                        # gclib.prefetch.OTPrefetcher (flow ot, ot_prefetch)
     runlog: object = None                          # gclib.runlog.RunLog (rank 0): stdout, log.jsonl, TensorBoard
     done_extra: dict = field(default_factory=dict)  # more fields for done.json (gclib.stack: stack_size)
+    off_schedule: list = field(default_factory=list)  # checkpoints saved on a signal (``_stop_checkpoint``)
 
     @property
     def per_rank_batch(self) -> int:
@@ -233,10 +234,13 @@ def _resume(st: RunState) -> None:
     if len(states) == d.world_size:
         set_rng_state(states[d.rank], st.streams, st.device)
     else:
-        warnings.warn(f"checkpoint {path} holds RNG states of {len(states)} processes, this run has "
-                      f"{d.world_size}: continuing with fresh per-rank seeds (not bit-identical)", RuntimeWarning)
+        if d.main:  # said once, not by every rank
+            warnings.warn(f"checkpoint {path} holds RNG states of {len(states)} processes, this run has "
+                          f"{d.world_size}: continuing with fresh per-rank seeds (not bit-identical)", RuntimeWarning)
         st.streams = Streams.from_seed(cfg.seed + 100_003 * d.rank + 1 + int(ckpt["step"]))
     st.step, st.elapsed, st.last_ckpt = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0)), path
+    if ckpt.get("off_schedule"):
+        st.off_schedule.append(path)
 
 
 def _wrap_model(st: RunState) -> None:
@@ -356,18 +360,44 @@ def _side_tasks(st: RunState, step: int, final: bool) -> None:
                 st.runlog.evaluation(row)
 
 
-def _checkpoint(st: RunState, step: int) -> None:
+def _checkpoint(st: RunState, step: int, scheduled: bool = True) -> None:
+    """The checkpoint of ``step``. A scheduled one (checkpoint_every, the last step) removes the checkpoints saved
+    on a signal before it and rotates; one saved on a signal (``scheduled=False``) is marked ``off_schedule`` and
+    rotates nothing, so the resumed run keeps exactly the checkpoints an uninterrupted run keeps."""
     states = distributed.gather(rng_state(st.streams, st.device), st.dist)
+    path = ckpt_path(st.paths.ckpt_dir, step)
     if st.dist.main:
         atomic_save({
             "step": step, "model": st.raw_model.state_dict(), "ema": st.ema.state_dict(),
             "optimizer": st.optimizer.state_dict(), "rng": states, "data": st.batches.state_dict(),
             "config": st.cfg.to_dict(), "config_hash": st.chash, "world_size": st.dist.world_size,
             "data_shape": list(st.shape), "elapsed": st.elapsed, "format": 2,
-        }, ckpt_path(st.paths.ckpt_dir, step))
-        rotate(st.paths.ckpt_dir, st.cfg.keep_checkpoints)
+            **({} if scheduled else {"off_schedule": True}),
+        }, path)
+        for old in st.off_schedule:   # superseded by the checkpoint just written
+            if old != path:
+                old.unlink(missing_ok=True)
+        if scheduled:
+            rotate(st.paths.ckpt_dir, st.cfg.keep_checkpoints)
+    st.off_schedule = [] if scheduled else [path]
     distributed.barrier(st.dist)
-    st.last_ckpt = ckpt_path(st.paths.ckpt_dir, step)
+    st.last_ckpt = path
+
+
+def _stop_signal(st: RunState) -> int:
+    """The signal that asks this run to stop at the step just done (``gclib.signals``), or 0; under torchrun the
+    largest over the ranks, so that every rank stops at the same step."""
+    signum = signals.requested()
+    if st.dist.world_size > 1:
+        signum = int(distributed.all_max(signum, st.dist, st.device))
+    return signum
+
+
+def _stop(states: list, step: int, signum: int) -> None:
+    """After the checkpoints of ``step`` (saved by the caller): raise ``TrainingStopped`` naming them."""
+    signals.clear()
+    raise signals.TrainingStopped(signum, [st.paths.run_dir for st in states], step,
+                                  [ckpt_path(st.paths.ckpt_dir, step) for st in states])
 
 
 def _loop(st: RunState) -> None:
@@ -382,15 +412,20 @@ def _loop(st: RunState) -> None:
     if st.runlog is not None and not bar.disable:  # status lines above the bar, not through it
         st.runlog.printer = lambda line: bar.write(line, file=sys.stdout)
     try:
-        for step in range(st.step + 1, cfg.total_steps + 1):
-            _train_step(st, step, autocast)
-            bar.update(1)
-            if bar.n % 10 == 0 or step == cfg.total_steps:
-                bar.set_postfix(loss=f"{st.last_loss:.4g}", N=st.last_n)
-            final = step == cfg.total_steps
-            _side_tasks(st, step, final)
-            if _checkpoint_due(st, step, final):
-                _checkpoint(st, step)
+        with signals.at_step_boundaries():   # SIGTERM / SIGUSR1 under gclib's handler: stop after a whole step
+            for step in range(st.step + 1, cfg.total_steps + 1):
+                _train_step(st, step, autocast)
+                bar.update(1)
+                if bar.n % 10 == 0 or step == cfg.total_steps:
+                    bar.set_postfix(loss=f"{st.last_loss:.4g}", N=st.last_n)
+                final = step == cfg.total_steps
+                _side_tasks(st, step, final)
+                due = _checkpoint_due(st, step, final)
+                stop = 0 if final else _stop_signal(st)
+                if due or stop:
+                    _checkpoint(st, step, scheduled=due)
+                if stop:
+                    _stop([st], step, stop)
     finally:
         bar.close()
         if st.prefetch is not None:
@@ -458,6 +493,7 @@ def train(config, eval_fns: Sequence[EvalFn] = (), data: torch.Tensor | None = N
     done = _finished(cfg, chash, paths)
     if done:
         return done
+    check_run_dir(paths.run_dir)   # a folder gclib cannot train in: one line, before anything is written
     preflight(cfg)  # what the run needs beyond its values (packages, files, a GPU), before anything is written
     d, device = distributed.setup(cfg)
     lock = None
