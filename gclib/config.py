@@ -34,6 +34,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass, field, fields
@@ -304,7 +305,10 @@ def _as_kind(key: str, value, kind):
     if kind is list:
         item = LIST_ITEMS[key]
         if isinstance(value, str):  # "1,2,2" or "[w2, nn_dist]"
-            value = [_item_from_text(v) for v in value.strip().strip("[]()").split(",") if v.strip()]
+            text = value.strip()
+            if (text.startswith(("[", "(")) or text.endswith(("]", ")"))) and text[:1] + text[-1:] not in ("[]", "()"):
+                raise ConfigError(f"{key}={value!r} is not a list: its brackets do not match; write [a, b]")
+            value = [_item_from_text(v) for v in text.strip("[]()").split(",") if v.strip()]
         if isinstance(value, (list, tuple)):
             try:
                 return [_as_kind(key, v, item) for v in value]
@@ -394,6 +398,10 @@ def _validate(cfg: Config) -> None:
     if cfg.init_checkpoint is not None and not str(cfg.init_checkpoint).endswith(".pt"):
         raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} must be the path of a checkpoint file (*.pt) "
                           f"or null")
+    for key in ("run_dir", "runs_dir", "data_root"):
+        if getattr(cfg, key) == "":
+            raise ConfigError(f"{key}='' is empty; give a folder" + (" (or null for <runs_dir>/<name>-<hash>)"
+                                                                      if key == "run_dir" else ""))
     if isinstance(cfg.progress, str):
         check_choice("progress", cfg.progress, ("auto",))
     if cfg.predictor not in PREDICTORS and not cfg.predictor.endswith(".pt"):
@@ -651,7 +659,9 @@ def _override_key(key: str) -> str:
 
 def parse_overrides(items) -> dict:
     """["key=value", ...] -> {key: value} (key: a field name, or section.field); values are read as YAML (1e-4 is
-    a number) and, for number fields, as numbers ('inf' -> inf, which validation then refuses by name)."""
+    a number) and, for number fields, as numbers ('inf' -> inf, which validation then refuses by name). A value
+    that is not valid YAML (``[w2,``) is one ConfigError naming the key. The values of path keys (``PATH_KEYS``)
+    are paths, never YAML: taken as written, ``~`` expanded (``path_value``)."""
     if isinstance(items, str):
         items = [items]
     out = {}
@@ -660,12 +670,45 @@ def parse_overrides(items) -> dict:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
         key = _override_key(key)
+        if key in PATH_KEYS:
+            out[key] = path_value(key, value)
+            continue
         try:
             v = _yaml(value) if value.strip() else ""
-        except yaml.YAMLError:
-            v = value
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}={value}: the value is not valid YAML ({_yaml_problem(e)}); quote it, or "
+                              f"write a list as [a, b]") from None
         out[key] = _from_text(key, v)
     return out
+
+
+# Config fields that hold a path (or, for predictor, a keyword or a path): --set gives them as written.
+PATH_KEYS = ("run_dir", "runs_dir", "data_root", "predictor", "init_checkpoint")
+NULL_WORDS = ("null", "Null", "NULL", "None", "none", "~")
+
+
+def path_value(key: str, text: str):
+    """The value of path key ``key`` given as text on the command line: the path as written (no YAML: '#', ':',
+    '2024' or 'on' stay as they are), '~' expanded as a shell does. An empty value unsets a key that may be null;
+    YAML's null words are refused for such keys, as they would be a folder of that name here."""
+    kinds = typing.get_args(_HINTS[key]) or (_HINTS[key],)
+    nullable = type(None) in kinds
+    if text == "" and nullable:
+        return None
+    if text in NULL_WORDS and nullable and text != "~":
+        raise ConfigError(f"--set {key}={text}: path values are taken as written, so this would be a folder named "
+                          f"{text!r}; to unset {key} give '{key}=' (nothing after '='), for such a folder ./{text}")
+    if text == "":
+        raise ConfigError(f"--set {key}=: give a path")
+    if "\0" in text:
+        raise ConfigError(f"--set {key}={text!r}: a path cannot hold a NUL character")
+    return os.path.expanduser(text)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    text = f"column {mark.column + 1}: {problem}" if mark and problem else str(e)
+    return " ".join(text.split())
 
 
 def flow_overlay(preset, flow: str) -> Path:
