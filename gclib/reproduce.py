@@ -70,15 +70,11 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
     for nb, params, parameters in plan:
         variant = parameters.setdefault("variant", params.stem)
         out = root / "results" / nb.stem / variant
-        out.mkdir(parents=True, exist_ok=True)
         print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
         t0 = time.perf_counter()
         tag = f"reproduce-{variant}-{os.getpid()}-{time.time_ns()}"
         before = finished_runs(root, tag)
-        with patch.dict(os.environ, {TRAINED_BY_ENV: tag}):   # the kernel and its worker processes inherit it
-            pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(out / nb.name), parameters=parameters,
-                                cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
-        scrub_paths(out / nb.name, root)
+        _run_staged(pm, root, nb, out, parameters, tag)
         seconds, trained = time.perf_counter() - t0, len(finished_runs(root, tag) - before)
         timings[f"{nb.stem}/{variant}"] = {"seconds": seconds, "runs_trained": trained}
         print(f"   done in {seconds:.0f} s ({trained} run{'s' * (trained != 1)} trained; any other run it used came "
@@ -86,6 +82,31 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
+
+
+def _run_staged(pm, root: Path, nb: Path, out: Path, parameters: dict, tag: str) -> None:
+    """Execute notebook ``nb`` into a staged folder beside ``out`` (gclib.staging; the notebook finds it through
+    $GCLIB_RESULTS_STAGE), executed notebook included, and replace ``out`` by it only when the notebook succeeded:
+    a notebook that fails, or a reproduce that is stopped, leaves ``out`` byte for byte. A failed notebook's folder
+    is kept, hidden beside ``out``, for its traceback (the error names it) until the next run cleans it up."""
+    from .report import STAGE_ENV
+    from .staging import Stage
+    stage = Stage.begin(out)
+    executed = stage.path / nb.name
+    try:
+        with patch.dict(os.environ, {TRAINED_BY_ENV: tag, STAGE_ENV: str(stage.path)}):   # the kernel inherits them
+            pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(executed), parameters=parameters,
+                                cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
+        scrub_paths(executed, root)
+    except Exception as e:
+        stage.abandon(keep=executed.is_file())
+        if executed.is_file():
+            e.executed_notebook = relative_to_cwd(executed)   # the error line names it (gclib.cli)
+        raise
+    except BaseException:
+        stage.abandon()
+        raise
+    stage.commit()
 
 
 def run_state(run_dir: Path) -> tuple[str, int]:
@@ -186,7 +207,7 @@ def scrub_paths(ipynb: Path, root: Path) -> None:
 def _claim_rows(root: Path):
     for nb in NOTEBOOK_ORDER:
         for m in sorted((root / "results" / nb).glob("*/metrics.json")):
-            if m.parent.name == "default":
+            if m.parent.name == "default" or m.parent.name.startswith("."):   # hidden: a staged run's folder
                 continue
             data = json.loads(m.read_text())
             note = superseded(root, nb, m.parent.name, data)
@@ -293,7 +314,8 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
     lines.append("")
     lines += _table1_rows(root)
     for nb in NOTEBOOK_ORDER:
-        for d in sorted(p for p in (results / nb).glob("*") if p.is_dir() and p.name != "default"):
+        for d in sorted(p for p in (results / nb).glob("*") if p.is_dir() and p.name != "default"
+                        and not p.name.startswith(".")):
             pngs = sorted(d.glob("*.png"))
             if not pngs:
                 continue
