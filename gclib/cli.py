@@ -166,7 +166,7 @@ def _sample(args) -> int:
                 f"{'images' if images else '2-D samples'})")
     x = _generate(args, ema, cfg, device)
     if args.out.endswith(".npz"):
-        np.savez(args.out, samples=x.numpy())
+        _write_out(args.out, lambda f: np.savez(f, samples=x.numpy()))
     else:
         ref = None
         if x.ndim == 2:
@@ -193,9 +193,20 @@ def _evaluate(args) -> int:
     text = json.dumps(out)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        _write_out(args.out, lambda f: f.write((text + "\n").encode()))
     return 0
+
+
+def _write_out(path: str, write) -> None:
+    """``--out``, written whole or not at all (gclib.io.atomic_write): a failed write (full disk, quota, a
+    read-only folder) leaves the previous file as it was and is one line naming the file and the cause."""
+    from .io import atomic_write
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        cause = os.strerror(e.errno) if e.errno else str(e)
+        raise type(e)(e.errno, f"--out {path} was not written ({cause}); the file that was there, if any, is "
+                               f"unchanged") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,7 +327,7 @@ def run_command(command: str, fn) -> int:
     train first saves a checkpoint at its step and names it); anything else is a bug and shows its traceback.
     Warnings are printed as one line each."""
     import warnings
-    from .checks import EXTRAS, missing_extra
+    from .checks import EXTRAS, broken_extra, missing_extra
     from .step import NonFiniteLossError
     show = warnings.showwarning
 
@@ -339,19 +350,37 @@ def run_command(command: str, fn) -> int:
         return 2
     except ImportError as e:
         if (e.name or "").split(".")[0] not in EXTRAS:
-            raise
+            broken = _extra_in_traceback(e)   # an installed optional package that fails to import
+            if broken is None:
+                raise
+            print(_one_line(command, broken_extra(broken, f"gclib {command}", e)), file=sys.stderr)
+            return 2
         print(_one_line(command, missing_extra(e.name, f"gclib {command}")), file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - only papermill's failure is reported here; the rest re-raised
         if type(e).__name__ != "PapermillExecutionError":
             raise
         evalue = " ".join(str(getattr(e, "evalue", "")).split())
+        where = getattr(e, "executed_notebook", None) or "the executed notebook under results/"
         print(f"gclib {command}: error: a notebook failed in cell {getattr(e, 'exec_count', '?')}: "
-              f"{getattr(e, 'ename', 'Error')}: {evalue} (the executed notebook under results/ holds its traceback)",
-              file=sys.stderr)
+              f"{getattr(e, 'ename', 'Error')}: {evalue} ({where} holds its traceback; the results of the last "
+              f"successful run are kept)", file=sys.stderr)
         return 2 if getattr(e, "ename", "") in NOTEBOOK_USER_ERRORS else 1
     finally:
         warnings.showwarning = show
+
+
+def _extra_in_traceback(e: BaseException) -> str | None:
+    """The optional package (a key of gclib.checks.EXTRAS) whose own code raised ``e`` while it was imported, or
+    None: a broken install shows as an ImportError from inside the package, not as the package missing."""
+    from .checks import EXTRAS
+    tb, found = e.__traceback__, None
+    while tb is not None:
+        top = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if top in EXTRAS and found is None:
+            found = top
+        tb = tb.tb_next
+    return found
 
 
 def main(argv=None) -> int:
@@ -363,6 +392,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce}
     return run_command(args.command, lambda: handlers[args.command](args))
+
+
+def _check_run_cache(write: bool) -> None:
+    """The run cache (``$GCLIB_RUNS``, else runs/) before any notebook starts: not a file (even for --status,
+    which would otherwise count no runs there), and writable when runs may be trained."""
+    from .report import runs_dir, writable_folder
+    where = runs_dir()   # a GCLIB_RUNS naming a file: one line here
+    if write:
+        var = os.environ.get("GCLIB_RUNS")
+        writable_folder(where, f"GCLIB_RUNS={var}" if var else "the run cache")
 
 
 def _check_reproduce(args) -> None:
@@ -387,6 +426,7 @@ def _check_reproduce(args) -> None:
 def _reproduce(args) -> int:
     from .reproduce import reproduce
     _check_reproduce(args)
+    _check_run_cache(write=not args.status)
     return reproduce(long=args.long, only=args.only, variants=args.variant, status=args.status)
 
 

@@ -53,6 +53,7 @@ from .config import Config, ConfigError, as_config, config_hash, preflight, run_
 from .data import BatchIterator, load_dataset
 from .ema import EMA
 from .images import save_samples
+from .io import explain
 from .models import build_model, data_shape, load_model, load_weights
 from .optim import make_optimizer
 from .prefetch import OTPrefetcher
@@ -128,17 +129,39 @@ class RunState:
 
 
 # --------------------------------------------------------------------------------------------- stages
-def _finished(cfg: Config, chash: str, paths: RunPaths) -> TrainResult | None:
-    """The finished run's result when done.json says this configuration finished (and its checkpoint exists)."""
+def _finished(cfg: Config, chash: str, paths: RunPaths, world_size: int = 1) -> TrainResult | None:
+    """The finished run's result when done.json says this configuration finished (and its checkpoint exists).
+    A run of this configuration finished on another number of processes where that changes the experiment
+    (``gclib.config.pairs_per_rank``) is refused (CheckpointError), not reused or trained over."""
     if not cfg.resume:
         return None
     done = read_json_guarded(paths.done_json)
     if not done:
         return None
+    _check_world_size(cfg, chash, done.get("config_hash"), done.get("world_size"), f"run {paths.run_dir}",
+                      "finished", world_size)
     final = done_checkpoint(paths.run_dir, done)
     if done.get("config_hash") == chash and done.get("step") == cfg.total_steps and final.is_file():
         return TrainResult(paths.run_dir, cfg.total_steps, final, paths.metrics_csv, paths.eval_csv, cfg, skipped=True)
     return None
+
+
+def _check_world_size(cfg: Config, chash: str, their_hash, their_world, what: str, state: str,
+                      world_size: int) -> None:
+    """CheckpointError when ``what`` (a run or a checkpoint) is this configuration on another number of processes
+    and the flow pairs per rank, so that it is another experiment (its hash is ours at its world size)."""
+    try:
+        their_world = int(their_world or 1)
+    except (TypeError, ValueError):
+        return
+    if their_hash == chash or their_world == world_size or their_hash != config_hash(cfg, world_size=their_world):
+        return
+    procs = lambda n: f"{n} process{'es' * (n != 1)}"
+    raise CheckpointError(f"{what} {state} with {procs(their_world)}; this is {procs(world_size)}, and flow "
+                          f"{cfg.flow!r} pairs each rank's share of the batch, so it is another experiment (OT batch "
+                          f"{cfg.batch_size // their_world} there, {cfg.batch_size // world_size} here): leave "
+                          f"run_dir / --run-dir out (each number of processes gets its own run directory) or give "
+                          f"another one")
 
 
 def _gpu_flags(cfg: Config, device: torch.device) -> dict:
@@ -222,6 +245,8 @@ def _resume(st: RunState) -> None:
     path, ckpt = newest_valid(st.paths.ckpt_dir)
     if ckpt is None:
         return
+    _check_world_size(cfg, st.chash, ckpt.get("config_hash"), ckpt.get("world_size"), f"checkpoint {path}",
+                      "was written", d.world_size)
     if ckpt.get("config_hash") != st.chash:
         raise CheckpointError(
             f"checkpoint {path} was written by another configuration (hash {ckpt.get('config_hash')}, this run "
@@ -314,8 +339,11 @@ def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, d
                f"{st.elapsed:.4f}", f"{cfg.batch_size / max(dt, 1e-9):.1f}"]
         if cfg.flow == "ot":
             row.append(st.per_rank_batch)
-        st.writer.writerow(row)
-        st.log.flush()
+        try:
+            st.writer.writerow(row)
+            st.log.flush()
+        except OSError as e:   # a full disk or quota: name the file (the checkpoints written so far stay)
+            raise explain(e, st.paths.metrics_csv) from None
     if st.runlog is not None:
         st.runlog.step(step, loss, float(st.optimizer.param_groups[0]["lr"]), gc_frac, n, st.elapsed)
     st.step = step
@@ -439,13 +467,23 @@ def _checkpoint_due(st: RunState, step: int, final: bool) -> bool:
 
 
 def _close_logs(st: RunState) -> None:
-    """Close the run's status log and metrics.csv (the loop's end, also when it stops on an error)."""
+    """Close the run's status log and metrics.csv (the loop's end, also when it stops on an error); a file that
+    cannot be flushed (a full disk) is named."""
+    errors = []
     if st.runlog is not None:
-        st.runlog.close()
-        st.runlog = None
+        runlog, st.runlog = st.runlog, None
+        try:
+            runlog.close()
+        except OSError as e:
+            errors.append(e)
     if st.log:
-        st.log.close()
-        st.log = st.writer = None
+        log, st.log, st.writer = st.log, None, None
+        try:
+            log.close()
+        except OSError as e:
+            errors.append(explain(e, st.paths.metrics_csv))
+    if errors:
+        raise errors[0]
 
 
 def _finish(st: RunState) -> TrainResult:
@@ -488,9 +526,10 @@ def train(config, eval_fns: Sequence[EvalFn] = (), data: torch.Tensor | None = N
     configuration.
     """
     cfg = as_config(config)
-    chash = config_hash(cfg)
-    paths = RunPaths(run_dir_for(cfg))
-    done = _finished(cfg, chash, paths)
+    world = distributed.world_size()
+    chash = config_hash(cfg, world_size=world)   # the number of processes counts only where it changes the run
+    paths = RunPaths(run_dir_for(cfg, world_size=world))
+    done = _finished(cfg, chash, paths, world)
     if done:
         return done
     check_run_dir(paths.run_dir)   # a folder gclib cannot train in: one line, before anything is written
@@ -499,7 +538,7 @@ def train(config, eval_fns: Sequence[EvalFn] = (), data: torch.Tensor | None = N
     lock = None
     try:
         lock = _lock(paths, d)
-        done = _finished(cfg, chash, paths)  # another process may have finished it while we waited to start
+        done = _finished(cfg, chash, paths, world)  # another process may have finished it while we waited
         if done:
             return done
         st = RunState(cfg, chash, paths, d, device, tuple(eval_fns))

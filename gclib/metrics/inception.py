@@ -51,7 +51,8 @@ KID_REFERENCE = 50_000   # reference pool features kept (at random) for KID; FID
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("GCLIB_CACHE") or Path.home() / ".cache" / "gclib")
+    from ..report import env_folder
+    return env_folder("GCLIB_CACHE", Path.home() / ".cache" / "gclib")   # a file there: one line naming it
 
 
 class InceptionFeatures:
