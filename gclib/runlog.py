@@ -129,6 +129,11 @@ class RunLog:
             self._fh.write(json.dumps({**rec, "time": round(time.time(), 3)}) + "\n")
             self._fh.flush()
         except OSError as e:   # a full disk or quota: name the file
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()     # closed now, not by the garbage collector's failing flush
+            except OSError:
+                pass
             raise explain(e, self.path) from None
 
     def _reseed(self, metrics_csv: Path, step: int) -> None:
