@@ -24,11 +24,16 @@ changes no number. The evaluation and the sample grid
 of a step run BEFORE its checkpoint (under ``preserve_rng``, with their own seeds), so a process killed at any
 moment and resumed replays the lost steps and ends with weights, metrics.csv, eval.csv and samples/ identical to an
 uninterrupted run. A checkpoint written by another configuration is refused (``resume: false`` starts afresh).
+Under gclib's signal handler (``gclib.signals``: ``gclib train``, submitit jobs) SIGTERM / SIGUSR1 stop the loop
+after the step that runs: its checkpoint is saved (marked ``off_schedule``: it rotates nothing, and the next
+scheduled checkpoint removes it, so the resumed run keeps the checkpoints an uninterrupted one keeps) and
+``TrainingStopped`` names it.
 
 DDP (``torchrun --nproc_per_node=N -m gclib train CONFIG``): ``batch_size`` is the global batch, split evenly; each
 rank draws its own noise (seed + rank) and its shard of each global batch; gradients are averaged by DDP; logged
 losses are averaged over ranks; rank 0 holds the lock and writes logs and checkpoints (which hold every rank's RNG
-state). The OT flow matches per rank (OT batch = batch_size / N, logged as ``ot_batch``). The GC predictor is the
+state). The OT flow matches per rank (OT batch = batch_size / N, logged as ``ot_batch``), so on N > 1 processes
+N is part of an OT run's hash (``gclib.config.config_hash(cfg, world_size=N)``). The GC predictor is the
 unwrapped EMA model.
 """
 from __future__ import annotations

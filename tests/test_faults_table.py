@@ -386,7 +386,7 @@ def stopped_at(at):
         ck = torch.load(tmp / "run" / "checkpoints" / f"ckpt-{at:08d}.pt", weights_only=True)
         assert ck["step"] == at and not (tmp / "run" / "done.json").exists()
         assert pd.read_csv(tmp / "run" / "metrics.csv")["step"].tolist() == list(range(1, at + 1))
-        assert f"finished" not in out
+        assert "finished" not in out
     return after
 
 

@@ -30,7 +30,6 @@ are not merged yet. ``METRICS``: what this module computes, each registered in `
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
