@@ -571,7 +571,7 @@ def check_checkpoint_inputs(cfg: Config) -> None:
     written: a frozen ``predictor`` must be a model of this run's data set (else its first GC step fails on a
     shape, or pairs with another distribution), and ``init_checkpoint``'s network must be this run's network
     (model and the fields that shape its weights) on samples of this run's shape. One error naming the file."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint
     shape = _shape(cfg)
     if cfg.predictor not in PREDICTORS:
         if not Path(cfg.predictor).is_file():
@@ -588,8 +588,9 @@ def check_checkpoint_inputs(cfg: Config) -> None:
         if its_shape != shape:
             diff.append(f"samples of shape {its_shape} there, {shape} here")
         if diff:
-            raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} holds another network ({'; '.join(diff)}): "
-                              f"give a checkpoint of this architecture, or change the network settings to its own")
+            raise CheckpointError(f"init_checkpoint={cfg.init_checkpoint!r}: its weights do not fit this run's "
+                                  f"network ({'; '.join(diff)}): give a checkpoint of this architecture, or change the "
+                                  f"network settings to its own")
 
 
 def _checkpoint_config(ckpt: dict) -> tuple[dict, tuple]:

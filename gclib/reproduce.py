@@ -97,7 +97,7 @@ def _run_staged(pm, root: Path, nb: Path, out: Path, parameters: dict, tag: str)
         with patch.dict(os.environ, {TRAINED_BY_ENV: tag, STAGE_ENV: str(stage.path)}):   # the kernel inherits them
             pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(executed), parameters=parameters,
                                 cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
-        scrub_paths(executed, root)
+        scrub_paths(executed, root, {stage.path.name: out.name})   # outputs that name the staged folder
     except Exception as e:
         stage.abandon(keep=executed.is_file())
         if executed.is_file():
@@ -194,12 +194,13 @@ def finished_runs(root: Path, trained_by: str | None = None) -> set:
             if trained_by is None or (read_json_guarded(p) or {}).get("trained_by") == trained_by}
 
 
-def scrub_paths(ipynb: Path, root: Path) -> None:
+def scrub_paths(ipynb: Path, root: Path, renames: dict | None = None) -> None:
     """Replace this machine's absolute project path (and home folder) in a stored notebook by relative ones, so
-    committed outputs carry no machine-specific paths (warnings print the file they come from)."""
+    committed outputs carry no machine-specific paths (warnings print the file they come from); ``renames``:
+    other text to replace (the staged results folder's name by the final one)."""
     text = Path(ipynb).read_text()
     for prefix, repl in ((str(Path(root).resolve()) + "/", ""), (str(Path(root).resolve()), "."),
-                         (str(Path.home()) + "/", "~/")):
+                         (str(Path.home()) + "/", "~/"), *(renames or {}).items()):
         text = text.replace(prefix, repl)
     write_text(ipynb, text)
 

@@ -215,6 +215,9 @@ DDP_WORKER = textwrap.dedent("""
             print(f"rank {rank} stopped at {e.step}", flush=True)
     gt.train_step = real
     gt.train({**cfg, "run_dir": "run"})       # resumed
+    res = gt.train({**cfg, "run_dir": None, "runs_dir": "runs"})   # a 1-process run of these settings is there
+    print(f"rank {rank} default run: {res.run_dir.name} skipped={res.skipped}", flush=True)
+    gt.train({**cfg, "flow": "gc", "run_dir": "gc1"})   # a 1-process GC checkpoint resumed on 2: warned once
     dist.destroy_process_group()
 """)
 
@@ -225,6 +228,11 @@ def test_torchrun_ranks_agree_on_the_step(tmp_path):
                sample_every=0, log_every=1, device="cpu")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "w.py").write_text(DDP_WORKER)
+    one = train({**cfg, "run_dir": None, "runs_dir": str(tmp_path / "runs")})   # the same settings on 1 process
+    gc1 = tmp_path / "gc1"
+    train({**cfg, "flow": "gc", "run_dir": str(gc1), "keep_checkpoints": 5})
+    (gc1 / "done.json").unlink()
+    (gc1 / "checkpoints" / "ckpt-00000006.pt").unlink()       # as if killed after its checkpoint at step 4
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(tmp_path / "w.py"), str(tmp_path / "c.yaml")], cwd=tmp_path, env=ENV,
                        capture_output=True, text=True, timeout=300)
@@ -234,3 +242,9 @@ def test_torchrun_ranks_agree_on_the_step(tmp_path):
     assert done["world_size"] == 2
     assert [x["step"] for x in read_log(tmp_path / "run" / "log.jsonl") if x["event"] == "resume"] == [3]
     assert_same(outputs(tmp_path / "ref"), outputs(tmp_path / "run"))
+    # OT pairs per rank: on 2 processes these settings are another run (its own directory), not "already finished"
+    other = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name != one.run_dir.name)
+    assert len(other) == 1 and f"rank 0 default run: {other[0]} skipped=False" in r.stdout
+    assert json.loads((tmp_path / "runs" / other[0] / "done.json").read_text())["world_size"] == 2
+    assert r.stderr.count("holds RNG states of 1 processes, this run has 2") == 1   # one warning, not one per rank
+    assert json.loads((gc1 / "done.json").read_text())["world_size"] == 2
