@@ -87,14 +87,15 @@ def atomic_save(obj, path) -> Path:
     return out
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def load_checkpoint(path, map_location="cpu", mmap: bool = False) -> dict:
     """torch.load(weights_only=True) and check the expected keys; CheckpointError naming the file when it is
-    missing, corrupt, truncated or not a gclib checkpoint."""
+    missing, corrupt, truncated or not a gclib checkpoint. ``mmap``: the tensors are mapped, not read (a cheap look
+    at the configuration; the file is not marked verified then)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, **({"mmap": True} if mmap else {}))
     except FileNotFoundError:  # removed between the check and the read: rotated away by its run, not corrupt
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist any more (removed while it was being "
                               f"read, e.g. rotated away by its run: keep_checkpoints); use a newer one") from None
@@ -104,7 +105,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                               ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a gclib checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
-    _mark_verified(path)
+    if not mmap:
+        _mark_verified(path)
     return ckpt
 
 

@@ -13,7 +13,7 @@ import numbers
 import operator
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["ConfigError", "DataMissingError", "DataCorruptError", "MissingExtraError", "EXTRAS", "require", "missing_extra", "FLOWS", "PREDICTORS", "check_choice", "check_flow", "check_mu", "check_finite",
+__all__ = ["ConfigError", "DataMissingError", "DataCorruptError", "MissingExtraError", "EXTRAS", "require", "missing_extra", "broken_extra", "FLOWS", "PREDICTORS", "check_choice", "check_flow", "check_mu", "check_finite",
            "check_range", "check_int", "check_positive_int", "check_levels", "check_sigma_range",
            "check_same_shape"]
 
@@ -92,8 +92,24 @@ def missing_extra(module: str, what: str = "this") -> MissingExtraError:
     return err
 
 
+def broken_extra(module: str, what: str, err: BaseException) -> MissingExtraError:
+    """The one-line error for optional ``module`` that is installed but fails to import (a broken install, a
+    missing shared library, a version that does not fit): names the package, the cause and the extra."""
+    top = str(module).split(".")[0]
+    pip_name, extra = EXTRAS.get(top, (top, None))
+    how = (f"pip install --force-reinstall 'gclib[{extra}]' (or pip install --force-reinstall {pip_name})" if extra
+           else f"pip install --force-reinstall {pip_name}")
+    cause = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+    e = MissingExtraError(f"{what} needs the optional package {pip_name!r}, which is installed but fails to import "
+                          f"({cause}): reinstall it: {how}")
+    e.name = top
+    return e
+
+
 def require(module: str, what: str = "this") -> None:
-    """Check that optional ``module`` can be imported, before any work; else ``missing_extra``."""
+    """Check that optional ``module`` is installed and imports, before any work; else ``missing_extra`` or
+    ``broken_extra`` (one line naming the package and the extra)."""
+    import importlib
     import importlib.util
     try:
         found = importlib.util.find_spec(module) is not None
@@ -101,6 +117,10 @@ def require(module: str, what: str = "this") -> None:
         found = False
     if not found:
         raise missing_extra(module, what)
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - whatever a broken package raises while it is imported
+        raise broken_extra(module, what, e) from None
 
 
 def _bad():

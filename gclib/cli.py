@@ -17,13 +17,15 @@ import json
 import os
 import sys
 
+from . import signals
+
 
 def _train(args) -> int:
     from .config import load_config
     from .train import train
     overrides = list(args.set or [])
-    if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
+    if args.run_dir is not None:   # a path, never YAML (gclib.config.path_value): not "runs/exp2" for "runs/exp2 #2"
+        overrides.append(_run_dir_override(args.run_dir))
     if args.no_progress:
         overrides.append("progress=false")
     if args.fresh:
@@ -53,11 +55,21 @@ def _train(args) -> int:
     return 0
 
 
+def _run_dir_override(text: str) -> str:
+    """``--run-dir`` as the override ``run_dir=<path>``: the text as written, '~' expanded as a shell does; even
+    'null', 'None' or '~' name a folder (gclib.config.path_value reads the override as a path)."""
+    if not text:
+        raise ValueError("--run-dir '': give a folder (or leave --run-dir out for <runs_dir>/<name>-<hash>)")
+    path = os.path.expanduser(text)
+    from .config import NULL_WORDS
+    return f"run_dir={'./' + path if path in NULL_WORDS else path}"
+
+
 def _train_seeds(args, overrides: list) -> int:
     """``--seeds``: one run per seed (the config's other settings kept), one after another, or with ``--stack`` all
     at once in one process (gclib.stack: their networks evaluated as one)."""
     from .config import load_config, parse_overrides
-    if args.run_dir:
+    if args.run_dir is not None:
         raise ValueError("--seeds trains one run per seed, each in its own directory: drop --run-dir")
     if args.executor == "submitit" or args.submit:
         raise ValueError("--seeds runs here: submit one job per seed instead (--set seed=S)")
@@ -72,7 +84,10 @@ def _train_seeds(args, overrides: list) -> int:
         results = train_stack(cfgs)
     else:
         from .train import train
-        results = [train(c) for c in cfgs]
+        results = []
+        for c in cfgs:   # a signal during a run's last step stops the command before the next run
+            signals.raise_if_requested(f"after {len(results)} of {len(cfgs)} runs finished")
+            results.append(train(c))
     for c, res in zip(cfgs, results):
         state = "already finished (skipped)" if res.skipped else "finished"
         print(f"seed {c.seed} {state}: {res.run_dir} step {res.step}, checkpoint {res.checkpoint}")
@@ -162,7 +177,7 @@ def _sample(args) -> int:
                 f"{'images' if images else '2-D samples'})")
     x = _generate(args, ema, cfg, device)
     if args.out.endswith(".npz"):
-        np.savez(args.out, samples=x.numpy())
+        _write_out(args.out, lambda f: np.savez(f, samples=x.numpy()))
     else:
         ref = None
         if x.ndim == 2:
@@ -190,9 +205,20 @@ def _evaluate(args) -> int:
     text = json.dumps(out)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        _write_out(args.out, lambda f: f.write((text + "\n").encode()))
     return 0
+
+
+def _write_out(path: str, write) -> None:
+    """``--out``, written whole or not at all (gclib.io.atomic_write): a failed write (full disk, quota, a
+    read-only folder) leaves the previous file as it was and is one line naming the file and the cause."""
+    from .io import atomic_write
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        cause = os.strerror(e.errno) if e.errno else str(e)
+        raise type(e)(e.errno, f"--out {path} was not written ({cause}); the file that was there, if any, is "
+                               f"unchanged") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,14 +323,30 @@ NOTEBOOK_USER_ERRORS = ("ValueError", "ConfigError", "FileNotFoundError", "DataM
                         "RunLockedError")
 
 
+TERMINATED = {"train": "the run resumes from its newest checkpoint: run the same command again",
+              "reproduce": "the results of the notebook it was running were left as they were; the runs it trained "
+                           "resume from their checkpoints: run it again",
+              "sample": "nothing was written (--out is written whole or not at all)",
+              "evaluate": "nothing was written (--out is written whole or not at all)"}
+
+
+def _terminated(command: str, e) -> int:
+    """One line for a command stopped by SIGTERM / SIGUSR1 (on rank 0 only, under torchrun); exit 128 + signal."""
+    if os.environ.get("RANK", "0") == "0":
+        text = str(e) if isinstance(e, signals.TrainingStopped) else f"{e}; {TERMINATED.get(command, 'stopped')}"
+        print(f"gclib {command}: {' '.join(text.split())}", file=sys.stderr, flush=True)
+    return e.exit_status
+
+
 def run_command(command: str, fn) -> int:
     """The error boundary of every command: ``fn()``'s exit status, or ONE line on stderr and the status:
     2 for the user's input or machine (bad value or file, missing data or extra, corrupt or mismatched
     checkpoint, a locked run, any OSError), 1 for a NaN/inf loss or a notebook that failed, 130 for Ctrl-C
-    (saying whether the work can be resumed); anything else is a bug and shows its traceback. Warnings are
-    printed as one line each."""
+    (saying whether the work can be resumed), 128 + the signal number for SIGTERM / SIGUSR1 (``gclib.signals``:
+    train first saves a checkpoint at its step and names it); anything else is a bug and shows its traceback.
+    Warnings are printed as one line each."""
     import warnings
-    from .checks import EXTRAS, missing_extra
+    from .checks import EXTRAS, broken_extra, missing_extra
     from .step import NonFiniteLossError
     show = warnings.showwarning
 
@@ -312,7 +354,10 @@ def run_command(command: str, fn) -> int:
         print(f"gclib {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
     warnings.showwarning = one_line_warning
     try:
-        return fn()
+        with signals.handle():   # SIGTERM / SIGUSR1: gclib.signals (train saves a checkpoint at its step first)
+            return fn()
+    except signals.Terminated as e:
+        return _terminated(command, e)
     except KeyboardInterrupt:
         print(f"gclib {command}: {INTERRUPTED.get(command, 'interrupted')}", file=sys.stderr)
         return 130
@@ -324,19 +369,37 @@ def run_command(command: str, fn) -> int:
         return 2
     except ImportError as e:
         if (e.name or "").split(".")[0] not in EXTRAS:
-            raise
+            broken = _extra_in_traceback(e)   # an installed optional package that fails to import
+            if broken is None:
+                raise
+            print(_one_line(command, broken_extra(broken, f"gclib {command}", e)), file=sys.stderr)
+            return 2
         print(_one_line(command, missing_extra(e.name, f"gclib {command}")), file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - only papermill's failure is reported here; the rest re-raised
         if type(e).__name__ != "PapermillExecutionError":
             raise
         evalue = " ".join(str(getattr(e, "evalue", "")).split())
+        where = getattr(e, "executed_notebook", None) or "the executed notebook under results/"
         print(f"gclib {command}: error: a notebook failed in cell {getattr(e, 'exec_count', '?')}: "
-              f"{getattr(e, 'ename', 'Error')}: {evalue} (the executed notebook under results/ holds its traceback)",
-              file=sys.stderr)
+              f"{getattr(e, 'ename', 'Error')}: {evalue} ({where} holds its traceback; the results of the last "
+              f"successful run are kept)", file=sys.stderr)
         return 2 if getattr(e, "ename", "") in NOTEBOOK_USER_ERRORS else 1
     finally:
         warnings.showwarning = show
+
+
+def _extra_in_traceback(e: BaseException) -> str | None:
+    """The optional package (a key of gclib.checks.EXTRAS) whose own code raised ``e`` while it was imported, or
+    None: a broken install shows as an ImportError from inside the package, not as the package missing."""
+    from .checks import EXTRAS
+    tb, found = e.__traceback__, None
+    while tb is not None:
+        top = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if top in EXTRAS and found is None:
+            found = top
+        tb = tb.tb_next
+    return found
 
 
 def main(argv=None) -> int:
@@ -348,6 +411,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce, **PRESET_COMMANDS}
     return run_command(args.command, lambda: handlers[args.command](args))
+
+
+def _check_run_cache(write: bool) -> None:
+    """The run cache (``$GCLIB_RUNS``, else runs/) before any notebook starts: not a file (even for --status,
+    which would otherwise count no runs there), and writable when runs may be trained."""
+    from .report import runs_dir, writable_folder
+    where = runs_dir()   # a GCLIB_RUNS naming a file: one line here
+    if write:
+        var = os.environ.get("GCLIB_RUNS")
+        writable_folder(where, f"GCLIB_RUNS={var}" if var else "the run cache")
 
 
 def _check_reproduce(args) -> None:
@@ -374,6 +447,7 @@ def _check_reproduce(args) -> None:
 def _reproduce(args) -> int:
     from .reproduce import reproduce
     _check_reproduce(args)
+    _check_run_cache(write=not args.status)
     return reproduce(long=args.long, only=args.only, variants=args.variant, status=args.status,
                      reanalyse=args.reanalyse)
 

@@ -39,6 +39,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass, field, fields
@@ -313,7 +314,10 @@ def _as_kind(key: str, value, kind):
     if kind is list:
         item = LIST_ITEMS[key]
         if isinstance(value, str):  # "1,2,2" or "[w2, nn_dist]"
-            value = [_item_from_text(v) for v in value.strip().strip("[]()").split(",") if v.strip()]
+            text = value.strip()
+            if (text.startswith(("[", "(")) or text.endswith(("]", ")"))) and text[:1] + text[-1:] not in ("[]", "()"):
+                raise ConfigError(f"{key}={value!r} is not a list: its brackets do not match; write [a, b]")
+            value = [_item_from_text(v) for v in text.strip("[]()").split(",") if v.strip()]
         if isinstance(value, (list, tuple)):
             try:
                 return [_as_kind(key, v, item) for v in value]
@@ -404,6 +408,10 @@ def _validate(cfg: Config) -> None:
     if cfg.init_checkpoint is not None and not str(cfg.init_checkpoint).endswith(".pt"):
         raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} must be the path of a checkpoint file (*.pt) "
                           f"or null")
+    for key in ("run_dir", "runs_dir", "data_root"):
+        if getattr(cfg, key) == "":
+            raise ConfigError(f"{key}='' is empty; give a folder" + (" (or null for <runs_dir>/<name>-<hash>)"
+                                                                      if key == "run_dir" else ""))
     if isinstance(cfg.progress, str):
         check_choice("progress", cfg.progress, ("auto",))
     if cfg.predictor not in PREDICTORS and not cfg.predictor.endswith(".pt"):
@@ -560,7 +568,48 @@ def preflight(cfg: Config) -> Config:
         inception_weights_path(None)
     from .device import resolve_device
     resolve_device(cfg.device, error=ConfigError)   # ConfigError for device='cuda' without a GPU
+    check_checkpoint_inputs(cfg)
     return cfg
+
+
+ARCHITECTURE = {"mlp": ("hidden", "depth", "emb_dim"),   # the fields that shape a model's weights, per model
+                "unet": ("channels", "channel_mult", "num_blocks", "attn_resolutions")}
+
+
+def check_checkpoint_inputs(cfg: Config) -> None:
+    """The checkpoints a run starts from, read (their configuration, tensors mapped, not loaded) before anything is
+    written: a frozen ``predictor`` must be a model of this run's data set (else its first GC step fails on a
+    shape, or pairs with another distribution), and ``init_checkpoint``'s network must be this run's network
+    (model and the fields that shape its weights) on samples of this run's shape. One error naming the file."""
+    from .checkpoint import CheckpointError, load_checkpoint
+    shape = _shape(cfg)
+    if cfg.predictor not in PREDICTORS:
+        if not Path(cfg.predictor).is_file():
+            raise ConfigError(f"predictor={cfg.predictor!r}: the frozen predictor's checkpoint file does not exist")
+        other, its_shape = _checkpoint_config(load_checkpoint(cfg.predictor, mmap=True))
+        if other.get("dataset") != cfg.dataset or its_shape != shape:
+            raise ConfigError(f"predictor={cfg.predictor!r} is a model of dataset {other.get('dataset')!r} (samples "
+                              f"of shape {its_shape}); this run trains on {cfg.dataset!r} ({shape}): give the "
+                              f"checkpoint of a {cfg.dataset} run as the frozen predictor")
+    if cfg.init_checkpoint:
+        other, its_shape = _checkpoint_config(load_checkpoint(cfg.init_checkpoint, mmap=True))
+        keys = ("model",) + ARCHITECTURE.get(cfg.model, ())
+        diff = [f"{k}={other.get(k)!r} there, {getattr(cfg, k)!r} here" for k in keys if other.get(k) != getattr(cfg, k)]
+        if its_shape != shape:
+            diff.append(f"samples of shape {its_shape} there, {shape} here")
+        if diff:
+            raise CheckpointError(f"init_checkpoint={cfg.init_checkpoint!r}: its weights do not fit this run's "
+                                  f"network ({'; '.join(diff)}): give a checkpoint of this architecture, or change the "
+                                  f"network settings to its own")
+
+
+def _checkpoint_config(ckpt: dict) -> tuple[dict, tuple]:
+    """(the flat configuration a checkpoint was written with, its sample shape)."""
+    other = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    other = {k: list(v) if isinstance(v, tuple) else v for k, v in other.items()}
+    ds = other.get("dataset")
+    shape = tuple(ckpt.get("data_shape") or (DATA_REGISTRY[ds].shape if ds in DATA_REGISTRY else (2,)))
+    return other, shape
 
 
 def validate(cfg: Config) -> Config:
@@ -661,7 +710,9 @@ def _override_key(key: str) -> str:
 
 def parse_overrides(items) -> dict:
     """["key=value", ...] -> {key: value} (key: a field name, or section.field); values are read as YAML (1e-4 is
-    a number) and, for number fields, as numbers ('inf' -> inf, which validation then refuses by name)."""
+    a number) and, for number fields, as numbers ('inf' -> inf, which validation then refuses by name). A value
+    that is not valid YAML (``[w2,``) is one ConfigError naming the key. The values of path keys (``PATH_KEYS``)
+    are paths, never YAML: taken as written, ``~`` expanded (``path_value``)."""
     if isinstance(items, str):
         items = [items]
     out = {}
@@ -670,10 +721,14 @@ def parse_overrides(items) -> dict:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
         key = _override_key(key)
+        if key in PATH_KEYS:
+            out[key] = path_value(key, value)
+            continue
         try:
             v = _yaml(value) if value.strip() else ""
-        except yaml.YAMLError:
-            v = value
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}={value}: the value is not valid YAML ({_yaml_problem(e)}); quote it, or "
+                              f"write a list as [a, b]") from None
         out[key] = _from_text(key, v)
     return out
 
@@ -709,6 +764,31 @@ def config_file(path) -> Path:
     raise ConfigError(f"config file {text!r} does not exist" + (
         f" and is not a preset of gclib; presets: {', '.join(names)} (gclib presets)" if p.name == text else
         f" (a preset is named without a folder: {', '.join(names)})"))
+
+
+# Config fields that hold a path (or, for predictor, a keyword or a path): --set gives them as written.
+PATH_KEYS = ("run_dir", "runs_dir", "data_root", "predictor", "init_checkpoint")
+NULL_WORDS = ("null", "Null", "NULL", "None", "none", "~")
+
+
+def path_value(key: str, text: str):
+    """The value of path key ``key`` given as text on the command line: the path as written (no YAML: '#', ':',
+    '2024' or 'on' stay as they are), '~' at its start expanded as a shell does. For a key that may be null (run_dir,
+    init_checkpoint) an empty value and YAML's null words (null, ~; also None) mean null; ./null names a folder."""
+    kinds = typing.get_args(_HINTS[key]) or (_HINTS[key],)
+    if type(None) in kinds and (text == "" or text in NULL_WORDS):
+        return None
+    if text == "":
+        raise ConfigError(f"--set {key}=: give a path")
+    if "\0" in text:
+        raise ConfigError(f"--set {key}={text!r}: a path cannot hold a NUL character")
+    return os.path.expanduser(text)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    text = f"column {mark.column + 1}: {problem}" if mark and problem else str(e)
+    return " ".join(text.split())
 
 
 def flow_overlay(preset, flow: str) -> Path:
@@ -820,25 +900,36 @@ def as_config(config) -> Config:
     raise ConfigError(f"config={config!r}: pass a Config, a dict or the path of a YAML file")
 
 
-def _digest(cfg: Config) -> str:
+def _digest(cfg: Config, world_size: int = 1) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if _in_hash(cfg, k, v)}
+    if world_size > 1 and pairs_per_rank(cfg):
+        d["world_size"] = int(world_size)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def config_hash(config, length: int = 10) -> str:
+def pairs_per_rank(cfg: Config) -> bool:
+    """Whether the flow's pairing depends on the batch (OT: ``Coupling.per_batch``), which under DDP is each rank's
+    share of it, so that runs on different numbers of processes are different experiments."""
+    return bool(getattr(COUPLING_REGISTRY.get(cfg.flow), "per_batch", False))
+
+
+def config_hash(config, length: int = 10, world_size: int = 1) -> str:
     """Hex digest of the settings that change the trained weights (each field's metadata says whether it counts;
-    see ``_field``), ``length`` characters. Computed once per Config (a Config never changes)."""
+    see ``_field``), ``length`` characters. Computed once per Config (a Config never changes). ``world_size``:
+    the number of training processes, part of the identity only where it changes the experiment (> 1 with a flow
+    that pairs within a batch, ``pairs_per_rank``): one process's hash is the same as ever."""
     cfg = as_config(config)
-    digest = cfg.__dict__.get("_digest")
+    key = "_digest" if world_size <= 1 or not pairs_per_rank(cfg) else f"_digest_{int(world_size)}"
+    digest = cfg.__dict__.get(key)
     if digest is None:
-        digest = _digest(cfg)
-        object.__setattr__(cfg, "_digest", digest)
+        digest = _digest(cfg, world_size)
+        object.__setattr__(cfg, key, digest)
     return digest[:length]
 
 
-def run_dir_for(config) -> Path:
-    """``run_dir`` if set, else ``<runs_dir>/<name>-<config_hash>``."""
+def run_dir_for(config, world_size: int = 1) -> Path:
+    """``run_dir`` if set, else ``<runs_dir>/<name>-<config_hash>`` (of ``world_size`` processes)."""
     cfg = as_config(config)
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    return Path(cfg.runs_dir) / f"{cfg.name}-{config_hash(cfg)}"
+    return Path(cfg.runs_dir) / f"{cfg.name}-{config_hash(cfg, world_size=world_size)}"

@@ -115,6 +115,9 @@ class Coupling:
     ``build(**options)`` makes one from a config's flat options, passing each the keywords its ``__init__`` names.
     """
     needs_predictor: ClassVar[bool] = False   # the training step resolves the predictor (EMA, online) only then
+    # whether a row's pair depends on the other rows of its batch (OT): under DDP each rank pairs its own share, so
+    # the number of processes changes the experiment and enters the run's identity (gclib.config.config_hash)
+    per_batch: ClassVar[bool] = False
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None,
                  predictor: Predictor | None = None, generator: torch.Generator | None = None,
@@ -155,6 +158,7 @@ class IC(Coupling):
 class OT(Coupling):
     """Exact minibatch OT: z permuted to solve the assignment problem with x (``ot_permutation``); a pairing
     solved ahead (``ot_perm``) is used as given."""
+    per_batch = True
 
     def __init__(self, solver: str = "auto"):
         self.solver = check_choice("ot_solver", solver, OT_SOLVERS)

@@ -23,9 +23,17 @@ class Dist:
         return self.rank == 0
 
 
+def world_size() -> int:
+    """The number of processes torchrun started (WORLD_SIZE; 1 without torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} is not a number of processes") from None
+
+
 def setup(cfg: Config) -> tuple[Dist, torch.device]:
     """(Dist, device) from torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK) and ``cfg.device``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     want_cuda = resolve_device(cfg.device, error=ConfigError) == "cuda"
     if world <= 1:
         return Dist(), torch.device("cuda" if want_cuda else "cpu")
@@ -58,6 +66,16 @@ def all_mean(values: list[float], d: Dist, device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return (t / d.world_size).tolist()
+
+
+def all_max(value: float, d: Dist, device) -> float:
+    """The largest ``value`` over ranks (float64)."""
+    if d.world_size == 1:
+        return value
+    import torch.distributed as dist
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
 
 
 def gather(obj, d: Dist) -> list:

@@ -29,7 +29,8 @@ A job with several tasks (``tasks_per_node`` > 1 or ``nodes`` > 1) runs one proc
 environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) exported from SLURM's, which is what
 ``gclib.distributed`` reads under torchrun; the result is rank 0's. A training job that reaches its time limit or
 is pre-empted is requeued by submitit (time-outs up to ``max_num_timeout`` times, 3 by default; pre-emptions
-without limit) and resumes from its newest checkpoint.
+without limit) and resumes from its newest checkpoint: submitit's signal (SIGUSR2) is held until the training step
+that runs ends, a checkpoint is saved at that step, then submitit requeues the job, so no step is lost.
 
 The results do not depend on where a run executes: every run is seeded by its configuration, and a finished run
 (same configuration hash) is returned from its run directory at once (``gclib.train.train``).
@@ -183,14 +184,21 @@ def executor_spec(value=None) -> ExecutorSpec:
 
 def parse_assignments(items: Sequence[str] | None) -> dict:
     """``["folder=runs/sub", "timeout_min=600", "slurm_partition=gpu"]`` -> a dict (values read as YAML scalars:
-    600 is an int, true a bool); the form of ``gclib train --submit KEY=VALUE``."""
+    600 is an int, true a bool); the form of ``gclib train --submit KEY=VALUE``. ``folder`` is a path, taken as
+    written ('~' expanded), never YAML."""
     import yaml
     out = {}
     for item in items or ():
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--submit {item!r}: expected KEY=VALUE, e.g. --submit timeout_min=600")
-        out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        if key.strip() == "folder":
+            out["folder"] = os.path.expanduser(text) if text else None
+            continue
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ValueError(f"--submit {item}: the value is not valid YAML; quote it") from None
     return out
 
 
@@ -232,7 +240,16 @@ class Job:
     def __call__(self, *args, **kwargs):
         os.chdir(self.cwd)
         _export_distributed()
-        return self.fn(*args, **kwargs)
+        from . import signals
+        with signals.handle(_preemption_signals()) as theirs:   # training: a checkpoint at the current step first
+            try:
+                return self.fn(*args, **kwargs)
+            except signals.Terminated as e:
+                stopped = e
+        handler = theirs.get(stopped.signum)
+        if callable(handler):   # submitit's own handler, as if the signal came now: checkpoint(), requeue, exit
+            handler(stopped.signum, None)
+        raise stopped
 
     def checkpoint(self, *args, **kwargs):
         """submitit calls this before a time-out or pre-emption; the returned submission is requeued."""
@@ -242,16 +259,30 @@ class Job:
         return DelayedSubmission(Job(self.fn, self.cwd), *args, **kwargs)
 
 
+def _preemption_signals() -> tuple:
+    """The signal submitit's job sends before a time-out or pre-emption (SIGUSR2 unless $SUBMITIT_PREEMPT_SIGNAL
+    says otherwise), when this process is a submitit job; else (). ``Job`` defers it to the end of the training
+    step that runs (``gclib.signals``), which saves a checkpoint there, then lets submitit's handler requeue."""
+    env = _job_environment()
+    return (env._usr_sig(),) if env is not None else ()
+
+
+def _job_environment():
+    """submitit's JobEnvironment when this process is a submitit job, else None."""
+    try:
+        from submitit import JobEnvironment
+        env = JobEnvironment()
+    except (ImportError, RuntimeError):   # RuntimeError: not in a job (no environment submitit knows)
+        return None
+    return env if env.activated() else None
+
+
 def _export_distributed() -> None:
     """In a submitit job of several tasks: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from SLURM's
     environment (CUDA_VISIBLE_DEVICES is left alone: gclib.distributed picks the GPU by LOCAL_RANK)."""
-    try:
-        from submitit import JobEnvironment
+    env = _job_environment()
+    if env is not None and env.num_tasks > 1 and "WORLD_SIZE" not in os.environ:
         from submitit.helpers import TorchDistributedEnvironment
-    except ImportError:
-        return
-    env = JobEnvironment()
-    if env.activated() and env.num_tasks > 1 and "WORLD_SIZE" not in os.environ:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 

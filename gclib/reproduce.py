@@ -77,15 +77,11 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
     for nb, params, parameters in plan:
         variant = parameters.setdefault("variant", params.stem)
         out = root / "results" / nb.stem / variant
-        out.mkdir(parents=True, exist_ok=True)
         print(f"== {nb.relative_to(root)} with {params.relative_to(root)} -> {out.relative_to(root)}", flush=True)
         t0 = time.perf_counter()
         tag = f"reproduce-{variant}-{os.getpid()}-{time.time_ns()}"
         before = finished_runs(root, tag)
-        with patch.dict(os.environ, {TRAINED_BY_ENV: tag}):   # the kernel and its worker processes inherit it
-            pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(out / nb.name), parameters=parameters,
-                                cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
-        scrub_paths(out / nb.name, root)
+        _run_staged(pm, root, nb, out, parameters, tag)
         seconds, trained = time.perf_counter() - t0, len(finished_runs(root, tag) - before)
         if not reanalyse:   # a re-analysis keeps the timing of the run that trained the variant
             timings[f"{nb.stem}/{variant}"] = {"seconds": seconds, "runs_trained": trained}
@@ -94,6 +90,31 @@ def reproduce(root=None, long: bool = False, only: str | None = None, variants=N
     write_results_readme(root, timings, long)
     print(f"wrote {root / 'results' / 'README.md'}")
     return 0
+
+
+def _run_staged(pm, root: Path, nb: Path, out: Path, parameters: dict, tag: str) -> None:
+    """Execute notebook ``nb`` into a staged folder beside ``out`` (gclib.staging; the notebook finds it through
+    $GCLIB_RESULTS_STAGE), executed notebook included, and replace ``out`` by it only when the notebook succeeded:
+    a notebook that fails, or a reproduce that is stopped, leaves ``out`` byte for byte. A failed notebook's folder
+    is kept, hidden beside ``out``, for its traceback (the error names it) until the next run cleans it up."""
+    from .report import STAGE_ENV
+    from .staging import Stage
+    stage = Stage.begin(out)
+    executed = stage.path / nb.name
+    try:
+        with patch.dict(os.environ, {TRAINED_BY_ENV: tag, STAGE_ENV: str(stage.path)}):   # the kernel inherits them
+            pm.execute_notebook(relative_to_cwd(nb), relative_to_cwd(executed), parameters=parameters,
+                                cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
+        scrub_paths(executed, root, {stage.path.name: out.name})   # outputs that name the staged folder
+    except Exception as e:
+        stage.abandon(keep=executed.is_file())
+        if executed.is_file():
+            e.executed_notebook = relative_to_cwd(executed)   # the error line names it (gclib.cli)
+        raise
+    except BaseException:
+        stage.abandon()
+        raise
+    stage.commit()
 
 
 def run_state(run_dir: Path) -> tuple[str, int]:
@@ -181,12 +202,13 @@ def finished_runs(root: Path, trained_by: str | None = None) -> set:
             if trained_by is None or (read_json_guarded(p) or {}).get("trained_by") == trained_by}
 
 
-def scrub_paths(ipynb: Path, root: Path) -> None:
+def scrub_paths(ipynb: Path, root: Path, renames: dict | None = None) -> None:
     """Replace this machine's absolute project path (and home folder) in a stored notebook by relative ones, so
-    committed outputs carry no machine-specific paths (warnings print the file they come from)."""
+    committed outputs carry no machine-specific paths (warnings print the file they come from); ``renames``:
+    other text to replace (the staged results folder's name by the final one)."""
     text = Path(ipynb).read_text()
     for prefix, repl in ((str(Path(root).resolve()) + "/", ""), (str(Path(root).resolve()), "."),
-                         (str(Path.home()) + "/", "~/")):
+                         (str(Path.home()) + "/", "~/"), *(renames or {}).items()):
         text = text.replace(prefix, repl)
     write_text(ipynb, text)
 
@@ -194,7 +216,7 @@ def scrub_paths(ipynb: Path, root: Path) -> None:
 def _claim_rows(root: Path):
     for nb in NOTEBOOK_ORDER:
         for m in sorted((root / "results" / nb).glob("*/metrics.json")):
-            if m.parent.name == "default":
+            if m.parent.name == "default" or m.parent.name.startswith("."):   # hidden: a staged run's folder
                 continue
             data = json.loads(m.read_text())
             note = superseded(root, nb, m.parent.name, data)
@@ -336,7 +358,8 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
     lines.append("")
     lines += _table1_rows(root)
     for nb in NOTEBOOK_ORDER:
-        for d in sorted(p for p in (results / nb).glob("*") if p.is_dir() and p.name != "default"):
+        for d in sorted(p for p in (results / nb).glob("*") if p.is_dir() and p.name != "default"
+                        and not p.name.startswith(".")):
             pngs = sorted(d.glob("*.png"))
             if not pngs:
                 continue

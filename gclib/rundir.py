@@ -174,25 +174,57 @@ def claim_run_dir(run_dir) -> Path:
     line naming the folder): a missing folder is created with the marker ``.gclib-run``; an existing one must
     carry the marker, be empty, or be a run directory of an older gclib (then the marker is added); a file in
     place of the folder, of checkpoints/ or samples/, or a folder in place of one of gclib's files is refused."""
-    d = Path(run_dir)
+    d = check_run_dir(run_dir)
     try:
-        if d.exists() and not d.is_dir():
-            raise NotARunDirError(f"run directory {d} is a file, not a folder: choose another run_dir / --run-dir, "
-                                  f"or move the file away")
         if not d.is_dir():
             d.mkdir(parents=True, exist_ok=True)
         names = {p.name for p in d.iterdir()}
+    except OSError as e:
+        raise explain(e, d) from None
+    _check_folder(d, names)
+    if MARKER not in names:
+        write_text(d / MARKER, json.dumps({"gclib_run": 1, "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    return d
+
+
+def check_run_dir(run_dir) -> Path:
+    """``run_dir`` as a Path if gclib can train there, checked without writing anything (``NotARunDirError`` or an
+    OSError naming the folder otherwise): an existing folder must be a gclib run, empty, or a run of an older gclib
+    (``_check_folder``); a missing one must be creatable (its nearest existing parent a writable folder)."""
+    d = Path(run_dir)
+    try:
+        if d.is_symlink() and not d.exists():
+            raise NotARunDirError(f"run directory {d} is a broken symbolic link (to {os.readlink(d)}): remove it or "
+                                  f"choose another run_dir / --run-dir")
+        if d.exists():
+            if not d.is_dir():
+                raise NotARunDirError(f"run directory {d} is a file, not a folder: choose another run_dir / "
+                                      f"--run-dir, or move the file away")
+            _check_folder(d, {p.name for p in d.iterdir()})
+            return d
+        for parent in d.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise NotARunDirError(f"run directory {d} cannot be created: {parent} is a file, not a folder")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise NotARunDirError(f"run directory {d} cannot be created: {parent} is not writable; choose "
+                                          f"a writable runs_dir / --run-dir")
+                break
     except NotARunDirError:
         raise
     except OSError as e:
         raise explain(e, d) from None
+    return d
+
+
+def _check_folder(d: Path, names: set) -> None:
+    """Refuse the existing folder ``d`` (holding ``names``) unless gclib may write into it (see claim_run_dir)."""
     if MARKER not in names:
         if names and not _is_older_run(d, names):
             shown = ", ".join(sorted(names)[:4]) + (", ..." if len(names) > 4 else "")
             raise NotARunDirError(
                 f"run directory {d} is not a gclib run (it has no {MARKER} and holds {shown}): gclib writes only "
                 f"into folders it created; give a new or empty folder as run_dir / --run-dir (nothing was written)")
-        write_text(d / MARKER, json.dumps({"gclib_run": 1, "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
     elif not (d / MARKER).is_file():
         raise NotARunDirError(f"{d / MARKER} is not a file: this is not a gclib run directory")
     for name in RUN_FOLDERS:
@@ -203,7 +235,6 @@ def claim_run_dir(run_dir) -> Path:
         if (d / name).is_dir():
             raise NotARunDirError(f"{d / name} is a folder, but gclib writes a file of that name there: move the "
                                   f"folder away")
-    return d
 
 
 def lock_timeout() -> float:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checks import ConfigError
-from .io import atomic_write
+from .io import atomic_write, explain
 from .progress import fmt_duration  # noqa: F401  (also imported from here)
 
 LOG_NAME = "log.jsonl"
@@ -123,8 +123,16 @@ class RunLog:
             print(line, file=sys.stdout, flush=True)
 
     def _record(self, rec: dict) -> None:
-        self._fh.write(json.dumps({**rec, "time": round(time.time(), 3)}) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps({**rec, "time": round(time.time(), 3)}) + "\n")
+            self._fh.flush()
+        except OSError as e:   # a full disk or quota: name the file
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()     # closed now, not by the garbage collector's failing flush
+            except OSError:
+                pass
+            raise explain(e, self.path) from None
 
     def _reseed(self, metrics_csv: Path, step: int) -> None:
         """The interval means of the steps after the last logged one up to ``step``, from metrics.csv."""
@@ -212,8 +220,11 @@ class RunLog:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as e:
+                raise explain(e, self.path) from None
         if self.tb is not None:
             self.tb.close()
             self.tb = None

@@ -48,7 +48,7 @@ from .rundir import RunPaths
 from .schedules import loss_weights, sample_intervals
 from .step import NonFiniteLossError
 from .train import (RunState, TrainResult, _checkpoint, _checkpoint_due, _close_logs, _finish, _finished, _lock,
-                    _open_logs, _record_step, _resume, _setup, _side_tasks, _side_tasks_due)
+                    _open_logs, _record_step, _resume, _setup, _side_tasks, _side_tasks_due, _stop, _stop_signal)
 
 __all__ = ["train_stack", "train_stack_job", "StackedModel", "MUST_AGREE", "check_stackable"]
 
@@ -247,21 +247,30 @@ class _Stack:
 
 
 def _loop(stack: _Stack) -> None:
+    from . import signals
+    with signals.at_step_boundaries():   # a stop signal: every run's checkpoint at the step just done, then stop
+        _steps(stack)
+
+
+def _steps(stack: _Stack) -> None:
     cfg = stack.cfg
     start = stack.states[0].step
     for step in range(start + 1, cfg.total_steps + 1):
         losses, fractions, n, dt = stack.step(step)
         final = step == cfg.total_steps
+        stop = 0 if final else _stop_signal(stack.states[0])
         for r, st in enumerate(stack.states):
             _record_step(st, step, n, losses[r], fractions[r], dt)
             due = any(_side_tasks_due(st, step, final))
             ckpt = _checkpoint_due(st, step, final)
-            if due or ckpt:
-                stack.sync(r, optimizer=ckpt)
+            if due or ckpt or stop:
+                stack.sync(r, optimizer=ckpt or bool(stop))
             if due:
                 _side_tasks(st, step, final)
-            if ckpt:
-                _checkpoint(st, step)
+            if ckpt or stop:
+                _checkpoint(st, step, scheduled=ckpt)
+        if stop:
+            _stop(stack.states, step, stop)
 
 
 def _train_group(states: list[RunState]) -> list[TrainResult]:

@@ -24,11 +24,16 @@ changes no number. The evaluation and the sample grid
 of a step run BEFORE its checkpoint (under ``preserve_rng``, with their own seeds), so a process killed at any
 moment and resumed replays the lost steps and ends with weights, metrics.csv, eval.csv and samples/ identical to an
 uninterrupted run. A checkpoint written by another configuration is refused (``resume: false`` starts afresh).
+Under gclib's signal handler (``gclib.signals``: ``gclib train``, submitit jobs) SIGTERM / SIGUSR1 stop the loop
+after the step that runs: its checkpoint is saved (marked ``off_schedule``: it rotates nothing, and the next
+scheduled checkpoint removes it, so the resumed run keeps the checkpoints an uninterrupted one keeps) and
+``TrainingStopped`` names it.
 
 DDP (``torchrun --nproc_per_node=N -m gclib train CONFIG``): ``batch_size`` is the global batch, split evenly; each
 rank draws its own noise (seed + rank) and its shard of each global batch; gradients are averaged by DDP; logged
 losses are averaged over ranks; rank 0 holds the lock and writes logs and checkpoints (which hold every rank's RNG
-state). The OT flow matches per rank (OT batch = batch_size / N, logged as ``ot_batch``). The GC predictor is the
+state). The OT flow matches per rank (OT batch = batch_size / N, logged as ``ot_batch``), so on N > 1 processes
+N is part of an OT run's hash (``gclib.config.config_hash(cfg, world_size=N)``). The GC predictor is the
 unwrapped EMA model.
 """
 from __future__ import annotations
@@ -46,20 +51,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, signals
 from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
                          preserve_rng, rng_state, rotate, set_rng_state)
 from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
 from .data import BatchIterator, load_dataset
 from .ema import EMA
 from .images import save_samples
+from .io import explain
 from .models import build_model, data_shape, load_model, load_weights
 from .optim import make_optimizer
 from .prefetch import OTPrefetcher
 from .runlog import RunLog
 from .rng import Streams
-from .rundir import (RunLock, RunLockedError, RunPaths, done_checkpoint, read_eval, read_json_guarded, start_metrics,
-                     truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
+from .rundir import (RunLock, RunLockedError, RunPaths, check_run_dir, done_checkpoint, read_eval, read_json_guarded,
+                     start_metrics, truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
 from .objectives import Loss, make_loss, prefetches_ot
 from .step import NonFiniteLossError, train_step
 
@@ -120,6 +126,7 @@ class RunState:
     prefetch: object = None                        # gclib.prefetch.OTPrefetcher (flow ot, ot_prefetch)
     runlog: object = None                          # gclib.runlog.RunLog (rank 0): stdout, log.jsonl, TensorBoard
     done_extra: dict = field(default_factory=dict)  # more fields for done.json (gclib.stack: stack_size)
+    off_schedule: list = field(default_factory=list)  # checkpoints saved on a signal (``_stop_checkpoint``)
 
     @property
     def per_rank_batch(self) -> int:
@@ -127,17 +134,39 @@ class RunState:
 
 
 # --------------------------------------------------------------------------------------------- stages
-def _finished(cfg: Config, chash: str, paths: RunPaths) -> TrainResult | None:
-    """The finished run's result when done.json says this configuration finished (and its checkpoint exists)."""
+def _finished(cfg: Config, chash: str, paths: RunPaths, world_size: int = 1) -> TrainResult | None:
+    """The finished run's result when done.json says this configuration finished (and its checkpoint exists).
+    A run of this configuration finished on another number of processes where that changes the experiment
+    (``gclib.config.pairs_per_rank``) is refused (CheckpointError), not reused or trained over."""
     if not cfg.resume:
         return None
     done = read_json_guarded(paths.done_json)
     if not done:
         return None
+    _check_world_size(cfg, chash, done.get("config_hash"), done.get("world_size"), f"run {paths.run_dir}",
+                      "finished", world_size)
     final = done_checkpoint(paths.run_dir, done)
     if done.get("config_hash") == chash and done.get("step") == cfg.total_steps and final.is_file():
         return TrainResult(paths.run_dir, cfg.total_steps, final, paths.metrics_csv, paths.eval_csv, cfg, skipped=True)
     return None
+
+
+def _check_world_size(cfg: Config, chash: str, their_hash, their_world, what: str, state: str,
+                      world_size: int) -> None:
+    """CheckpointError when ``what`` (a run or a checkpoint) is this configuration on another number of processes
+    and the flow pairs per rank, so that it is another experiment (its hash is ours at its world size)."""
+    try:
+        their_world = int(their_world or 1)
+    except (TypeError, ValueError):
+        return
+    if their_hash == chash or their_world == world_size or their_hash != config_hash(cfg, world_size=their_world):
+        return
+    procs = lambda n: f"{n} process{'es' * (n != 1)}"
+    raise CheckpointError(f"{what} {state} with {procs(their_world)}; this is {procs(world_size)}, and flow "
+                          f"{cfg.flow!r} pairs each rank's share of the batch, so it is another experiment (OT batch "
+                          f"{cfg.batch_size // their_world} there, {cfg.batch_size // world_size} here): leave "
+                          f"run_dir / --run-dir out (each number of processes gets its own run directory) or give "
+                          f"another one")
 
 
 def _gpu_flags(cfg: Config, device: torch.device) -> dict:
@@ -221,6 +250,8 @@ def _resume(st: RunState) -> None:
     path, ckpt = newest_valid(st.paths.ckpt_dir)
     if ckpt is None:
         return
+    _check_world_size(cfg, st.chash, ckpt.get("config_hash"), ckpt.get("world_size"), f"checkpoint {path}",
+                      "was written", d.world_size)
     if ckpt.get("config_hash") != st.chash:
         raise CheckpointError(
             f"checkpoint {path} was written by another configuration (hash {ckpt.get('config_hash')}, this run "
@@ -233,10 +264,13 @@ def _resume(st: RunState) -> None:
     if len(states) == d.world_size:
         set_rng_state(states[d.rank], st.streams, st.device)
     else:
-        warnings.warn(f"checkpoint {path} holds RNG states of {len(states)} processes, this run has "
-                      f"{d.world_size}: continuing with fresh per-rank seeds (not bit-identical)", RuntimeWarning)
+        if d.main:  # said once, not by every rank
+            warnings.warn(f"checkpoint {path} holds RNG states of {len(states)} processes, this run has "
+                          f"{d.world_size}: continuing with fresh per-rank seeds (not bit-identical)", RuntimeWarning)
         st.streams = Streams.from_seed(cfg.seed + 100_003 * d.rank + 1 + int(ckpt["step"]))
     st.step, st.elapsed, st.last_ckpt = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0)), path
+    if ckpt.get("off_schedule"):
+        st.off_schedule.append(path)
 
 
 def _wrap_model(st: RunState) -> None:
@@ -310,8 +344,11 @@ def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, d
                f"{st.elapsed:.4f}", f"{cfg.batch_size / max(dt, 1e-9):.1f}"]
         if cfg.flow == "ot":
             row.append(st.per_rank_batch)
-        st.writer.writerow(row)
-        st.log.flush()
+        try:
+            st.writer.writerow(row)
+            st.log.flush()
+        except OSError as e:   # a full disk or quota: name the file (the checkpoints written so far stay)
+            raise explain(e, st.paths.metrics_csv) from None
     if st.runlog is not None:
         st.runlog.step(step, loss, float(st.optimizer.param_groups[0]["lr"]), gc_frac, n, st.elapsed)
     st.step = step
@@ -358,18 +395,44 @@ def _side_tasks(st: RunState, step: int, final: bool) -> None:
                 st.runlog.evaluation(row)
 
 
-def _checkpoint(st: RunState, step: int) -> None:
+def _checkpoint(st: RunState, step: int, scheduled: bool = True) -> None:
+    """The checkpoint of ``step``. A scheduled one (checkpoint_every, the last step) removes the checkpoints saved
+    on a signal before it and rotates; one saved on a signal (``scheduled=False``) is marked ``off_schedule`` and
+    rotates nothing, so the resumed run keeps exactly the checkpoints an uninterrupted run keeps."""
     states = distributed.gather(rng_state(st.streams, st.device), st.dist)
+    path = ckpt_path(st.paths.ckpt_dir, step)
     if st.dist.main:
         atomic_save({
             "step": step, "model": st.raw_model.state_dict(), "ema": st.ema.state_dict(),
             "optimizer": st.optimizer.state_dict(), "rng": states, "data": st.batches.state_dict(),
             "config": st.cfg.to_dict(), "config_hash": st.chash, "world_size": st.dist.world_size,
             "data_shape": list(st.shape), "elapsed": st.elapsed, "format": 2,
-        }, ckpt_path(st.paths.ckpt_dir, step))
-        rotate(st.paths.ckpt_dir, st.cfg.keep_checkpoints)
+            **({} if scheduled else {"off_schedule": True}),
+        }, path)
+        for old in st.off_schedule:   # superseded by the checkpoint just written
+            if old != path:
+                old.unlink(missing_ok=True)
+        if scheduled:
+            rotate(st.paths.ckpt_dir, st.cfg.keep_checkpoints)
+    st.off_schedule = [] if scheduled else [path]
     distributed.barrier(st.dist)
-    st.last_ckpt = ckpt_path(st.paths.ckpt_dir, step)
+    st.last_ckpt = path
+
+
+def _stop_signal(st: RunState) -> int:
+    """The signal that asks this run to stop at the step just done (``gclib.signals``), or 0; under torchrun the
+    largest over the ranks, so that every rank stops at the same step."""
+    signum = signals.requested()
+    if st.dist.world_size > 1:
+        signum = int(distributed.all_max(signum, st.dist, st.device))
+    return signum
+
+
+def _stop(states: list, step: int, signum: int) -> None:
+    """After the checkpoints of ``step`` (saved by the caller): raise ``TrainingStopped`` naming them."""
+    signals.clear()
+    raise signals.TrainingStopped(signum, [st.paths.run_dir for st in states], step,
+                                  [ckpt_path(st.paths.ckpt_dir, step) for st in states])
 
 
 def _loop(st: RunState) -> None:
@@ -384,15 +447,20 @@ def _loop(st: RunState) -> None:
     if st.runlog is not None and not bar.disable:  # status lines above the bar, not through it
         st.runlog.printer = lambda line: bar.write(line, file=sys.stdout)
     try:
-        for step in range(st.step + 1, cfg.total_steps + 1):
-            _train_step(st, step, autocast)
-            bar.update(1)
-            if bar.n % 10 == 0 or step == cfg.total_steps:
-                bar.set_postfix(loss=f"{st.last_loss:.4g}", N=st.last_n)
-            final = step == cfg.total_steps
-            _side_tasks(st, step, final)
-            if _checkpoint_due(st, step, final):
-                _checkpoint(st, step)
+        with signals.at_step_boundaries():   # SIGTERM / SIGUSR1 under gclib's handler: stop after a whole step
+            for step in range(st.step + 1, cfg.total_steps + 1):
+                _train_step(st, step, autocast)
+                bar.update(1)
+                if bar.n % 10 == 0 or step == cfg.total_steps:
+                    bar.set_postfix(loss=f"{st.last_loss:.4g}", N=st.last_n)
+                final = step == cfg.total_steps
+                _side_tasks(st, step, final)
+                due = _checkpoint_due(st, step, final)
+                stop = 0 if final else _stop_signal(st)
+                if due or stop:
+                    _checkpoint(st, step, scheduled=due)
+                if stop:
+                    _stop([st], step, stop)
     finally:
         bar.close()
         if st.prefetch is not None:
@@ -406,13 +474,23 @@ def _checkpoint_due(st: RunState, step: int, final: bool) -> bool:
 
 
 def _close_logs(st: RunState) -> None:
-    """Close the run's status log and metrics.csv (the loop's end, also when it stops on an error)."""
+    """Close the run's status log and metrics.csv (the loop's end, also when it stops on an error); a file that
+    cannot be flushed (a full disk) is named."""
+    errors = []
     if st.runlog is not None:
-        st.runlog.close()
-        st.runlog = None
+        runlog, st.runlog = st.runlog, None
+        try:
+            runlog.close()
+        except OSError as e:
+            errors.append(e)
     if st.log:
-        st.log.close()
-        st.log = st.writer = None
+        log, st.log, st.writer = st.log, None, None
+        try:
+            log.close()
+        except OSError as e:
+            errors.append(explain(e, st.paths.metrics_csv))
+    if errors:
+        raise errors[0]
 
 
 def _finish(st: RunState) -> TrainResult:
@@ -455,17 +533,19 @@ def train(config, eval_fns: Sequence[EvalFn] = (), data: torch.Tensor | None = N
     configuration.
     """
     cfg = as_config(config)
-    chash = config_hash(cfg)
-    paths = RunPaths(run_dir_for(cfg))
-    done = _finished(cfg, chash, paths)
+    world = distributed.world_size()
+    chash = config_hash(cfg, world_size=world)   # the number of processes counts only where it changes the run
+    paths = RunPaths(run_dir_for(cfg, world_size=world))
+    done = _finished(cfg, chash, paths, world)
     if done:
         return done
+    check_run_dir(paths.run_dir)   # a folder gclib cannot train in: one line, before anything is written
     preflight(cfg)  # what the run needs beyond its values (packages, files, a GPU), before anything is written
     d, device = distributed.setup(cfg)
     lock = None
     try:
         lock = _lock(paths, d)
-        done = _finished(cfg, chash, paths)  # another process may have finished it while we waited to start
+        done = _finished(cfg, chash, paths, world)  # another process may have finished it while we waited
         if done:
             return done
         st = RunState(cfg, chash, paths, d, device, tuple(eval_fns))

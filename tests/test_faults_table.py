@@ -83,6 +83,7 @@ class Case:
     keep: Callable | None = None   # (tmp) -> folder whose files must be byte-identical afterwards
     after: Callable | None = None  # (tmp, stdout) -> extra assertions
     gpu_free: bool = False     # only meaningful on a machine without CUDA
+    same: Callable | None = None   # (tmp) -> a folder (gclib's own, say a run) whose files must be byte-identical
 
 
 def foreign_folder(tmp, fx, mp):
@@ -324,6 +325,285 @@ CLI_CASES = {
 }
 
 
+# ------------------------------------------------------------------------------------ issue 31: the CLI's faults
+def finished_run_at(tmp, fx, where):
+    """The finished fixture run copied to ``tmp/where`` (a run of the same configuration hash as cfg_file's)."""
+    shutil.copytree(fx["run"], tmp / where)
+    return tmp / where
+
+
+def done_in(where):
+    return lambda tmp, out: (tmp / where / "done.json").is_file()
+
+
+def run_dir_with_hash_sign(tmp, fx, mp):
+    """`--run-dir "runs/exp2 #2" --fresh` next to the run runs/exp2: a new run, runs/exp2 untouched."""
+    finished_run_at(tmp, fx, "runs/exp2")
+    return ["train", cfg_file(tmp), "--run-dir", "runs/exp2 #2", "--fresh"]
+
+
+def run_dir_word(word):
+    return lambda tmp, fx, mp: ["train", cfg_file(tmp), "--run-dir", word]
+
+
+def home_with_notes(tmp, mp):
+    home = tmp / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("the user's own")
+    mp.setenv("HOME", str(home))
+    return home
+
+
+def run_dir_tilde(tmp, fx, mp):
+    home_with_notes(tmp, mp)
+    return ["train", cfg_file(tmp), "--run-dir", "~"]
+
+
+def run_dir_under_home(tmp, fx, mp):
+    home_with_notes(tmp, mp)
+    return ["train", cfg_file(tmp), "--run-dir", "~/exp"]
+
+
+def stop_in_step(at: int, sig=None):
+    """Patch the optimiser step so that signal ``sig`` (SIGTERM) arrives in the middle of step ``at``."""
+    import signal as sg
+
+    def build(tmp, fx, mp):
+        import gclib.train as gt
+        real = gt.train_step
+
+        def step(*a, **k):
+            if k["step"] == at - 1:
+                sg.raise_signal(sig or sg.SIGTERM)
+            return real(*a, **k)
+        mp.setattr(gt, "train_step", step)
+        return ["train", cfg_file(tmp)]
+    return build
+
+
+def stopped_at(at):
+    def after(tmp, out):
+        ck = torch.load(tmp / "run" / "checkpoints" / f"ckpt-{at:08d}.pt", weights_only=True)
+        assert ck["step"] == at and not (tmp / "run" / "done.json").exists()
+        assert pd.read_csv(tmp / "run" / "metrics.csv")["step"].tolist() == list(range(1, at + 1))
+        assert "finished" not in out
+    return after
+
+
+def signal_in(module_attr: str, argv_fn):
+    """SIGTERM from inside ``module.attr`` (e.g. the sampling of `gclib evaluate`)."""
+    import signal as sg
+
+    def build(tmp, fx, mp):
+        import importlib
+        mod_name, attr = module_attr.rsplit(".", 1)
+        mod = importlib.import_module(mod_name)
+        real = getattr(mod, attr)
+
+        def stopped(*a, **k):
+            sg.raise_signal(sg.SIGTERM)
+            return real(*a, **k)
+        mp.setattr(mod, attr, stopped)
+        (tmp / "prev.out").write_text("the previous output\n")
+        return argv_fn(tmp, fx)
+    return build
+
+
+def prev_out_kept(tmp, out):
+    assert (tmp / "prev.out").read_text() == "the previous output\n" and not list(tmp.glob(".prev.out.*"))
+
+
+def seeds_stop_between_runs(tmp, fx, mp):
+    """SIGTERM in the last step of seed 0's run: that run finishes, the command stops before seed 1 trains."""
+    import signal as sg
+    import gclib.train as gt
+    real = gt.train_step
+
+    def step(*a, **k):
+        if k["step"] == 19 and not list((tmp / "runs").glob("*/done.json")):
+            sg.raise_signal(sg.SIGTERM)
+        return real(*a, **k)
+    mp.setattr(gt, "train_step", step)
+    d = cfg_dict(tmp)
+    del d["run_dir"]
+    (tmp / "s.yaml").write_text(yaml.safe_dump(d))
+    return ["train", str(tmp / "s.yaml"), "--seeds", "0", "1"]
+
+
+def seeds_after(tmp, out):
+    assert len(list((tmp / "runs").glob("*/done.json"))) == 1 and len(list((tmp / "runs").iterdir())) == 1
+
+
+def reproduce_stopped(tmp, fx, mp):
+    """SIGTERM while reproduce runs a notebook: the committed results/toy_flows/cpu/ stay byte for byte."""
+    import signal as sg
+    import papermill
+
+    def execute(nb, out, **k):
+        Path(out).write_text("half an executed notebook")
+        sg.raise_signal(sg.SIGTERM)
+    mp.setattr(papermill, "execute_notebook", execute)
+    return ["reproduce", "--only", "toy_flows", "--variant", "cpu"]
+
+
+def project_results(nb, variant):
+    from gclib.report import project_root
+    return lambda tmp: project_root() / "results" / nb / variant
+
+
+def no_staged_left(nb):
+    def after(tmp, out):
+        from gclib.report import project_root
+        assert not [p for p in (project_root() / "results" / nb).iterdir() if p.name.startswith(".")]
+    return after
+
+
+def other_dataset_predictor(tmp, fx, mp):
+    """A frozen predictor of the 2-D toy for a digits run: refused at set-up (today: a matmul error at step 1)."""
+    return ["train", cfg_file(tmp, dataset="digits", model="unet_digits", flow="gc", predictor=fx["ckpt"],
+                                 batch_size=8, total_steps=2)]
+
+
+def same_shape_other_data_predictor(tmp, fx, mp):
+    return ["train", cfg_file(tmp, dataset="8gaussians", flow="gc", predictor=fx["ckpt"])]
+
+
+def other_network_init(tmp, fx, mp):
+    return ["train", cfg_file(tmp, init_checkpoint=fx["ckpt"], hidden=32)]
+
+
+def runs_env(value_fn, argv):
+    def build(tmp, fx, mp):
+        mp.setenv("GCLIB_RUNS", str(value_fn(tmp)))
+        return list(argv)
+    return build
+
+
+def a_file(tmp):
+    (tmp / "cache.txt").write_text("not a folder")
+    return tmp / "cache.txt"
+
+
+def broken_package(tmp, mp, package: str, error: str) -> None:
+    """An installed ``package`` whose import fails (a missing shared library): a stand-in first on sys.path."""
+    import importlib
+    import sys
+    fake = tmp / "site" / package
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"raise ImportError({error!r})\n")
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        mp.delitem(sys.modules, name)
+    mp.syspath_prepend(str(tmp / "site"))
+    importlib.invalidate_caches()
+
+
+def broken_sklearn(tmp, fx, mp):
+    broken_package(tmp, mp, "sklearn", "libgomp.so.1: cannot open shared object file: No such file or directory")
+    return ["train", cfg_file(tmp, dataset="moons")]
+
+
+def broken_matplotlib(tmp, fx, mp):
+    broken_package(tmp, mp, "matplotlib", "libfreetype.so.6: cannot open shared object file")
+    return ["sample", fx["ckpt"], "--n", "16", "--out", str(tmp / "f.png")]
+
+
+def full_disk_for(module: str, name: str):
+    """Appending to the run's ``name`` (metrics.csv, log.jsonl) hits a full disk (the file is /dev/full)."""
+    def build(tmp, fx, mp):
+        import builtins
+        import importlib
+        mod = importlib.import_module(module)
+
+        def fake_open(path, mode="r", *a, **k):
+            if str(path).endswith(name) and "a" in mode:
+                return builtins.open("/dev/full", "w")
+            return builtins.open(path, mode, *a, **k)
+        mp.setattr(mod, "open", fake_open, raising=False)
+        return ["train", cfg_file(tmp)]
+    return build
+
+
+def ot_run_on_other_world(tmp, fx, mp):
+    """A toy OT run finished on one process, then `torchrun --nproc_per_node=2` with the same arguments."""
+    train(cfg_dict(tmp, flow="ot"))
+    mp.setenv("WORLD_SIZE", "2")
+    mp.setenv("RANK", "0")
+    return ["train", cfg_file(tmp, flow="ot")]
+
+
+CLI_CASES.update({
+    # --- issue 31: paths are paths (never YAML), a path that cannot be a run directory is refused
+    "--run-dir with ' #' is not cut at the '#'": Case(run_dir_with_hash_sign, 0, (), same=lambda t: t / "runs/exp2",
+                                                      after=done_in("runs/exp2 #2")),
+    "--run-dir 2024 is a folder": Case(run_dir_word("2024"), 0, (), after=done_in("2024")),
+    "--run-dir on is a folder": Case(run_dir_word("on"), 0, (), after=done_in("on")),
+    "--run-dir 'a: b' is a folder": Case(run_dir_word("a: b"), 0, (), after=done_in("a: b")),
+    "--run-dir null is a folder, not 'no run dir'": Case(run_dir_word("null"), 0, (), after=done_in("null")),
+    "--run-dir ~ is the home folder (refused)": Case(run_dir_tilde, 2, ("home", "not a gclib run", "notes.txt"),
+                                                     keep=untouched("home"), after=lambda t, o: not (t / "runs").exists()),
+    "--run-dir ~/exp expands ~": Case(run_dir_under_home, 0, (), after=done_in("home/exp")),
+    "--run-dir '' is refused": Case(run_dir_word(""), 2, ("--run-dir",), after=lambda t, o: not (t / "runs").exists()),
+    "--set run_dir with ' #'": Case(train_set("run_dir=runs/x #y"), 0, (), after=done_in("runs/x #y")),
+    "--set data_root=2024 is a path": Case(train_set("data_root=2024"), 0, ()),
+    "--submit folder with ' #'": Case(lambda t, k, m: ["train", cfg_file(t), "--submit", "cluster=debug", "--submit",
+                                                       "folder=jobs #1"], 0, (),
+                                      after=lambda t, o: (t / "jobs #1").is_dir() and not (t / "jobs").exists()),
+    # --- malformed values in --set
+    "--set eval_metrics=[w2, (unclosed)": Case(train_set("eval_metrics=[w2,"), 2, ("eval_metrics", "not valid YAML"),
+                                               after=nothing_written),
+    "--set betas=[0.9, 0.99 (unclosed)": Case(train_set("betas=[0.9, 0.99"), 2, ("betas", "not valid YAML"),
+                                              after=nothing_written),
+    "--set eval_metrics='[w2' (quoted, unclosed)": Case(train_set("eval_metrics='[w2'"), 2,
+                                                        ("eval_metrics", "brackets do not match"), after=nothing_written),
+    # --- a scheduler's signal: train saves the step, the others end with one line and nothing half-written
+    "SIGTERM while training saves the step": Case(stop_in_step(7), 143, ("SIGTERM", "step 7", "ckpt-00000007.pt",
+                                                                         "run the same command again"),
+                                                  after=stopped_at(7)),
+    "SIGUSR1 while training saves the step": Case(stop_in_step(13, __import__("signal").SIGUSR1), 138,
+                                                  ("SIGUSR1", "step 13", "ckpt-00000013.pt"), after=stopped_at(13)),
+    "SIGTERM between --seeds runs": Case(seeds_stop_between_runs, 143, ("SIGTERM", "1 of 2 runs finished"),
+                                         after=seeds_after),
+    "SIGTERM while evaluating": Case(signal_in("gclib.evaluation.evaluate_samples", lambda t, k: [
+        "evaluate", k["ckpt"], "--metric", "w2", "--n", "50", "--out", str(t / "prev.out")]), 143,
+        ("SIGTERM", "nothing was written"), after=prev_out_kept),
+    "SIGTERM while sampling": Case(signal_in("gclib.evaluation.generate", lambda t, k: [
+        "sample", k["ckpt"], "--n", "16", "--out", str(t / "s.npz")]), 143, ("SIGTERM", "nothing was written"),
+        after=lambda t, o: not (t / "s.npz").exists() and not list(t.glob(".s.npz.*"))),
+    "SIGTERM while reproduce runs a notebook": Case(reproduce_stopped, 143, ("SIGTERM", "left as they were"),
+                                                    same=project_results("toy_flows", "cpu"),
+                                                    after=no_staged_left("toy_flows")),
+    # --- checked before work
+    "frozen predictor of another data set (shape)": Case(other_dataset_predictor, 2,
+                                                         ("predictor", "'two_gaussians'", "'digits'"),
+                                                         after=nothing_written),
+    "frozen predictor of another data set (same shape)": Case(same_shape_other_data_predictor, 2,
+                                                              ("predictor", "'two_gaussians'", "'8gaussians'"),
+                                                              after=nothing_written),
+    "init_checkpoint of another network": Case(other_network_init, 2,
+                                               ("init_checkpoint", "hidden=16 there, 32 here"), after=nothing_written),
+    "GCLIB_RUNS is a file (reproduce --status)": Case(runs_env(a_file, ["reproduce", "--status"]), 2,
+                                                      ("GCLIB_RUNS", "cache.txt", "is a file"),
+                                                      after=lambda t, o: "finished" not in o),
+    "GCLIB_RUNS below a file": Case(runs_env(lambda t: a_file(t) / "runs", ["reproduce", "--status"]), 2,
+                                    ("GCLIB_RUNS", "below the file"), after=lambda t, o: "finished" not in o),
+    "GCLIB_RUNS not writable (reproduce)": Case(runs_env(lambda t: "/sys/gclib-runs-test",
+                                                         ["reproduce", "--only", "toy_flows", "--variant", "cpu"]), 2,
+                                                ("GCLIB_RUNS=/sys/gclib-runs-test", "cannot be written"),
+                                                after=lambda t, o: "==" not in o, same=project_results("toy_flows", "cpu")),
+    "broken scikit-learn (installed, fails to import)": Case(broken_sklearn, 2, (
+        "scikit-learn", "fails to import", "libgomp", "gclib[data]"), after=nothing_written),
+    "broken matplotlib for sample --out f.png": Case(broken_matplotlib, 2, ("matplotlib", "fails to import",
+                                                                            "gclib[notebooks]"),
+                                                     after=lambda t, o: not (t / "f.png").exists()),
+    "full disk appending metrics.csv": Case(full_disk_for("gclib.train", "metrics.csv"), 2,
+                                            ("metrics.csv", "disk is full")),
+    "full disk appending log.jsonl": Case(full_disk_for("gclib.runlog", "log.jsonl"), 2, ("log.jsonl", "disk is full")),
+    # --- the number of processes is part of an OT run's identity
+    "OT run of 1 process is not 'finished' for 2": Case(ot_run_on_other_world, 2, (
+        "1 process", "2 processes", "'ot'", "another experiment"), same=lambda t: t / "run"),
+})
+
+
 @pytest.mark.parametrize("name", list(CLI_CASES))
 def test_fault_is_one_line(name, tmp_path, trained, capsys, monkeypatch):
     case = CLI_CASES[name]
@@ -334,6 +614,8 @@ def test_fault_is_one_line(name, tmp_path, trained, capsys, monkeypatch):
     argv = case.build(tmp_path, trained, monkeypatch)
     kept = case.keep(tmp_path) if case.keep else None
     before = snapshot(kept) if kept else None
+    same = case.same(tmp_path) if case.same else None
+    same_before = snapshot(same) if same else None
     code = main(argv)
     out, err = capsys.readouterr()
     err = err.strip()
@@ -349,6 +631,8 @@ def test_fault_is_one_line(name, tmp_path, trained, capsys, monkeypatch):
         after = snapshot(kept)
         assert after == before, (name, sorted(set(after) ^ set(before)))
         assert not (kept / ".gclib-run").exists() and not (kept / "lock").exists()
+    if same:
+        assert snapshot(same) == same_before, (name, "changed", same)
     if case.after:
         assert case.after(tmp_path, out) is not False, name
 
@@ -532,6 +816,224 @@ API_CASES = {
 }
 
 
+# ------------------------------------------------------------------------------------ issue 31: library faults
+NOTEBOOK_WRITER = """
+import os, signal, sys
+from gclib import report
+out = report.results_dir("nb", "cpu")
+(out / "table.csv").write_text("new table")
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[1] == "raise":
+    raise RuntimeError("dies after its first table")
+report.write_metrics(out, {"new": 1})
+"""
+
+
+def fake_project(tmp) -> Path:
+    """A project root of its own (pyproject.toml of gclib) with committed results/nb/cpu/."""
+    root = tmp / "proj"
+    (root / "results" / "nb" / "cpu").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "gclib"\n')
+    for name, text in (("table.csv", "old table"), ("metrics.json", '{"old": 1}'), ("fig.png", "old figure")):
+        (root / "results" / "nb" / "cpu" / name).write_text(text)
+    return root
+
+
+def run_writer(root: Path, how: str):
+    import subprocess
+    import sys
+    (root / "w.py").write_text(NOTEBOOK_WRITER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    env.pop("GCLIB_RESULTS_STAGE", None)
+    return subprocess.run([sys.executable, "w.py", how], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def notebook_killed_leaves_old_results(tmp, fx):
+    root = fake_project(tmp)
+    final = root / "results" / "nb" / "cpu"
+    before = snapshot(final)
+    assert run_writer(root, "kill").returncode == -9
+    assert snapshot(final) == before                              # the old folder, byte for byte
+    left = [p.name for p in final.parent.iterdir() if p.name != "cpu"]
+    assert len(left) == 1 and left[0].startswith(".cpu.partial-")  # the killed run's leftover, hidden
+    assert run_writer(root, "ok").returncode == 0                 # the next run cleans it up and commits
+    assert sorted(p.name for p in final.parent.iterdir()) == ["cpu"]
+    assert snapshot(final) == {"table.csv": b"new table", "metrics.json": b'{\n  "new": 1\n}\n'}
+
+
+def notebook_raising_leaves_old_results(tmp, fx):
+    root = fake_project(tmp)
+    final = root / "results" / "nb" / "cpu"
+    before = snapshot(final)
+    r = run_writer(root, "raise")
+    assert r.returncode == 1 and "dies after its first table" in r.stderr
+    assert snapshot(final) == before and sorted(p.name for p in final.parent.iterdir()) == ["cpu"]
+
+
+FAILING_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "id": "params", "metadata": {"tags": ["parameters"]}, "execution_count": None,
+         "outputs": [], "source": 'variant = "default"\n'},
+        {"cell_type": "code", "id": "table", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": 'from gclib import report\nout = report.results_dir("nb", variant)\n'
+                   '(out / "table.csv").write_text("new table")\n'},
+        {"cell_type": "code", "id": "dies", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": 'raise RuntimeError("dies after its first table")\n'},
+        {"cell_type": "code", "id": "metrics", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": 'report.write_metrics(out, {"new": 1})\n'}],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5}
+
+
+def reproduce_failing_notebook_leaves_old_results(tmp, fx):
+    """`gclib reproduce` runs a notebook that dies after its first table: results/nb/cpu/ stays byte for byte, the
+    line names the executed notebook (kept, hidden); fixed, the next run replaces the folder and cleans up."""
+    root = fake_project(tmp)
+    (root / "results" / "nb" / "cpu" / "nb.ipynb").write_text("the executed notebook of the last good run")
+    (root / "notebooks").mkdir()
+    (root / "params" / "nb").mkdir(parents=True)
+    (root / "params" / "nb" / "cpu.yaml").write_text("variant: cpu\n")
+    nb = root / "notebooks" / "nb.ipynb"
+    nb.write_text(json.dumps(FAILING_NOTEBOOK))
+    final = root / "results" / "nb" / "cpu"
+    before = snapshot(final)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("GCLIB_RUNS", str(tmp / "runs"))
+        mp.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+        import contextlib
+        import io
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["reproduce", "--only", "nb"])
+        line = err.getvalue().strip()
+        assert code == 1 and len(line.splitlines()) == 1 and "dies after its first table" in line, line
+        assert snapshot(final) == before
+        kept = [p for p in final.parent.iterdir() if p.name.startswith(".cpu.partial-")]
+        assert len(kept) == 1 and f"{kept[0].name}/nb.ipynb" in line
+        assert "dies after its first table" in (kept[0] / "nb.ipynb").read_text()
+        fixed = dict(FAILING_NOTEBOOK, cells=[c for i, c in enumerate(FAILING_NOTEBOOK["cells"]) if i != 2])
+        nb.write_text(json.dumps(fixed))
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["reproduce", "--only", "nb"]) == 0
+    assert sorted(p.name for p in final.parent.iterdir()) == ["cpu"]
+    assert sorted(snapshot(final)) == ["metrics.json", "nb.ipynb", "table.csv"]
+    assert (final / "table.csv").read_text() == "new table"
+
+
+def commit_cut_between_renames_is_undone(tmp, fx):
+    """Killed between the two renames of a commit: no results/nb/cpu, the old folder aside; the next run puts it
+    back before it stages."""
+    from gclib.staging import Stage
+    root = fake_project(tmp)
+    final = root / "results" / "nb" / "cpu"
+    before = snapshot(final)
+    os.rename(final, final.parent / ".cpu.replaced-123-abcdef")
+    (final.parent / ".cpu.partial-123-abcdef").mkdir()            # the staged folder, its lock file gone
+    stage = Stage.begin(final)
+    assert snapshot(final) == before
+    assert sorted(p.name for p in final.parent.iterdir()) == sorted(["cpu", stage.path.name])
+    stage.abandon()
+
+
+def a_live_stage_is_not_cleaned_up(tmp, fx):
+    """Two runs of one variant at once: the second never removes the first's staged folder; the last commit wins."""
+    from gclib.staging import Stage
+    root = fake_project(tmp)
+    final = root / "results" / "nb" / "cpu"
+    first = Stage.begin(final)
+    (first.path / "a.csv").write_text("first")
+    second = Stage.begin(final)
+    assert first.path.is_dir() and (first.path / "a.csv").read_text() == "first"
+    (second.path / "a.csv").write_text("second")
+    first.commit()
+    second.commit()
+    assert snapshot(final) == {"a.csv": b"second"}
+    assert sorted(p.name for p in final.parent.iterdir()) == ["cpu"]
+
+
+def papermill_nan_is_named_nan(tmp, fx):
+    """`papermill -y "t_pred: .nan"` injects t_pred = float('nan'): the check names nan, not None."""
+    from gclib.experiments import toy_flows as tf
+    from gclib.experiments.params import check_params, notebook_parameters
+    ns = {**notebook_parameters("toy_flows"), "In": ["# Parameters\nt_pred = float('nan')\n"], "t_pred": float("nan")}
+    with pytest.raises(ValueError, match=r"t_pred=nan is not valid") as e:
+        tf.setup(check_params("toy_flows", ns))
+    assert "None" not in str(e.value)
+    ns = {**notebook_parameters("toy_flows"), "In": ["# Parameters\neq16_ts = [0.2, float('inf')]\n"],
+          "eq16_ts": [0.2, float("inf")]}
+    with pytest.raises(ValueError, match=r"eq16_ts=\[0.2, inf\]"):
+        tf.setup(check_params("toy_flows", ns))
+
+
+def world_size_in_the_identity_of_ot_only(tmp, fx):
+    """The number of processes enters the hash only where it changes the experiment (OT pairs per rank) and
+    only above one process: every one-process hash is what it was."""
+    import hashlib
+    from gclib.config import _in_hash, config_hash, from_dict, run_dir_for
+    for flow in ("ic", "ot", "gc"):
+        cfg = from_dict(cfg_dict(tmp, flow=flow, run_dir=None))
+        d = {k: v for k, v in cfg.to_dict().items() if _in_hash(cfg, k, v)}
+        old = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        assert config_hash(cfg) == config_hash(cfg, world_size=1) == old
+        two = config_hash(cfg, world_size=2)
+        assert (two != old) == (flow == "ot") and (config_hash(cfg, world_size=4) != two) == (flow == "ot")
+        assert run_dir_for(cfg, world_size=2).name == f"t-{two}"
+
+
+def gclib_cache_expands_tilde(tmp, fx):
+    from gclib.metrics.inception import default_cache_dir
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp))
+        mp.setenv("GCLIB_CACHE", "~/gc")
+        assert default_cache_dir() == tmp / "gc"
+        (tmp / "file").write_text("x")
+        mp.setenv("GCLIB_CACHE", str(tmp / "file"))
+        with pytest.raises(OSError, match="GCLIB_CACHE=.* is a file"):
+            default_cache_dir()
+
+
+def full_disk_out(command: str):
+    """`gclib evaluate/sample ... --out prev` on a full disk (a file size limit): the previous file stays whole,
+    one line names it and the cause."""
+    def case(tmp, fx):
+        import resource
+        import signal as sg
+        import subprocess
+        import sys
+        suffix = ".json" if command == "evaluate" else ".npz"
+        prev = tmp / f"prev{suffix}"
+        prev.write_bytes(b"the previous results")
+
+        def limit():
+            sg.signal(sg.SIGXFSZ, sg.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+        extra = ["--metric", "w2"] if command == "evaluate" else []
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+        r = subprocess.run([sys.executable, "-m", "gclib", command, fx["ckpt"], "--n", "64", *extra, "--out", str(prev)],
+                           capture_output=True, text=True, timeout=300, preexec_fn=limit, env=env)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and len(err.splitlines()) == 1, err[-2000:]
+        assert str(prev) in err and "File too large" in err and "unchanged" in err
+        assert prev.read_bytes() == b"the previous results" and not list(tmp.glob(".prev*"))
+    return case
+
+
+API_CASES.update({
+    "a notebook killed mid-run leaves its old results": notebook_killed_leaves_old_results,
+    "a notebook that raises leaves its old results": notebook_raising_leaves_old_results,
+    "reproduce: a failing notebook leaves its old results": reproduce_failing_notebook_leaves_old_results,
+    "a commit cut between its renames is undone": commit_cut_between_renames_is_undone,
+    "a live staged folder is never cleaned up": a_live_stage_is_not_cleaned_up,
+    "papermill's nan is named nan, not None": papermill_nan_is_named_nan,
+    "world size in the identity of OT runs only": world_size_in_the_identity_of_ot_only,
+    "GCLIB_CACHE: ~ expanded, a file refused": gclib_cache_expands_tilde,
+    "evaluate --out on a full disk keeps the old file": full_disk_out("evaluate"),
+    "sample --out on a full disk keeps the old file": full_disk_out("sample"),
+})
+
+
 @pytest.mark.parametrize("name", list(API_CASES))
 def test_library_fault(name, tmp_path, trained, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -539,4 +1041,4 @@ def test_library_fault(name, tmp_path, trained, monkeypatch):
 
 
 def test_the_table_is_large_enough():
-    assert len(CLI_CASES) + len(API_CASES) >= 40
+    assert len(CLI_CASES) + len(API_CASES) >= 40 + 30   # issue 20's table and issue 31's rows

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gclib"
 
 # Lowest first. An entry ending in ".*" holds every module of that subpackage.
 LAYERS = {
-    "base": ["checks", "io", "rng", "device", "nets", "report", "yamlconf", "progress"],
+    "base": ["checks", "io", "rng", "device", "nets", "report", "yamlconf", "progress", "signals", "staging"],
     "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "paths", "optim",
              "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],

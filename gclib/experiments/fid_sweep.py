@@ -171,10 +171,19 @@ def setup(params) -> "Sweep":
     """Check the parameters of notebooks/fid_curves.ipynb (the mapping ``check_params`` returns: ``RULES``, then
     ``make_sweep``'s checks; one clear ValueError naming the parameter, before any work) and build its ``Sweep``."""
     p = check_rules("fid_curves", params, RULES)
-    return make_sweep(p.variant, p.base_config, p.overrides, p.metric, p.seeds, p.mus, include_ot=p.include_ot,
-                      frozen=p.frozen, frozen_mu=p.frozen_mu, frozen_seed=p.frozen_seed, per_flow=p.per_flow, fid=p.fid,
-                      workers=p.workers, final_eval=p.final_eval, preregistration=p.preregistration,
-                      executor=p.executor, compare_budget=p.compare_budget, reanalyse=p.reanalyse)
+    sw = make_sweep(p.variant, p.base_config, p.overrides, p.metric, p.seeds, p.mus, include_ot=p.include_ot,
+                    frozen=p.frozen, frozen_mu=p.frozen_mu, frozen_seed=p.frozen_seed, per_flow=p.per_flow, fid=p.fid,
+                    workers=p.workers, final_eval=p.final_eval, preregistration=p.preregistration,
+                    executor=p.executor, compare_budget=p.compare_budget, reanalyse=p.reanalyse)
+    return _staged(sw, p.variant)   # reanalyse read the committed results before this
+
+
+def _staged(sw: Sweep, variant: str) -> Sweep:
+    """The notebook's sweep writes into a staged folder beside results/fid_curves/<variant>/, which replaces it when
+    ``write_claims`` writes metrics.json (``gclib.report.results_dir``): a sweep that fails leaves the old results."""
+    from .. import report
+    sw.out = report.results_dir("fid_curves", str(variant))
+    return sw
 
 
 def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,

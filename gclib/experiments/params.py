@@ -65,12 +65,33 @@ def notebook_parameters(notebook: str, root=None) -> dict:
     raise ValueError(f"{path} has no cell tagged 'parameters'")
 
 
+class _FloatCalls(ast.NodeTransformer):
+    """``float('nan')``, ``float('inf')``, ``float('-inf')`` (how papermill writes those floats) as constants."""
+
+    def visit_Call(self, node):
+        if (isinstance(node.func, ast.Name) and node.func.id == "float" and len(node.args) == 1 and not node.keywords
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            try:
+                return ast.copy_location(ast.Constant(float(node.args[0].value)), node)
+            except ValueError:
+                return node
+        return self.generic_visit(node)
+
+
+def _literal(node):
+    """The value of a literal expression, papermill's float('nan') and float('inf') included; ValueError else."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.literal_eval(_FloatCalls().visit(node))
+
+
 def _assignments(source: str) -> dict:
     out = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
+                out[node.targets[0].id] = _literal(node.value)
             except ValueError:
                 out[node.targets[0].id] = None  # not a literal: any value accepted
     return out

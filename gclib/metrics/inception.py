@@ -30,7 +30,6 @@ are not merged yet. ``METRICS``: what this module computes, each registered in `
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -51,7 +50,8 @@ KID_REFERENCE = 50_000   # reference pool features kept (at random) for KID; FID
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("GCLIB_CACHE") or Path.home() / ".cache" / "gclib")
+    from ..report import env_folder
+    return env_folder("GCLIB_CACHE", Path.home() / ".cache" / "gclib")   # a file there: one line naming it
 
 
 class InceptionFeatures:
