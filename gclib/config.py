@@ -43,9 +43,9 @@ from typing import Optional, Union
 import yaml
 
 from .checks import PREDICTORS, ConfigError, check_choice, check_finite, check_int, check_range
-from .couplings import OT_SOLVERS, REGISTRY as COUPLING_REGISTRY
+from .couplings import OT_SOLVERS, REGISTRY as COUPLING_REGISTRY, coupling_of
 from .data import DATASETS, IMAGE_SHAPES, REGISTRY as DATA_REGISTRY, TOYS  # noqa: F401  (TOYS: re-exported)
-from .evaluation import METRICS
+from .evaluation import METRICS, REGISTRY as METRIC_REGISTRY
 from .losses import DISTANCES
 from .nets import MODELS
 from .objectives import LOSSES
@@ -144,6 +144,9 @@ class Config:
     predictor: str = _field("coupling", "ema")             # ema | online | path of a checkpoint (frozen predictor)
     ot_solver: str = _field("coupling", "auto")            # auto | emd | scipy (all exact; see gclib.couplings)
     predict_all: bool = _field("coupling", False)
+    # the coupling's own settings (gclib.couplings.Coupling.own_settings), e.g. {width: 3} for a registered coupling
+    # whose __init__ takes width; the built-in couplings have none
+    coupling_options: dict = _field("coupling", factory=dict, neutral={})
     # consistency | denoising (diffusion pre-training, same network)
     objective: str = _field("loss", "consistency", neutral="consistency")
     # ict (discrete curriculum N(k)) | ect (continuous t, shrinking t - r)
@@ -222,7 +225,7 @@ class Config:
 
 
 def _copy(value):
-    return list(value) if isinstance(value, list) else value
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
 
 
 _HINTS = typing.get_type_hints(Config)
@@ -301,6 +304,10 @@ def _as_kind(key: str, value, kind):
             raise ConfigError(f"{key}={value!r} is not an integer; expected int")
     if kind in (bool, str) and isinstance(value, kind):
         return value
+    if kind is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected a mapping of name: value")
     if kind is list:
         item = LIST_ITEMS[key]
         if isinstance(value, str):  # "1,2,2" or "[w2, nn_dist]"
@@ -373,6 +380,7 @@ def _validate(cfg: Config) -> None:
     check_choice("dataset", cfg.dataset, DATA_REGISTRY)   # gclib.data's registry: a registered data set counts
     check_choice("model", cfg.model, MODELS)
     check_choice("flow", cfg.flow, COUPLING_REGISTRY)   # gclib.couplings' registry: a registered coupling counts
+    _check_coupling_options(cfg)
     check_choice("distance", cfg.distance, DISTANCES)
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("device", cfg.device, DEVICES)
@@ -432,7 +440,31 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"attn_resolutions={cfg.attn_resolutions!r} must be a list of integers >= 1 (resolutions)")
     if cfg.model != "mlp" and cfg.dataset not in IMAGE_SHAPES:
         raise ConfigError(f"model={cfg.model!r} needs an image dataset; dataset={cfg.dataset!r} is 2-D: use model='mlp'")
+    _check_coupling(cfg)
     _check_limits(cfg)
+
+
+def _check_coupling_options(cfg: Config) -> None:
+    """``coupling_options`` names only the coupling's own settings (``Coupling.own_settings``)."""
+    cls = COUPLING_REGISTRY[cfg.flow]
+    own = cls.own_settings()
+    if own is None:
+        return
+    for key in cfg.coupling_options:
+        if key not in own:
+            fields = cls.config_fields()
+            raise ConfigError(f"coupling_options={cfg.coupling_options!r}: flow {cfg.flow!r} has no setting {key!r}; "
+                              f"its own settings: {', '.join(own) or 'none'}" +
+                              (f" (config fields it reads: {', '.join(fields)})" if fields else ""))
+
+
+def _check_coupling(cfg: Config) -> None:
+    """The coupling builds from the configuration (its own checks of its settings' values, as one ConfigError)."""
+    try:
+        coupling_of(cfg)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"flow={cfg.flow!r} does not build from this configuration "
+                          f"(coupling_options={cfg.coupling_options!r}): {' '.join(str(e).split())}") from None
 
 
 # Limits that torch, the metrics or any machine impose, checked from the values alone so that a run never fails
@@ -444,8 +476,6 @@ MAX_EVAL_N = 1_000_000              # evaluation samples (FID uses 50,000)
 MAX_EVAL_ELEMENTS = 2 ** 30         # eval_n samples of the data shape in float32: 4 GiB
 MAX_EXACT_OT_N = 20_000             # w2 / w2sq: exact OT on an eval_n x eval_n float64 cost matrix (3.2 GB)
 MAX_LR = 1.0                        # Adam, RAdam and Lion move each weight by about lr per step
-METRIC_NEEDS = {"fd_digits": ("digits",), "kid_digits": ("digits",)}   # metric -> the datasets it can measure
-IMAGE_METRICS = ("fid", "kid", "isc")                                  # Inception metrics: any image dataset
 
 
 def _shape(cfg: Config) -> tuple:
@@ -505,13 +535,12 @@ def _check_limits(cfg: Config) -> None:
     shape = _shape(cfg)
     dim = math.prod(shape)
     for m in cfg.eval_metrics:
-        if m in METRIC_NEEDS and cfg.dataset not in METRIC_NEEDS[m]:
-            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} measures {' or '.join(METRIC_NEEDS[m])} "
-                              f"samples (shape (1, 8, 8)); dataset={cfg.dataset!r} gives {shape}: use w2 or nn_dist")
-        if m in IMAGE_METRICS and cfg.dataset not in IMAGE_SHAPES:
-            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} measures images; dataset={cfg.dataset!r} "
-                              f"is 2-D: use w2 or nn_dist")
-        if m in ("w2", "w2sq") and cfg.eval_n > MAX_EXACT_OT_N:
+        why = METRIC_REGISTRY[m].refusal(cfg.dataset)   # the metric entry says which data sets it accepts
+        if why:
+            accepted = [n for n, e in METRIC_REGISTRY.items() if e.accepts(cfg.dataset)]
+            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} cannot score dataset={cfg.dataset!r}: it "
+                              f"{why}; metrics that accept it: {', '.join(accepted)}")
+        if METRIC_REGISTRY[m].same_size and cfg.eval_n > MAX_EXACT_OT_N:
             raise ConfigError(f"eval_n={cfg.eval_n} is too large for eval_metrics {m!r} (exact OT builds an eval_n x "
                               f"eval_n cost matrix); allowed: eval_n <= {MAX_EXACT_OT_N}")
     check_range("s1", cfg.s1, cfg.s0, MULTINOMIAL_MAX,
@@ -539,13 +568,12 @@ def preflight(cfg: Config) -> Config:
     set and evaluation metrics import (one line naming the extra to install), the Inception weights of fid / kid
     / isc, and a GPU for device='cuda'. Raises ConfigError, MissingExtraError or FileNotFoundError naming it."""
     from .checks import require
-    needs = DATA_REGISTRY[cfg.dataset].requires   # the optional modules the data set's loader imports
-    if "sklearn" in needs or any(m in ("fd_digits", "kid_digits") for m in cfg.eval_metrics):
-        require("sklearn", f"dataset={cfg.dataset!r}" if "sklearn" in needs else "eval_metrics")
-    for module in (m for m in needs if m != "sklearn"):
+    for module in DATA_REGISTRY[cfg.dataset].requires:   # the optional modules the data set's loader imports
         require(module, f"dataset={cfg.dataset!r}")
-    if any(m in IMAGE_METRICS for m in cfg.eval_metrics):
-        require("torch_fidelity", f"eval_metrics={cfg.eval_metrics!r}")
+    metrics = [METRIC_REGISTRY[m] for m in cfg.eval_metrics]
+    for module in dict.fromkeys(mod for m in metrics for mod in m.requires):   # and those of its metrics
+        require(module, f"eval_metrics={cfg.eval_metrics!r}")
+    if any(m.weights for m in metrics):
         from .metrics.fid import inception_weights_path
         inception_weights_path(None)
     from .device import resolve_device
@@ -615,7 +643,7 @@ def flatten(d: dict | None) -> dict:
             for k, v in value.items():
                 put(_in_section(k, key), v, f"in section {key!r}")
         elif key in _HINTS:
-            if isinstance(value, dict):
+            if isinstance(value, dict) and _HINTS[key] is not dict:
                 raise ConfigError(f"{key!r} is a key of section {SECTION_OF[key]!r}, not a section: give "
                                   f"{key}: <value>; sections: {', '.join(SECTIONS)}")
             put(key, value, "at the top level")

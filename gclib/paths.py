@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .checks import check_flow
-from .couplings import couple
+from .couplings import make_coupling
 from .exact import flow_map, velocity
 
 
@@ -24,18 +24,40 @@ def exact_generator(data: torch.Tensor, n_steps: int = 64):
 
 def coupled_endpoints(flow: str, x0: torch.Tensor, z: torch.Tensor, data: torch.Tensor, t_pred: float = 1.0,
                       predictor=None, ot_batch: int = 256, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Endpoints paired with z (B, d) under ``flow``: x0 for IC; x0 re-matched to z by exact minibatch OT in
-    batches of ``ot_batch`` (row k of the result is the endpoint matched to z_k); or, for GC (mu = 1), the
-    endpoint x^ = predictor(x0 + t_pred z, t_pred), by default the exact generator of ``data``."""
-    check_flow(flow)
-    if flow == "ot":
-        if ot_batch < 1:
-            raise ValueError(f"ot_batch={ot_batch} must be >= 1")
-        return torch.cat([couple("ot", z[a:a + ot_batch], x0[a:a + ot_batch]).z
-                          for a in range(0, x0.shape[0], ot_batch)])
-    sigma = torch.full((x0.shape[0],), float(t_pred), dtype=x0.dtype)
-    pred = predictor or exact_generator(data)
-    return couple(flow, x0, z, sigma=sigma, mu=1.0, predictor=pred, generator=generator).x
+    """The endpoint paired with each noise row z_k (B, d) under the registered coupling ``flow``, built with
+    mu = 1 (every row a GC row for GC): row k of the result is the endpoint the coupling pairs with z_k.
+
+    A coupling that ``permutes_noise`` (OT) pairs minibatches of ``ot_batch`` rows and returns the noise rows in
+    another order; the endpoints are then put back in the order of z (each returned noise row is found among z's
+    rows, exactly), so a pairing that permutes the noise is measured as the pairs it makes, not as (x0, z). A
+    coupling that ``needs_predictor`` (GC) predicts at level ``t_pred`` with ``predictor``, by default the exact
+    generator of ``data``; its random draws come from ``generator``."""
+    c = make_coupling(check_flow(flow), mu=1.0)
+    if not c.permutes_noise:
+        pred = (predictor or exact_generator(data)) if c.needs_predictor else None
+        sigma = torch.full((x0.shape[0],), float(t_pred), dtype=x0.dtype)
+        return c(x0, z, sigma=sigma, predictor=pred, generator=generator).x
+    if ot_batch < 1:
+        raise ValueError(f"ot_batch={ot_batch} must be >= 1")
+    parts = []
+    for a in range(0, x0.shape[0], ot_batch):
+        xb, zb = x0[a:a + ot_batch], z[a:a + ot_batch]
+        sigma = torch.full((xb.shape[0],), float(t_pred), dtype=xb.dtype)
+        pairs = c(xb, zb, sigma=sigma, generator=generator)
+        parts.append(in_noise_order(pairs.x, pairs.z, zb))
+    return torch.cat(parts)
+
+
+def in_noise_order(x: torch.Tensor, z_paired: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The endpoints ``x`` of pairs (x_k, z_paired_k) reordered so that row j is the endpoint paired with z_j,
+    where ``z_paired`` holds z's rows in another order (each found exactly; ValueError otherwise)."""
+    n = z.shape[0]
+    where = torch.cdist(z_paired.reshape(n, -1).double(), z.reshape(n, -1).double()).argmin(1)
+    if not (torch.equal(z[where], z_paired) and bool((torch.bincount(where, minlength=n) == 1).all())):
+        raise ValueError("the coupling returned noise rows that are not a permutation of z's rows")
+    out = torch.empty_like(x)
+    out[where] = x
+    return out
 
 
 def path_alignment(endpoints: torch.Tensor, z: torch.Tensor, data: torch.Tensor, ts) -> pd.DataFrame:

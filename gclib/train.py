@@ -199,7 +199,13 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     np.random.seed(rank_seed % 2 ** 32)
     random.seed(rank_seed)
     st.streams = Streams.from_seed(rank_seed)  # noise, intervals, GC mask: each its own stream
-    st.columns = list(METRIC_COLUMNS) + (["ot_batch"] if cfg.flow == "ot" else [])
+    st.columns = list(METRIC_COLUMNS) + list(_coupling_columns(st))
+
+
+def _coupling_columns(st: RunState) -> tuple:
+    """The metrics.csv columns of the loss's coupling (``Coupling.log_columns``: OT's ``ot_batch``)."""
+    coupling = st.loss.coupling if st.loss is not None else None
+    return tuple(coupling.log_columns) if coupling is not None else ()
 
 
 def _start_fresh(st: RunState) -> None:
@@ -265,7 +271,8 @@ def _open_logs(st: RunState) -> None:
     st.log = open(st.paths.metrics_csv, "a", newline="")
     st.writer = csv.writer(st.log)
     cfg = st.cfg
-    describe = (f"batch {cfg.batch_size}, flow {cfg.flow}" + (f" (mu {cfg.mu})" if cfg.flow == "gc" else "") +
+    said = st.loss.coupling.describe() if st.loss.coupling is not None else ""
+    describe = (f"batch {cfg.batch_size}, flow {cfg.flow}" + (f" ({said})" if said else "") +
                 f", {st.device.type}" + (f" x {st.dist.world_size} processes" if st.dist.world_size > 1 else ""))
     st.runlog = RunLog(st.paths.run_dir, name=cfg.name, total_steps=cfg.total_steps, batch_size=cfg.batch_size,
                        log_every=cfg.log_every, start_step=st.step, resumed_from=st.last_ckpt, config_hash=st.chash,
@@ -308,8 +315,8 @@ def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, d
     if st.writer:
         row = [step, repr(loss), n, repr(float(st.optimizer.param_groups[0]["lr"])), repr(gc_frac),
                f"{st.elapsed:.4f}", f"{cfg.batch_size / max(dt, 1e-9):.1f}"]
-        if cfg.flow == "ot":
-            row.append(st.per_rank_batch)
+        if st.loss.coupling is not None:
+            row.extend(st.loss.coupling.log_values(batch=st.per_rank_batch))
         st.writer.writerow(row)
         st.log.flush()
     if st.runlog is not None:
@@ -378,7 +385,7 @@ def _loop(st: RunState) -> None:
                dynamic_ncols=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if st.flags["bf16"] else contextlib.nullcontext()
     if cfg.ot_prefetch and prefetches_ot(st.loss):
-        st.prefetch = OTPrefetcher(st.batches, st.streams.noise, st.loss.coupling.solver)
+        st.prefetch = OTPrefetcher(st.batches, st.streams.noise, st.loss.coupling.solve)
     if st.runlog is not None and not bar.disable:  # status lines above the bar, not through it
         st.runlog.printer = lambda line: bar.write(line, file=sys.stdout)
     try:

@@ -79,13 +79,14 @@ def test_metric_registry_is_the_one_list():
     from gclib.metrics import inception
     assert list(evaluation.METRICS) == list(evaluation.REGISTRY) == list(evaluation.NEEDS) == list(evaluation.LABELS)
     assert fid_curves.METRICS == tuple(evaluation.CURVE_METRICS) == ("w2", "w2sq", "fd_digits", "kid_digits", "fid")
-    assert fid_curves.METRIC_LABELS == {m: evaluation.LABELS[m] for m in fid_curves.METRICS}
+    assert all(fid_curves.METRIC_LABELS[m] == evaluation.REGISTRY[m].label for m in fid_curves.METRICS)
     # what gclib.metrics.inception computes is exactly the registry's metrics that take the Inception weights
     assert tuple(evaluation.INCEPTION_METRICS) == inception.METRICS == ("fid", "kid", "isc")
     assert evaluation.SAME_SIZE == ["w2", "w2sq"]
 
 
 def test_registered_metric_is_accepted_everywhere():
+    from gclib.experiments import fid_curves   # imported before the registration: it reads the registry live
     m = evaluation.Metric("mean_gap", lambda s, d: float((s.mean() - d.mean()).abs()), "mean gap", curve=True)
     evaluation.register_metric(m)
     try:
@@ -96,9 +97,12 @@ def test_registered_metric_is_accepted_everywhere():
         assert out["mean_gap"] == 1.0 and "w2" in out
         from gclib.config import load_config
         assert load_config(None, dict(eval_metrics=["mean_gap"])).eval_metrics == ["mean_gap"]
+        assert "mean_gap" in fid_curves.METRICS and fid_curves.METRIC_LABELS["mean_gap"] == "mean gap"
+        fid_curves.RULES["metric"]("metric", "mean_gap")
     finally:
         evaluation.unregister_metric("mean_gap")
     assert "mean_gap" not in evaluation.METRICS and "mean_gap" not in evaluation.CURVE_METRICS
+    assert "mean_gap" not in fid_curves.METRICS
 
 
 def test_a_registered_dataset_trains_through_the_config(fake8, tmp_path):

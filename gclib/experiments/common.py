@@ -212,23 +212,17 @@ def diff_verdict(mean_a: float, se_a: float, mean_b: float, se_b: float, expect:
 
 def model_quality(ema, data, n: int = 2000, seed: int = 0, device: str = "cpu", *, dataset: str) -> dict:
     """How good a model's one-step samples are, in the quality metric of ``dataset`` (``gclib.data.DataSet.metric``,
-    never guessed from the shape): ``fd_digits``: FD_digits (``gclib.metrics.fd_digits``) of n samples against the
-    whole digits set; ``w2``: the exact W2 (``gclib.metrics.w2_exact``) of n samples against n data rows (all rows
-    when fewer); any other registered metric through ``gclib.evaluation.evaluate_samples``. Samples:
-    ``gclib.evaluation.generate(ema, n, shape, ema.sigma_max, seed=seed)``. Returns {"metric", "value", "n"}."""
-    from ..evaluation import LABELS, evaluate_samples, generate
-    metric = get_dataset(dataset).metric
-    shape = tuple(data.shape[1:])
-    samples = generate(ema, n, shape, ema.sigma_max, seed=seed, device=device).cpu()
-    if metric == "fd_digits":
-        from ..data import digits
-        from ..metrics import fd_digits
-        return {"metric": "FD_digits", "value": float(fd_digits(samples, digits())), "n": int(n)}
-    if metric != "w2":
-        value = evaluate_samples(samples, data.cpu(), [metric], seed=seed)[metric]
-        return {"metric": LABELS.get(metric, metric), "value": float(value), "n": int(n)}
-    from ..metrics import w2_exact
-    ref = data.cpu()
-    if len(ref) > n:
-        ref = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed + 1))[:n]]
-    return {"metric": "W2", "value": float(w2_exact(samples.double(), ref.double())), "n": int(n)}
+    never guessed from the shape), scored against the model's own training set ``data`` as the metric's entry says
+    (``gclib.evaluation.Metric.reference``: n rows for an exact-OT metric such as ``w2``, the whole set for
+    ``fd_digits``), never against another data set. Samples: ``gclib.evaluation.generate(ema, n, shape,
+    ema.sigma_max, seed=seed)``. Returns {"metric" (its name in tables, ``Metric.table_name``), "value", "n"}."""
+    from ..evaluation import generate, get_metric_entry
+    metric = get_metric_entry(get_dataset(dataset).metric)
+    why = metric.refusal(dataset)
+    if why:
+        raise ValueError(f"dataset={dataset!r}: its quality metric {metric.name!r} cannot score it: it {why}")
+    samples = generate(ema, n, tuple(data.shape[1:]), ema.sigma_max, seed=seed, device=device).cpu()
+    value = metric.fn(samples.float(), metric.reference(to_float(data.cpu()), n, seed))
+    if isinstance(value, dict):
+        value = value["mean"]
+    return {"metric": metric.table_name, "value": float(value), "n": int(n)}
