@@ -17,7 +17,8 @@ names the section too. A key in the wrong section, an unknown section or a key g
 
 Composition (params/train/). A preset (``digits.yaml``, ``cifar10.yaml``, ...) is the complete configuration of
 one data set with its own flow (IC). ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
-flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines), the preset's
+flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines; a registered flow without
+such a file, e.g. a plugin's, sets only ``flow``), the preset's
 ``flows: {gc: {...}}`` entry (that data set's settings for that flow, e.g. CIFAR-10's dropout 0), the files
 ``overlays=[path, ...]`` (``--overlay FILE``; one that sets ``flow:`` is followed by the preset's entry for that
 flow, so ``--overlay params/train/flows/gc.yaml`` is ``--flow gc``), then the overrides. A ``{flow}`` in ``name``
@@ -696,16 +697,13 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def flow_overlay(preset, flow: str) -> Path:
-    """The overlay file of ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it."""
+def flow_overlay(preset, flow: str) -> Path | None:
+    """The overlay file of the registered ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it,
+    or None when there is none (a coupling registered by a plugin: its settings are its own defaults, the
+    config's fields and ``coupling_options``)."""
     check_choice("flow", flow, COUPLING_REGISTRY, error=ConfigError)
-    folder = Path(preset).parent / "flows"
-    path = folder / f"{flow}.yaml"
-    if not path.is_file():
-        have = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        raise ConfigError(f"flow={flow!r} has no overlay file {str(path)!r}; write one (e.g. 'flow: {flow}' and the "
-                          f"flow's settings)" + (f"; overlays there: {', '.join(have)}" if have else ""))
-    return path
+    path = Path(preset).parent / "flows" / f"{flow}.yaml"
+    return path if path.is_file() else None
 
 
 def _per_flow(raw, path) -> dict:
@@ -752,7 +750,7 @@ def compose(path=None, flow: str | None = None, overlays=()) -> dict:
     files = []
     if flow is not None:
         file = flow_overlay(path, flow)
-        o = flatten(_read_yaml(file))
+        o = flatten(_read_yaml(file)) if file is not None else {}
         if o.get("flow", flow) != flow:
             raise ConfigError(f"overlay {str(file)!r} sets flow={o['flow']!r}; the overlay of flow {flow!r} must "
                               f"set flow: {flow} or leave it out")

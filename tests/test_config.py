@@ -153,9 +153,8 @@ def test_composition_order_and_overlays(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_config(p, **kwargs)
         assert all(w in str(info.value) for w in words), (str(info.value), words)
-    (tmp_path / "flows" / "gc.yaml").unlink()
-    with pytest.raises(ConfigError, match=r"flow='gc' has no overlay file .*flows/gc.yaml.*; overlays there: ic, ot"):
-        load_config(p, flow="gc")
+    (tmp_path / "flows" / "gc.yaml").unlink()   # no overlay file: the flow alone, then the preset's flows entry
+    assert load_config(p, flow="gc") == load_config(p, {"flow": "gc", "mu": 0.9})
     with pytest.raises(ConfigError, match="give the preset file too"):
         load_config(None, flow="gc")
 

@@ -117,7 +117,10 @@ def run_config(base: dict, run: Run) -> dict:
 
 
 def _train_one(cfg: dict, threads: int | None = None, eval_fns: Sequence[Callable] = ()):
-    """Worker and job entry point (module level, so a spawned process or a submitit job can import it)."""
+    """Worker and job entry point (module level, so a spawned process or a submitit job can import it); it imports
+    the user's plugins first (``gclib.plugins``), so a registered coupling, metric or data set is known here too."""
+    from ..plugins import load_plugins
+    load_plugins()
     if threads:
         import torch
         torch.set_num_threads(threads)
