@@ -6,7 +6,8 @@
 any work, when the frozen ``Config`` is built: an unknown key is named with the closest valid key, a wrong type or
 out-of-range value is named with what is allowed (one ``ConfigError``). A ``Config`` is immutable:
 ``cfg.replace(**changes)`` gives a new, validated one. ``config_hash(cfg)`` identifies the training-relevant
-settings (used for the run directory ``<runs_dir>/<name>-<hash>`` and to skip finished runs).
+settings (used for the run directory ``<runs_dir>/<name>-<hash>`` and to skip finished runs); a setting the run's
+coupling does not read does not count (``ignored_settings``: IC's hash does not see mu).
 
 Sections. Every field belongs to one section (``SECTIONS``: run, data, network, coupling, loss, optim, eval,
 speed), marked on the field itself together with its place in the hash (``dataclasses.field(metadata=...)``:
@@ -797,14 +798,47 @@ def as_config(config) -> Config:
     raise ConfigError(f"config={config!r}: pass a Config, a dict or the path of a YAML file")
 
 
+# ------------------------------------------------------------------------------------------------ run identity
+def _default(name: str):
+    f = _FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def ignored_settings(config) -> dict:
+    """{field: default} of the settings this configuration's parts do not use; its run identity (``config_hash``)
+    reads them at their defaults. The one place that maps such configurations to their runs.
+
+    The fields of the coupling section that the configured coupling does not read (``Coupling.config_fields``):
+    IC reads none of mu, ot_solver, predict_all and predictor; OT reads ot_solver; GC reads mu, predict_all and
+    predictor; a registered coupling those its ``settings`` name (and predictor when it ``needs_predictor``).
+    A configuration that leaves them at their defaults hashes exactly as before this rule (every cached run and
+    every committed profile keeps its run directory); one that sets an ignored field (``--set mu=0.9`` with flow
+    ic) hashes as the default one, so it reuses that run instead of training the same weights again under
+    another hash."""
+    cfg = as_config(config)
+    read = set(COUPLING_REGISTRY[cfg.flow].config_fields()) | {"flow", "coupling_options"}
+    return {k: _default(k) for k in SECTIONS["coupling"] if k not in read}
+
+
+def identity(config) -> dict:
+    """The settings that identify a run, the input of ``config_hash``: the fields that count for the hash (each
+    field's metadata, see ``_field``), with ``ignored_settings`` at their defaults."""
+    cfg = as_config(config)
+    d = {**cfg.to_dict(), **ignored_settings(cfg)}
+    return {k: v for k, v in d.items() if _in_hash(cfg, k, v)}
+
+
 def _digest(cfg: Config) -> str:
-    d = {k: v for k, v in cfg.to_dict().items() if _in_hash(cfg, k, v)}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def config_hash(config, length: int = 10) -> str:
-    """Hex digest of the settings that change the trained weights (each field's metadata says whether it counts;
-    see ``_field``), ``length`` characters. Computed once per Config (a Config never changes)."""
+    """Hex digest of the settings that change the trained weights (``identity``: each field's metadata says whether
+    it counts, see ``_field``; settings the run's parts ignore count at their defaults, see ``ignored_settings``),
+    ``length`` characters. Computed once per Config (a Config never changes)."""
     cfg = as_config(config)
     digest = cfg.__dict__.get("_digest")
     if digest is None:

@@ -50,6 +50,7 @@ from . import distributed
 from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
                          preserve_rng, rng_state, rotate, set_rng_state)
 from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
+from .couplings import REGISTRY as COUPLINGS
 from .data import BatchIterator, load_dataset
 from .ema import EMA
 from .images import save_samples
@@ -155,6 +156,8 @@ def _gpu_flags(cfg: Config, device: torch.device) -> dict:
 
 
 def _resolve_predictor(cfg: Config, raw_model, device):
+    if not COUPLINGS[cfg.flow].needs_predictor:   # not part of this run (nor of its hash): nothing to load
+        return "ema"
     if cfg.predictor == "ema":
         return "ema"
     if cfg.predictor == "online":
