@@ -17,18 +17,22 @@ import torch
 
 from ..checks import check_flow, check_levels, check_mu, check_positive_int  # noqa: F401 (re-exported)
 from ..config import Config, load_config
-from ..data import TOYS, experiment_datasets, get_dataset, load_dataset, to_float
+from ..couplings import REGISTRY as COUPLINGS
+from ..data import experiment_datasets, get_dataset, load_dataset, to_float
 from ..device import resolve_device  # noqa: F401 (re-exported: the notebook drivers call common.resolve_device)
 from ..report import project_root, runs_dir as default_runs_dir
 
-# The data sets the experiment notebooks can train on: those with a training preset params/train/<family>.yaml
-# (family "toy" for every 2-D toy). gclib.data.REGISTRY holds all loadable ones.
+# The built-in data sets the experiment notebooks can train on: those with a training preset
+# params/train/<family>.yaml (family "toy" for every 2-D toy); ``check_dataset`` reads the registry live.
 DATASETS = experiment_datasets()
 
 
 def check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset={dataset!r} is not valid; allowed values: {', '.join(map(repr, DATASETS))}")
+    """``dataset`` if the experiment notebooks can train on it (``gclib.data.experiment_datasets``, read live: a
+    data set a plugin registers counts)."""
+    allowed = experiment_datasets()
+    if dataset not in allowed:
+        raise ValueError(f"dataset={dataset!r} is not valid; allowed values: {', '.join(map(repr, allowed))}")
     return dataset
 
 
@@ -37,22 +41,20 @@ def train_config(dataset: str = "two_gaussians", flow: str = "ic", mu: float = 0
     """The validated training Config for ``dataset`` and ``flow`` (nothing is trained here).
 
     Base: params/train/<family>.yaml under the project root composed with ``flow`` (its overlay
-    params/train/flows/<flow>.yaml and the preset's flows: entry); then dataset (toys), mu (gc), total_steps
+    params/train/flows/<flow>.yaml and the preset's flows: entry); then dataset, mu (a flow that reads it), total_steps
     (``steps``; None keeps the file's), seed, runs_dir (default report.runs_dir()), progress off, and
     ``overrides`` (any Config field). Raises ValueError naming a bad dataset, flow or mu.
     """
     check_dataset(dataset)
     check_flow(flow)
     check_mu(mu)
-    family = get_dataset(dataset).family
-    path = project_root(root) / "params" / "train" / f"{family}.yaml"
+    ds = get_dataset(dataset)
+    path = project_root(root) / "params" / "train" / f"{ds.family}.yaml"
     over = dict(seed=int(seed), runs_dir=str(runs_dir if runs_dir is not None else default_runs_dir(root)),
-                progress=False)
-    if dataset in TOYS:
-        over["dataset"] = dataset
-        if dataset != "two_gaussians":
-            over["name"] = f"{dataset}_{flow}"
-    if flow == "gc":
+                progress=False, dataset=dataset)   # the preset's own data set, or another of its family
+    if not ds.is_image and dataset != "two_gaussians":   # the toy preset's own set keeps the preset's name
+        over["name"] = f"{dataset}_{flow}"
+    if "mu" in COUPLINGS[flow].config_fields():   # a coupling that reads mu (GC)
         over["mu"] = float(mu)
     if steps is not None:
         over["total_steps"] = check_positive_int("train_steps", steps)
