@@ -67,8 +67,6 @@ def objectives() -> tuple:
     return ("consistency",) + tuple(k for k in LOSSES if k not in SCHEDULES)
 
 
-OBJECTIVES = objectives()    # the built-in ones, ("consistency", "denoising"); validation reads objectives()
-
 # The sections, in the order they are listed; each field names its own (see _field).
 SECTION_DOCS = {
     "run": "where and how the run goes: name, seed, directories, device, checkpoints, pictures, logs",

@@ -25,7 +25,6 @@ import pandas as pd
 import torch
 
 from .. import report
-from ..checks import check_flow
 from ..exact import velocity
 from ..paths import coupled_endpoints, exact_generator, path_alignment
 from . import references
@@ -42,7 +41,6 @@ PAPER = {
     "eq16": "Eq. 16 / Section 4 (docs/method.md section 4): pure GC (mu = 1) keeps the endpoint marginal but shifts "
             "the intermediate marginals away from those of the data's diffusion, why mu = 1 can degrade.",
 }
-GC_LABELS = ("ideal", "trained", "collapsed", "untrained", "identity")
 CONTROLS = ("collapsed", "untrained", "identity")
 
 
@@ -295,8 +293,3 @@ def summary(m: dict) -> str:
     return report.summary({"mean_cos": m["mean_cos"], "mean_dev": m["mean_dev"],
                            "verdicts": [c["verdict"] for c in m["claims"]],
                            "control_verdicts": [c.get("control_verdict") for c in m["claims"]]}, digits=3)
-
-
-def check_flows(flows) -> None:
-    for f in flows:
-        check_flow(f)
