@@ -79,7 +79,7 @@ def _assignment_cost(x, z, batch, maximize):
 
 
 def test_a_coupling_that_permutes_the_noise_is_measured_as_the_pairs_it_makes(registered):
-    from gclib.paths import coupled_endpoints
+    from gclib.coupling_paths import coupled_endpoints
     registered("reverse_ot", ReverseOT)
     data, x0, z = _draw(512)
     cost = {f: float(((coupled_endpoints(f, x0, z, data, ot_batch=64) - z) ** 2).sum(1).mean())
@@ -96,7 +96,7 @@ def test_a_coupling_that_permutes_the_noise_is_measured_as_the_pairs_it_makes(re
 
 
 def test_noise_rows_that_are_not_z_rows_are_refused(registered):
-    from gclib.paths import coupled_endpoints
+    from gclib.coupling_paths import coupled_endpoints
     registered("fresh_noise", FreshNoise)
     data, x0, z = _draw(16)
     with pytest.raises(ValueError, match="not a permutation of z's rows"):

@@ -26,7 +26,7 @@ import torch
 
 from .. import report
 from ..exact import velocity
-from ..paths import coupled_endpoints, exact_generator, path_alignment
+from ..coupling_paths import coupled_endpoints, exact_generator, path_alignment
 from . import references
 from .common import claim, combine_verdicts, interval_verdict, paired_verdict
 from .params import between, check_rules, distinct_ints, int_at_least, levels, nonempty, positive_int
@@ -114,7 +114,7 @@ def levels(t_max: float, n_levels: int) -> np.ndarray:
 def measure(seeds, n_samples: int, t_pred: float, t_max: float, n_levels: int, ot_batches, preds: dict,
             out=None) -> pd.DataFrame:
     """The alignment of each flow's paths per level and seed: columns seed, flow, t, cos, cos_se, dev, dev_se
-    (``gclib.paths.path_alignment``). Writes alignment.csv to ``out`` if given."""
+    (``gclib.coupling_paths.path_alignment``). Writes alignment.csv to ``out`` if given."""
     lv = levels(t_max, n_levels)
     frames = []
     for s in seeds:
