@@ -409,8 +409,17 @@ def main(argv=None) -> int:
     resumed; anything else is a bug and shows its traceback (``run_command``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce, **PRESET_COMMANDS}
-    return run_command(args.command, lambda: handlers[args.command](args))
+    handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "reproduce": _reproduce,
+                **PRESET_COMMANDS}
+    return run_command(args.command, lambda: _with_plugins(handlers[args.command], args))
+
+
+def _with_plugins(handler, args) -> int:
+    """The command, after the user's plugin modules are imported (``gclib.plugins``: $GCLIB_PLUGINS and the entry
+    points of gclib.plugins), so that the couplings, losses, metrics and data sets they register are known."""
+    from .plugins import load_plugins
+    load_plugins()
+    return handler(args)
 
 
 def _check_run_cache(write: bool) -> None:

@@ -6,7 +6,8 @@
 any work, when the frozen ``Config`` is built: an unknown key is named with the closest valid key, a wrong type or
 out-of-range value is named with what is allowed (one ``ConfigError``). A ``Config`` is immutable:
 ``cfg.replace(**changes)`` gives a new, validated one. ``config_hash(cfg)`` identifies the training-relevant
-settings (used for the run directory ``<runs_dir>/<name>-<hash>`` and to skip finished runs).
+settings (used for the run directory ``<runs_dir>/<name>-<hash>`` and to skip finished runs); a setting the run's
+coupling does not read does not count (``ignored_settings``: IC's hash does not see mu).
 
 Sections. Every field belongs to one section (``SECTIONS``: run, data, network, coupling, loss, optim, eval,
 speed), marked on the field itself together with its place in the hash (``dataclasses.field(metadata=...)``:
@@ -17,7 +18,8 @@ names the section too. A key in the wrong section, an unknown section or a key g
 
 Composition (params/train/). A preset (``digits.yaml``, ``cifar10.yaml``, ...) is the complete configuration of
 one data set with its own flow (IC). ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
-flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines), the preset's
+flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines; a registered flow without
+such a file, e.g. a plugin's, sets only ``flow``), the preset's
 ``flows: {gc: {...}}`` entry (that data set's settings for that flow, e.g. CIFAR-10's dropout 0), the files
 ``overlays=[path, ...]`` (``--overlay FILE``; one that sets ``flow:`` is followed by the preset's entry for that
 flow, so ``--overlay params/train/flows/gc.yaml`` is ``--flow gc``), then the overrides. A ``{flow}`` in ``name``
@@ -49,9 +51,9 @@ from typing import Optional, Union
 import yaml
 
 from .checks import PREDICTORS, ConfigError, check_choice, check_finite, check_int, check_range
-from .couplings import OT_SOLVERS, REGISTRY as COUPLING_REGISTRY
+from .couplings import OT_SOLVERS, REGISTRY as COUPLING_REGISTRY, coupling_of
 from .data import DATASETS, IMAGE_SHAPES, REGISTRY as DATA_REGISTRY, TOYS  # noqa: F401  (TOYS: re-exported)
-from .evaluation import METRICS
+from .evaluation import METRICS, REGISTRY as METRIC_REGISTRY
 from .losses import DISTANCES
 from .nets import MODELS
 from .objectives import LOSSES
@@ -71,8 +73,6 @@ def objectives() -> tuple:
     ``gclib.objectives.LOSSES`` (``register_loss``), read live, so a registered loss is a valid objective."""
     return ("consistency",) + tuple(k for k in LOSSES if k not in SCHEDULES)
 
-
-OBJECTIVES = objectives()    # the built-in ones, ("consistency", "denoising"); validation reads objectives()
 
 # The sections, in the order they are listed; each field names its own (see _field).
 SECTION_DOCS = {
@@ -151,6 +151,9 @@ class Config:
     predictor: str = _field("coupling", "ema")             # ema | online | path of a checkpoint (frozen predictor)
     ot_solver: str = _field("coupling", "auto")            # auto | emd | scipy (all exact; see gclib.couplings)
     predict_all: bool = _field("coupling", False)
+    # the coupling's own settings (gclib.couplings.Coupling.own_settings), e.g. {width: 3} for a registered coupling
+    # whose __init__ takes width; the built-in couplings have none
+    coupling_options: dict = _field("coupling", factory=dict, neutral={})
     # consistency | denoising (diffusion pre-training, same network)
     objective: str = _field("loss", "consistency", neutral="consistency")
     # ict (discrete curriculum N(k)) | ect (continuous t, shrinking t - r)
@@ -232,7 +235,7 @@ class Config:
 
 
 def _copy(value):
-    return list(value) if isinstance(value, list) else value
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
 
 
 _HINTS = typing.get_type_hints(Config)
@@ -311,6 +314,10 @@ def _as_kind(key: str, value, kind):
             raise ConfigError(f"{key}={value!r} is not an integer; expected int")
     if kind in (bool, str) and isinstance(value, kind):
         return value
+    if kind is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected a mapping of name: value")
     if kind is list:
         item = LIST_ITEMS[key]
         if isinstance(value, str):  # "1,2,2" or "[w2, nn_dist]"
@@ -386,6 +393,7 @@ def _validate(cfg: Config) -> None:
     check_choice("dataset", cfg.dataset, DATA_REGISTRY)   # gclib.data's registry: a registered data set counts
     check_choice("model", cfg.model, MODELS)
     check_choice("flow", cfg.flow, COUPLING_REGISTRY)   # gclib.couplings' registry: a registered coupling counts
+    _check_coupling_options(cfg)
     check_choice("distance", cfg.distance, DISTANCES)
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("device", cfg.device, DEVICES)
@@ -450,7 +458,31 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"attn_resolutions={cfg.attn_resolutions!r} must be a list of integers >= 1 (resolutions)")
     if cfg.model != "mlp" and cfg.dataset not in IMAGE_SHAPES:
         raise ConfigError(f"model={cfg.model!r} needs an image dataset; dataset={cfg.dataset!r} is 2-D: use model='mlp'")
+    _check_coupling(cfg)
     _check_limits(cfg)
+
+
+def _check_coupling_options(cfg: Config) -> None:
+    """``coupling_options`` names only the coupling's own settings (``Coupling.own_settings``)."""
+    cls = COUPLING_REGISTRY[cfg.flow]
+    own = cls.own_settings()
+    if own is None:
+        return
+    for key in cfg.coupling_options:
+        if key not in own:
+            fields = cls.config_fields()
+            raise ConfigError(f"coupling_options={cfg.coupling_options!r}: flow {cfg.flow!r} has no setting {key!r}; "
+                              f"its own settings: {', '.join(own) or 'none'}" +
+                              (f" (config fields it reads: {', '.join(fields)})" if fields else ""))
+
+
+def _check_coupling(cfg: Config) -> None:
+    """The coupling builds from the configuration (its own checks of its settings' values, as one ConfigError)."""
+    try:
+        coupling_of(cfg)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"flow={cfg.flow!r} does not build from this configuration "
+                          f"(coupling_options={cfg.coupling_options!r}): {' '.join(str(e).split())}") from None
 
 
 # Limits that torch, the metrics or any machine impose, checked from the values alone so that a run never fails
@@ -462,8 +494,6 @@ MAX_EVAL_N = 1_000_000              # evaluation samples (FID uses 50,000)
 MAX_EVAL_ELEMENTS = 2 ** 30         # eval_n samples of the data shape in float32: 4 GiB
 MAX_EXACT_OT_N = 20_000             # w2 / w2sq: exact OT on an eval_n x eval_n float64 cost matrix (3.2 GB)
 MAX_LR = 1.0                        # Adam, RAdam and Lion move each weight by about lr per step
-METRIC_NEEDS = {"fd_digits": ("digits",), "kid_digits": ("digits",)}   # metric -> the datasets it can measure
-IMAGE_METRICS = ("fid", "kid", "isc")                                  # Inception metrics: any image dataset
 
 
 def _shape(cfg: Config) -> tuple:
@@ -523,13 +553,12 @@ def _check_limits(cfg: Config) -> None:
     shape = _shape(cfg)
     dim = math.prod(shape)
     for m in cfg.eval_metrics:
-        if m in METRIC_NEEDS and cfg.dataset not in METRIC_NEEDS[m]:
-            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} measures {' or '.join(METRIC_NEEDS[m])} "
-                              f"samples (shape (1, 8, 8)); dataset={cfg.dataset!r} gives {shape}: use w2 or nn_dist")
-        if m in IMAGE_METRICS and cfg.dataset not in IMAGE_SHAPES:
-            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} measures images; dataset={cfg.dataset!r} "
-                              f"is 2-D: use w2 or nn_dist")
-        if m in ("w2", "w2sq") and cfg.eval_n > MAX_EXACT_OT_N:
+        why = METRIC_REGISTRY[m].refusal(cfg.dataset)   # the metric entry says which data sets it accepts
+        if why:
+            accepted = [n for n, e in METRIC_REGISTRY.items() if e.accepts(cfg.dataset)]
+            raise ConfigError(f"eval_metrics={cfg.eval_metrics!r}: {m!r} cannot score dataset={cfg.dataset!r}: it "
+                              f"{why}; metrics that accept it: {', '.join(accepted)}")
+        if METRIC_REGISTRY[m].same_size and cfg.eval_n > MAX_EXACT_OT_N:
             raise ConfigError(f"eval_n={cfg.eval_n} is too large for eval_metrics {m!r} (exact OT builds an eval_n x "
                               f"eval_n cost matrix); allowed: eval_n <= {MAX_EXACT_OT_N}")
     check_range("s1", cfg.s1, cfg.s0, MULTINOMIAL_MAX,
@@ -557,13 +586,12 @@ def preflight(cfg: Config) -> Config:
     set and evaluation metrics import (one line naming the extra to install), the Inception weights of fid / kid
     / isc, and a GPU for device='cuda'. Raises ConfigError, MissingExtraError or FileNotFoundError naming it."""
     from .checks import require
-    needs = DATA_REGISTRY[cfg.dataset].requires   # the optional modules the data set's loader imports
-    if "sklearn" in needs or any(m in ("fd_digits", "kid_digits") for m in cfg.eval_metrics):
-        require("sklearn", f"dataset={cfg.dataset!r}" if "sklearn" in needs else "eval_metrics")
-    for module in (m for m in needs if m != "sklearn"):
+    for module in DATA_REGISTRY[cfg.dataset].requires:   # the optional modules the data set's loader imports
         require(module, f"dataset={cfg.dataset!r}")
-    if any(m in IMAGE_METRICS for m in cfg.eval_metrics):
-        require("torch_fidelity", f"eval_metrics={cfg.eval_metrics!r}")
+    metrics = [METRIC_REGISTRY[m] for m in cfg.eval_metrics]
+    for module in dict.fromkeys(mod for m in metrics for mod in m.requires):   # and those of its metrics
+        require(module, f"eval_metrics={cfg.eval_metrics!r}")
+    if any(m.weights for m in metrics):
         from .metrics.fid import inception_weights_path
         inception_weights_path(None)
     from .device import resolve_device
@@ -674,7 +702,7 @@ def flatten(d: dict | None) -> dict:
             for k, v in value.items():
                 put(_in_section(k, key), v, f"in section {key!r}")
         elif key in _HINTS:
-            if isinstance(value, dict):
+            if isinstance(value, dict) and _HINTS[key] is not dict:
                 raise ConfigError(f"{key!r} is a key of section {SECTION_OF[key]!r}, not a section: give "
                                   f"{key}: <value>; sections: {', '.join(SECTIONS)}")
             put(key, value, "at the top level")
@@ -791,20 +819,17 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     return " ".join(text.split())
 
 
-def flow_overlay(preset, flow: str) -> Path:
-    """The overlay file of ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it when a
-    ``flows/`` folder is there, else gclib's packaged overlay (so ``gclib train ./my.yaml --flow gc`` works for any
-    file)."""
+def flow_overlay(preset, flow: str) -> Path | None:
+    """The overlay file of the registered ``flow`` for the preset file ``preset``: ``flows/<flow>.yaml`` beside it
+    when a ``flows/`` folder is there, else gclib's packaged overlay (so ``gclib train ./my.yaml --flow gc`` works for
+    any file); None when there is none (a coupling registered by a plugin: its settings are its own defaults, the
+    config's fields and ``coupling_options``)."""
     check_choice("flow", flow, COUPLING_REGISTRY, error=ConfigError)
     folder = Path(preset).parent / "flows"
     if not folder.is_dir():
         folder = PRESETS_DIR / "flows"
     path = folder / f"{flow}.yaml"
-    if not path.is_file():
-        have = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        raise ConfigError(f"flow={flow!r} has no overlay file {str(path)!r}; write one (e.g. 'flow: {flow}' and the "
-                          f"flow's settings)" + (f"; overlays there: {', '.join(have)}" if have else ""))
-    return path
+    return path if path.is_file() else None
 
 
 def _per_flow(raw, path) -> dict:
@@ -853,7 +878,7 @@ def compose(path=None, flow: str | None = None, overlays=()) -> dict:
     files = []
     if flow is not None:
         file = flow_overlay(path, flow)
-        o = flatten(_read_yaml(file))
+        o = flatten(_read_yaml(file)) if file is not None else {}
         if o.get("flow", flow) != flow:
             raise ConfigError(f"overlay {str(file)!r} sets flow={o['flow']!r}; the overlay of flow {flow!r} must "
                               f"set flow: {flow} or leave it out")
@@ -900,8 +925,41 @@ def as_config(config) -> Config:
     raise ConfigError(f"config={config!r}: pass a Config, a dict or the path of a YAML file")
 
 
+# ------------------------------------------------------------------------------------------------ run identity
+def _default(name: str):
+    f = _FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def ignored_settings(config) -> dict:
+    """{field: default} of the settings this configuration's parts do not use; its run identity (``config_hash``)
+    reads them at their defaults. The one place that maps such configurations to their runs.
+
+    The fields of the coupling section that the configured coupling does not read (``Coupling.config_fields``):
+    IC reads none of mu, ot_solver, predict_all and predictor; OT reads ot_solver; GC reads mu, predict_all and
+    predictor; a registered coupling those its ``settings`` name (and predictor when it ``needs_predictor``).
+    A configuration that leaves them at their defaults hashes exactly as before this rule (every cached run and
+    every committed profile keeps its run directory); one that sets an ignored field (``--set mu=0.9`` with flow
+    ic) hashes as the default one, so it reuses that run instead of training the same weights again under
+    another hash."""
+    cfg = as_config(config)
+    read = set(COUPLING_REGISTRY[cfg.flow].config_fields()) | {"flow", "coupling_options"}
+    return {k: _default(k) for k in SECTIONS["coupling"] if k not in read}
+
+
+def identity(config) -> dict:
+    """The settings that identify a run, the input of ``config_hash``: the fields that count for the hash (each
+    field's metadata, see ``_field``), with ``ignored_settings`` at their defaults."""
+    cfg = as_config(config)
+    d = {**cfg.to_dict(), **ignored_settings(cfg)}
+    return {k: v for k, v in d.items() if _in_hash(cfg, k, v)}
+
+
 def _digest(cfg: Config, world_size: int = 1) -> str:
-    d = {k: v for k, v in cfg.to_dict().items() if _in_hash(cfg, k, v)}
+    d = identity(cfg)
     if world_size > 1 and pairs_per_rank(cfg):
         d["world_size"] = int(world_size)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
@@ -914,10 +972,11 @@ def pairs_per_rank(cfg: Config) -> bool:
 
 
 def config_hash(config, length: int = 10, world_size: int = 1) -> str:
-    """Hex digest of the settings that change the trained weights (each field's metadata says whether it counts;
-    see ``_field``), ``length`` characters. Computed once per Config (a Config never changes). ``world_size``:
-    the number of training processes, part of the identity only where it changes the experiment (> 1 with a flow
-    that pairs within a batch, ``pairs_per_rank``): one process's hash is the same as ever."""
+    """Hex digest of the settings that change the trained weights (``identity``: each field's metadata says whether
+    it counts, see ``_field``; settings the run's parts ignore count at their defaults, see ``ignored_settings``),
+    ``length`` characters. Computed once per Config (a Config never changes). ``world_size``: the number of
+    training processes, part of the identity only where it changes the experiment (> 1 with a flow that pairs
+    within a batch, ``pairs_per_rank``): one process's hash is the same as ever."""
     cfg = as_config(config)
     key = "_digest" if world_size <= 1 or not pairs_per_rank(cfg) else f"_digest_{int(world_size)}"
     digest = cfg.__dict__.get(key)

@@ -34,6 +34,9 @@ from .precond import pad_dims
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OT_SOLVERS = ("auto", "emd", "scipy")
+# The config fields of the coupling section a coupling may be built from (``Coupling.build``); its own settings
+# come from the config's ``coupling_options``.
+CONFIG_OPTIONS = ("mu", "ot_solver", "predict_all")
 # solver="auto": scipy's linear_sum_assignment below this batch size, POT's ot.emd from it on. Measured on an idle
 # 2-core CPU (benchmarks/ot_scaling.py, results/bench/ot_scaling.json): scipy wins below ~128-256 rows; ot.emd
 # wins from 128 (d = 2), 512 (d = 64) and 1024 (d = 3072) rows on, by 2-9x at 1024-2048 rows in 2-D. Between
@@ -112,12 +115,27 @@ class Coupling:
     (given only when ``needs_predictor``); ``generator`` the stream of the coupling's own random draws (the GC
     mask stream of ``gclib.rng.Streams``); ``ot_perm`` a pairing solved ahead for this batch (``gclib.prefetch``).
     A coupling ignores the ones it does not use. Its settings (OT's solver, GC's mu) are constructor arguments;
-    ``build(**options)`` makes one from a config's flat options, passing each the keywords its ``__init__`` names.
+    ``build(**options)`` makes one from a config's options, passing each the keywords its ``__init__`` names.
+
+    What it does, read by the rest of gclib instead of its flow name (``capabilities``):
+    ``needs_predictor``: the training step resolves the predictor (EMA, online, frozen) only then, and the
+    config's ``predictor`` is part of the run's identity only then; ``permutes_noise``: the returned noise rows may
+    be in another order than z's, so the endpoint paired with a given noise row is read from the returned pairs
+    (``gclib.coupling_paths``); ``solves_ahead``: the pairing depends on (x, z) alone and ``solve(x, z)`` gives
+    it as a permutation of z's rows, which the training loop solves on a worker thread while the previous step
+    runs (``gclib.prefetch``) and hands back as ``ot_perm``; ``log_columns``: its own metrics.csv columns, one
+    value each from ``log_values(batch=...)``; ``settings``: the names of the options it is built from, either
+    config fields of the coupling section (``CONFIG_OPTIONS``: mu, ot_solver, predict_all) or its own settings,
+    which a config gives in ``coupling_options`` (None: the parameters of its ``__init__`` but ``predictor``).
     """
     needs_predictor: ClassVar[bool] = False   # the training step resolves the predictor (EMA, online) only then
     # whether a row's pair depends on the other rows of its batch (OT): under DDP each rank pairs its own share, so
     # the number of processes changes the experiment and enters the run's identity (gclib.config.config_hash)
     per_batch: ClassVar[bool] = False
+    permutes_noise: ClassVar[bool] = False    # the returned noise rows may be a permutation of z's rows
+    solves_ahead: ClassVar[bool] = False      # ``solve(x, z)`` gives the pairing ahead of the step (gclib.prefetch)
+    log_columns: ClassVar[tuple] = ()         # its own metrics.csv columns (values: ``log_values``)
+    settings: ClassVar[tuple | None] = None   # the options it is built from; None: its __init__'s parameters
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None,
                  predictor: Predictor | None = None, generator: torch.Generator | None = None,
@@ -129,16 +147,65 @@ class Coupling:
         raise NotImplementedError(f"{type(self).__name__} must implement pair(x, z, *, sigma, predictor, "
                                   f"generator, ot_perm) -> Pairs")
 
+    def solve(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The pairing of (x, z) as a permutation of z's rows (int64 (B,)), for a coupling that ``solves_ahead``."""
+        raise NotImplementedError(f"{type(self).__name__} does not solve its pairing ahead (solves_ahead is False)")
+
+    def log_values(self, *, batch: int) -> tuple:
+        """The values of ``log_columns`` for one step that paired ``batch`` rows (this process's batch)."""
+        return ()
+
+    def describe(self) -> str:
+        """Its settings in a few words for the run's status line (e.g. GC's "mu 0.5"); "" when there is nothing
+        to say."""
+        return ""
+
     @classmethod
     def build(cls, **options) -> "Coupling":
-        """An instance from flat options (a config's mu, ot_solver, predict_all, ...): the keywords that
-        ``__init__`` names are passed, the others ignored."""
+        """An instance from options (a config's mu, ot_solver, predict_all and its ``coupling_options``): the
+        keywords that ``__init__`` names are passed, the others ignored."""
         if cls.__init__ is object.__init__:   # no settings
             return cls()
         params = inspect.signature(cls).parameters
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return cls(**options)
         return cls(**{k: v for k, v in options.items() if k in params})
+
+    @classmethod
+    def options(cls) -> tuple | None:
+        """The names of the options it is built from: ``settings`` when the class declares them, else the
+        parameters of its ``__init__`` except ``predictor`` (which the training step passes at each call);
+        None for an ``__init__`` that takes any keyword."""
+        if cls.settings is not None:
+            return tuple(cls.settings)
+        if cls.__init__ is object.__init__:
+            return ()
+        params = inspect.signature(cls).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        return tuple(k for k, p in params.items() if k != "predictor" and p.kind is not p.VAR_POSITIONAL)
+
+    @classmethod
+    def config_fields(cls) -> tuple:
+        """The config fields of the coupling section it reads (the others do not change what it trains):
+        those of ``CONFIG_OPTIONS`` it is built from, and ``predictor`` when it ``needs_predictor``."""
+        names = cls.options()
+        read = CONFIG_OPTIONS if names is None else tuple(k for k in CONFIG_OPTIONS if k in names)
+        return read + (("predictor",) if cls.needs_predictor else ())
+
+    @classmethod
+    def own_settings(cls) -> tuple | None:
+        """The names of its own settings, given by a config's ``coupling_options`` (not config fields); None:
+        any name (an ``__init__`` taking any keyword)."""
+        names = cls.options()
+        return None if names is None else tuple(k for k in names if k not in CONFIG_OPTIONS)
+
+    @classmethod
+    def capabilities(cls) -> dict:
+        """What the coupling does, as the rest of gclib reads it (see the class docstring)."""
+        return {"needs_predictor": cls.needs_predictor, "permutes_noise": cls.permutes_noise,
+                "solves_ahead": cls.solves_ahead, "log_columns": tuple(cls.log_columns),
+                "config_fields": cls.config_fields(), "own_settings": cls.own_settings()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
@@ -157,8 +224,12 @@ class IC(Coupling):
 
 class OT(Coupling):
     """Exact minibatch OT: z permuted to solve the assignment problem with x (``ot_permutation``); a pairing
-    solved ahead (``ot_perm``) is used as given."""
+    solved ahead (``ot_perm``) is used as given. Logs the batch it matched (``ot_batch``: per process under DDP)."""
     per_batch = True
+    permutes_noise = True
+    solves_ahead = True
+    log_columns = ("ot_batch",)
+    settings = ("ot_solver",)
 
     def __init__(self, solver: str = "auto"):
         self.solver = check_choice("ot_solver", solver, OT_SOLVERS)
@@ -167,8 +238,14 @@ class OT(Coupling):
     def build(cls, ot_solver: str = "auto", **_) -> "OT":
         return cls(ot_solver)
 
+    def solve(self, x, z) -> torch.Tensor:
+        return ot_permutation(x, z, self.solver)
+
+    def log_values(self, *, batch: int) -> tuple:
+        return (batch,)
+
     def pair(self, x, z, *, ot_perm=None, **_) -> Pairs:
-        perm = ot_permutation(x, z, self.solver) if ot_perm is None else ot_perm.to(z.device)
+        perm = self.solve(x, z) if ot_perm is None else ot_perm.to(z.device)
         return Pairs(x, z[perm], _no_gc(x))
 
 
@@ -182,6 +259,9 @@ class GC(Coupling):
         self.mu = check_mu(mu)
         self.predictor = predictor
         self.predict_all = bool(predict_all)
+
+    def describe(self) -> str:
+        return f"mu {self.mu}"
 
     def pair(self, x, z, *, sigma=None, predictor=None, generator=None, **_) -> Pairs:
         predictor = predictor if predictor is not None else self.predictor
@@ -238,6 +318,13 @@ def make_coupling(flow: str, **options) -> Coupling:
     """The coupling registered as ``flow``, built from flat options (``Coupling.build``), e.g.
     ``make_coupling("gc", mu=0.3, ot_solver="auto")`` -> ``GC(mu=0.3)``."""
     return REGISTRY[check_flow(flow)].build(**options)
+
+
+def coupling_of(cfg) -> Coupling:
+    """The coupling of a configuration (a ``gclib.config.Config`` or anything with its fields): the registered
+    ``cfg.flow`` built from the config fields it reads (``CONFIG_OPTIONS``) and its own ``coupling_options``."""
+    options = {k: getattr(cfg, k) for k in CONFIG_OPTIONS}
+    return make_coupling(cfg.flow, **options, **dict(getattr(cfg, "coupling_options", None) or {}))
 
 
 def couple(flow: str | Coupling, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None, mu: float = 0.5,

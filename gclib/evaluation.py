@@ -27,8 +27,8 @@ from typing import Callable
 
 import torch
 
-from .checks import check_choice
-from .data import to_float
+from .checks import RegistryNames, check_choice
+from .data import DataSet, get_dataset, to_float
 
 
 def w2(samples: torch.Tensor, data: torch.Tensor) -> float:
@@ -84,6 +84,11 @@ def get_metric(name: str):
     return METRICS[check_choice("metric", name, METRICS)]
 
 
+def get_metric_entry(name: str) -> "Metric":
+    """The ``Metric`` registered as ``name``; ValueError listing the valid names otherwise."""
+    return REGISTRY[check_choice("metric", name, REGISTRY)]
+
+
 # ------------------------------------------------------------------------------- prerequisites, before sampling
 def _need_torch_fidelity(weights_path=None) -> None:
     from .checks import require
@@ -105,7 +110,8 @@ def _need_digits_classifier(weights_path=None) -> None:
 
 def _images(shape) -> str | None:
     if len(shape) != 3 or shape[0] not in (1, 3):
-        return f"needs images (C, H, W) with 1 or 3 channels; the data items have shape {tuple(shape)}"
+        kind = f" ({shape[0]}-D points)" if len(shape) == 1 else ""
+        return f"needs images (C, H, W) with 1 or 3 channels; the data items have shape {tuple(shape)}{kind}"
     return None
 
 
@@ -122,7 +128,13 @@ class Metric:
     needs: checks of packages and files, run in order before any sample is drawn (a missing package is named
     before a file that the package would read); item: check of one data item's shape (None: any);
     same_size: scored against as many data points as samples (exact OT); weights: fn takes ``weights_path``
-    (the Inception weights); curve: a training curve of ``gclib.experiments.fid_curves`` can use it."""
+    (the Inception weights); curve: a training curve of ``gclib.experiments.fid_curves`` can use it; text: its
+    name in tables and metrics.json (plain text; default its label); requires: the optional modules it imports
+    (keys of ``gclib.checks.EXTRAS``), checked before a run starts (``gclib.config.preflight``).
+
+    What the rest of gclib asks it: ``accepts(dataset)`` (``refusal`` says why not), from its item check and the
+    data set's item shape, never from the data set's name; ``reference(data, n, seed)``, the data rows it scores
+    n samples of a model of that data set against (the model's own training set)."""
     name: str
     fn: Callable
     label: str
@@ -131,6 +143,31 @@ class Metric:
     same_size: bool = False
     weights: bool = False
     curve: bool = False
+    text: str = ""
+    requires: tuple = ()
+
+    @property
+    def table_name(self) -> str:
+        """Its name in tables and metrics.json: ``text``, else its label."""
+        return self.text or self.label
+
+    def refusal(self, dataset) -> str | None:
+        """Why it cannot score models of ``dataset`` (a registered name or a ``gclib.data.DataSet``): its item
+        check on the data set's item shape; None when it accepts it."""
+        ds = dataset if isinstance(dataset, DataSet) else get_dataset(dataset)
+        return self.item(tuple(ds.shape)) if self.item is not None else None
+
+    def accepts(self, dataset) -> bool:
+        """Whether it can score models of ``dataset`` (see ``refusal``)."""
+        return self.refusal(dataset) is None
+
+    def reference(self, data: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+        """The rows of ``data`` (a model's training set) it scores ``n`` samples against: for ``same_size`` (exact
+        OT between equal sets) n rows drawn without replacement by a generator seeded ``seed + 1`` (all rows, in
+        order, when there are at most n); otherwise the whole set as given."""
+        if self.same_size and len(data) > n:
+            return data[torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + 1))[:n]]
+        return data
 
 
 REGISTRY: dict[str, Metric] = {}
@@ -161,6 +198,8 @@ LABELS: dict = {}         # name -> label
 SAME_SIZE: list = []      # exact OT between equal-size sets: as many data points as samples
 INCEPTION_METRICS: list = []   # these take weights_path
 CURVE_METRICS: list = []  # the metrics of a training curve (fid_curves)
+CURVE_NAMES = RegistryNames("curve metric")   # CURVE_METRICS as a live, read-only tuple-like view
+CURVE_NAMES.bind(CURVE_METRICS)
 
 
 def _derive() -> None:
@@ -176,14 +215,17 @@ def _derive() -> None:
 
 
 _INCEPTION = (_need_torch_fidelity, _need_inception_weights)
-for _m in (Metric("w2", w2, "W$_2$", same_size=True, curve=True),
+_FIDELITY = ("torch_fidelity",)
+for _m in (Metric("w2", w2, "W$_2$", same_size=True, curve=True, text="W2"),
            Metric("w2sq", w2sq, "W$_2^2$", same_size=True, curve=True),
            Metric("nn_dist", nn_dist, "NN distance"),
-           Metric("fd_digits", fd_digits, "FD$_{digits}$", (_need_digits_classifier,), _digits, curve=True),
-           Metric("kid_digits", kid_digits, "KID$_{digits}$", (_need_digits_classifier,), _digits, curve=True),
-           Metric("fid", fid, "FID", _INCEPTION, _images, weights=True, curve=True),
-           Metric("kid", kid, "KID", _INCEPTION, _images, weights=True),
-           Metric("isc", isc, "IS", _INCEPTION, _images, weights=True)):
+           Metric("fd_digits", fd_digits, "FD$_{digits}$", (_need_digits_classifier,), _digits, curve=True,
+                  text="FD_digits", requires=("sklearn",)),
+           Metric("kid_digits", kid_digits, "KID$_{digits}$", (_need_digits_classifier,), _digits, curve=True,
+                  requires=("sklearn",)),
+           Metric("fid", fid, "FID", _INCEPTION, _images, weights=True, curve=True, requires=_FIDELITY),
+           Metric("kid", kid, "KID", _INCEPTION, _images, weights=True, requires=_FIDELITY),
+           Metric("isc", isc, "IS", _INCEPTION, _images, weights=True, requires=_FIDELITY)):
     register_metric(_m)
 
 

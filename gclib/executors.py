@@ -222,7 +222,9 @@ class LocalPool:
     def run(self, fn: Callable, calls: Sequence[tuple], names: Sequence[str] | None = None) -> Iterator[tuple[int, Any]]:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn")) as pool:
+        from .plugins import load_plugins   # each spawned worker imports the user's plugins first
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                 initializer=load_plugins) as pool:
             futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
@@ -238,8 +240,10 @@ class Job:
         self.fn, self.cwd = fn, cwd or os.getcwd()
 
     def __call__(self, *args, **kwargs):
+        from .plugins import load_plugins
         os.chdir(self.cwd)
         _export_distributed()
+        load_plugins()   # the user's couplings, metrics and data sets ($GCLIB_PLUGINS travels with the job)
         from . import signals
         with signals.handle(_preemption_signals()) as theirs:   # training: a checkpoint at the current step first
             try:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .checks import check_choice
-from .couplings import OT, Coupling, couple, make_coupling
+from .couplings import Coupling, couple, coupling_of, make_coupling
 from .ema import EMA
 from .losses import cd_points, consistency_loss, ct_points, get_distance
 from .precond import pad_dims
@@ -293,9 +293,7 @@ class DenoisingLoss(Loss):
 
 
 def _coupling_of(cfg, coupling):
-    if coupling is not None:
-        return coupling
-    return make_coupling(cfg.flow, mu=cfg.mu, ot_solver=cfg.ot_solver, predict_all=cfg.predict_all)
+    return coupling_of(cfg) if coupling is None else coupling
 
 
 def _predictor_of(cfg, predictor):
@@ -329,7 +327,8 @@ def loss_name(cfg) -> str:
 def make_loss(cfg, coupling: Coupling | None = None, *, predictor=None) -> Loss:
     """The loss object of configuration ``cfg`` (a ``gclib.config.Config`` or anything with its fields):
     ``LOSSES[loss_name(cfg)].from_config(cfg, coupling, predictor)``. ``coupling``: default the registered
-    ``cfg.flow`` built from cfg's mu, ot_solver and predict_all; ``predictor``: default ``cfg.predictor`` (the
+    ``cfg.flow`` built from the config (``gclib.couplings.coupling_of``: the fields it reads and its
+    ``coupling_options``); ``predictor``: default ``cfg.predictor`` (the
     training loop passes the resolved one: "ema", the online network or a loaded frozen model)."""
     name = loss_name(cfg)
     if name not in LOSSES:
@@ -338,5 +337,6 @@ def make_loss(cfg, coupling: Coupling | None = None, *, predictor=None) -> Loss:
 
 
 def prefetches_ot(loss: Loss) -> bool:
-    """Whether the loss couples by exact minibatch OT, so its pairings may be solved ahead (``gclib.prefetch``)."""
-    return isinstance(loss.coupling, OT)
+    """Whether the loss's coupling solves its pairing ahead (``Coupling.solves_ahead``: exact minibatch OT among
+    the built-in ones), so the training loop may solve step k+1's pairing while step k runs (``gclib.prefetch``)."""
+    return bool(getattr(loss.coupling, "solves_ahead", False))

@@ -36,21 +36,24 @@ class _Prepared:
     future: Future             # -> (x, z, perm, noise state after the draw)
 
 
-def prepare(data: torch.Tensor, index: torch.Tensor, noise_state: torch.Tensor, solver: str):
+def prepare(data: torch.Tensor, index: torch.Tensor, noise_state: torch.Tensor, solver):
     """(x, z, perm, state after): the batch ``data[index]`` as ``BatchIterator`` returns it, z drawn as
     ``gclib.step.step_loss`` draws it (standard normal of x's shape and dtype from a CPU generator in
-    ``noise_state``), and the exact OT permutation of (x, z)."""
+    ``noise_state``), and the pairing of (x, z): the exact OT permutation for a solver name ("auto", "emd",
+    "scipy"), or ``solver(x, z)`` for a callable (the ``solve`` of a coupling that ``solves_ahead``)."""
     x = to_float(data[index])
     g = torch.Generator()
     g.set_state(noise_state)
     z = torch.randn(x.shape, generator=g, dtype=x.dtype)
-    return x, z, ot_permutation(x, z, solver), g.get_state()
+    perm = ot_permutation(x, z, solver) if isinstance(solver, str) else solver(x, z)
+    return x, z, perm, g.get_state()
 
 
 class OTPrefetcher:
-    """(x, z, perm) of each OT step from ``take()``; with ``ahead=True`` the next step's are solved on a thread."""
+    """(x, z, perm) of each OT step from ``take()``; with ``ahead=True`` the next step's are solved on a thread.
+    ``solver``: an OT solver name, or the ``solve(x, z)`` of any coupling that ``solves_ahead``."""
 
-    def __init__(self, batches: BatchIterator, noise: torch.Generator, solver: str = "auto", ahead: bool = True):
+    def __init__(self, batches: BatchIterator, noise: torch.Generator, solver="auto", ahead: bool = True):
         if noise.device.type != "cpu":
             raise ValueError(f"the noise generator must be on the CPU (got {noise.device}); see gclib.rng.Streams")
         self.batches, self.noise, self.solver = batches, noise, solver

@@ -338,6 +338,8 @@ def train_stack(configs: Sequence, data: torch.Tensor | None = None) -> list[Tra
 def train_stack_job(cfgs: Sequence[dict], threads: int | None = None) -> list[tuple[str, int]]:
     """Worker entry point (module level, so a spawned process can import it): ``train_stack(cfgs)`` on ``threads``
     torch threads; [(eval.csv path, step)] per run."""
+    from .plugins import load_plugins
+    load_plugins()   # the user's couplings, metrics and data sets, in this process too
     if threads:
         torch.set_num_threads(threads)
     return [(str(r.eval_csv), int(r.step)) for r in train_stack(cfgs)]

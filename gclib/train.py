@@ -55,6 +55,7 @@ from . import distributed, signals
 from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
                          preserve_rng, rng_state, rotate, set_rng_state)
 from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
+from .couplings import REGISTRY as COUPLINGS
 from .data import BatchIterator, load_dataset
 from .ema import EMA
 from .images import save_samples
@@ -184,6 +185,8 @@ def _gpu_flags(cfg: Config, device: torch.device) -> dict:
 
 
 def _resolve_predictor(cfg: Config, raw_model, device):
+    if not COUPLINGS[cfg.flow].needs_predictor:   # not part of this run (nor of its hash): nothing to load
+        return "ema"
     if cfg.predictor == "ema":
         return "ema"
     if cfg.predictor == "online":
@@ -228,7 +231,13 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     np.random.seed(rank_seed % 2 ** 32)
     random.seed(rank_seed)
     st.streams = Streams.from_seed(rank_seed)  # noise, intervals, GC mask: each its own stream
-    st.columns = list(METRIC_COLUMNS) + (["ot_batch"] if cfg.flow == "ot" else [])
+    st.columns = list(METRIC_COLUMNS) + list(_coupling_columns(st))
+
+
+def _coupling_columns(st: RunState) -> tuple:
+    """The metrics.csv columns of the loss's coupling (``Coupling.log_columns``: OT's ``ot_batch``)."""
+    coupling = st.loss.coupling if st.loss is not None else None
+    return tuple(coupling.log_columns) if coupling is not None else ()
 
 
 def _start_fresh(st: RunState) -> None:
@@ -299,7 +308,8 @@ def _open_logs(st: RunState) -> None:
     st.log = open(st.paths.metrics_csv, "a", newline="")
     st.writer = csv.writer(st.log)
     cfg = st.cfg
-    describe = (f"batch {cfg.batch_size}, flow {cfg.flow}" + (f" (mu {cfg.mu})" if cfg.flow == "gc" else "") +
+    said = st.loss.coupling.describe() if st.loss.coupling is not None else ""
+    describe = (f"batch {cfg.batch_size}, flow {cfg.flow}" + (f" ({said})" if said else "") +
                 f", {st.device.type}" + (f" x {st.dist.world_size} processes" if st.dist.world_size > 1 else ""))
     st.runlog = RunLog(st.paths.run_dir, name=cfg.name, total_steps=cfg.total_steps, batch_size=cfg.batch_size,
                        log_every=cfg.log_every, start_step=st.step, resumed_from=st.last_ckpt, config_hash=st.chash,
@@ -308,7 +318,7 @@ def _open_logs(st: RunState) -> None:
 
 def _train_step(st: RunState, step: int, autocast) -> None:
     """Optimiser step ``step`` (1-based) and its metrics row."""
-    cfg, k = st.cfg, step - 1
+    k = step - 1
     st.loss.update_schedule(k)  # the iCT curriculum's grid N(k), ECT's stage at k
     n, extra = st.loss.num_points, {}
     t0 = time.perf_counter()
@@ -342,8 +352,8 @@ def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, d
     if st.writer:
         row = [step, repr(loss), n, repr(float(st.optimizer.param_groups[0]["lr"])), repr(gc_frac),
                f"{st.elapsed:.4f}", f"{cfg.batch_size / max(dt, 1e-9):.1f}"]
-        if cfg.flow == "ot":
-            row.append(st.per_rank_batch)
+        if st.loss.coupling is not None:
+            row.extend(st.loss.coupling.log_values(batch=st.per_rank_batch))
         try:
             st.writer.writerow(row)
             st.log.flush()
@@ -443,7 +453,7 @@ def _loop(st: RunState) -> None:
                dynamic_ncols=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if st.flags["bf16"] else contextlib.nullcontext()
     if cfg.ot_prefetch and prefetches_ot(st.loss):
-        st.prefetch = OTPrefetcher(st.batches, st.streams.noise, st.loss.coupling.solver)
+        st.prefetch = OTPrefetcher(st.batches, st.streams.noise, st.loss.coupling.solve)
     if st.runlog is not None and not bar.disable:  # status lines above the bar, not through it
         st.runlog.printer = lambda line: bar.write(line, file=sys.stdout)
     try:

@@ -45,7 +45,6 @@ def test_train_sample_evaluate_toy(tmp_path):
     (["train", "{cfg}", "--set", "lerning_rate=1"], "unknown configuration key 'lerning_rate'"),
     (["train", "{cfg}", "--set", "flow=xx"], "flow='xx' is not valid"),
     (["train", "missing.yaml"], "config file 'missing.yaml' does not exist"),
-    (["train", "{cfg}", "--flow", "gc"], "flow='gc' has no overlay file"),
     (["train", "{cfg}", "--flow", "gx"], "flow='gx' is not valid"),
     (["train", "{cfg}", "--overlay", "none.yaml"], "config file 'none.yaml' does not exist"),
     (["train", "{cfg}", "--set", "optm.lr=1"], "unknown configuration section 'optm'"),

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from gclib.config import Config, ConfigError, config_hash, from_dict, load_config, parse_overrides, run_dir_for
+from gclib.config import (Config, ConfigError, config_hash, flatten, from_dict, load_config, parse_overrides,
+                          run_dir_for)
 
 PARAMS = Path(__file__).resolve().parents[1] / "params" / "train"
 
@@ -66,7 +67,9 @@ def test_hash_tracks_training_settings_only():
     assert run_dir_for(a.replace(run_dir="here")) == Path("here")
 
 
-PRESETS = ("toy", "digits", "cifar10", "celeba64", "imagenet32", "lsun_church64", "cifar10_ect")
+BUILT_IN_PRESETS = ("toy", "digits", "cifar10", "celeba64", "imagenet32", "lsun_church64", "cifar10_ect")
+OWN_FILES = ("cifar10_denoise",)   # a complete configuration of its own (the denoising pre-training), not a preset
+PRESETS = tuple(sorted(p.stem for p in PARAMS.glob("*.yaml") if p.stem not in OWN_FILES))   # every preset there
 # (name, first 16 hex digits of the config hash) of the 21 per-flow files params/train/<family>_<flow>.yaml that the
 # presets and flow overlays replaced, recorded from those files before they were deleted: a composed config is the
 # same run as the old file (its to_dict() was checked equal too).
@@ -112,8 +115,8 @@ def test_the_ect_preset_trains_ects_network_form_as_a_new_run(flow):
 
 def test_presets_differ_only_in_flow_settings_and_load_as_their_own_flow():
     allowed = {"name", "flow", "mu", "predictor", "dropout"}
-    assert sorted(p.stem for p in PARAMS.glob("*.yaml")) == sorted(PRESETS + ("cifar10_denoise",))
-    assert sorted(p.stem for p in (PARAMS / "flows").glob("*.yaml")) == ["gc", "ic", "ot"]
+    assert set(BUILT_IN_PRESETS) <= set(PRESETS) and all((PARAMS / f"{f}.yaml").is_file() for f in OWN_FILES)
+    assert {"gc", "ic", "ot"} <= {p.stem for p in (PARAMS / "flows").glob("*.yaml")}
     for preset in PRESETS:
         own = load_config(PARAMS / f"{preset}.yaml")
         assert own == load_config(PARAMS / f"{preset}.yaml", flow=own.flow)   # a preset is its own flow's config
@@ -135,6 +138,32 @@ def test_presets_differ_only_in_flow_settings_and_load_as_their_own_flow():
         ("toy_gc", "two_gaussians", 5.0, 100, "l2", "adam", 5e-5, 256, 1.0)
     e = load_config(PARAMS / "cifar10_ect.yaml", flow="gc")
     assert (e.name, e.mu, e.dropout, e.schedule) == ("cifar10_ect_gc", 0.3, 0.0, "ect")
+
+
+OVERLAYS = tuple(sorted(p.stem for p in (PARAMS / "flows").glob("*.yaml")))
+
+
+@pytest.mark.parametrize("preset", PRESETS + OWN_FILES)
+def test_every_flow_overlay_composes_with_every_preset(preset):
+    """Every params/train/flows/<flow>.yaml with every preset: a valid config of that flow, named after it, equal
+    to the overlay's settings over the preset (then the preset's own entry for the flow). A file of its own that
+    trains without a coupling (denoising) refuses the other flows in one line."""
+    from gclib.yamlconf import read_yaml
+    raw = read_yaml(PARAMS / f"{preset}.yaml")
+    for flow in OVERLAYS:
+        if preset in OWN_FILES and flow != "ic":
+            with pytest.raises(ConfigError, match="flow must be 'ic'"):
+                load_config(PARAMS / f"{preset}.yaml", flow=flow)
+            continue
+        c = load_config(PARAMS / f"{preset}.yaml", flow=flow)
+        assert c.flow == flow, (preset, flow)
+        name = raw.get("name") or (raw.get("run") or {}).get("name")
+        if isinstance(name, str) and "{flow}" in name:
+            assert c.name == name.replace("{flow}", flow)
+        overlay = flatten(read_yaml(PARAMS / "flows" / f"{flow}.yaml"))
+        entry = flatten((raw.get("flows") or {}).get(flow) or {})
+        for key, value in {**overlay, **entry}.items():
+            assert getattr(c, key) == value, (preset, flow, key)
 
 
 def test_composition_order_and_overlays(tmp_path):
@@ -167,9 +196,8 @@ def test_composition_order_and_overlays(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_config(p, **kwargs)
         assert all(w in str(info.value) for w in words), (str(info.value), words)
-    (tmp_path / "flows" / "gc.yaml").unlink()
-    with pytest.raises(ConfigError, match=r"flow='gc' has no overlay file .*flows/gc.yaml.*; overlays there: ic, ot"):
-        load_config(p, flow="gc")
+    (tmp_path / "flows" / "gc.yaml").unlink()   # no overlay file: the flow alone, then the preset's flows entry
+    assert load_config(p, flow="gc") == load_config(p, {"flow": "gc", "mu": 0.9})
     with pytest.raises(ConfigError, match="give the preset file too"):
         load_config(None, flow="gc")
 
@@ -370,7 +398,7 @@ def test_hash_status_is_marked_on_the_fields():
     assert HASH_NEUTRAL == {"objective": "consistency", "schedule": "ict", "init_checkpoint": None, "ect_q": 2.0,
                             "ect_stages": 8, "ect_k": 8.0, "ect_b": 1.0, "ect_stage_offset": 0,
                             "ect_r_clip": "sigma_min", "ect_distance": None,
-                            "train_boundary": "shifted"}
+                            "train_boundary": "shifted", "coupling_options": {}}
     assert set(ECT_ONLY) == {"ect_stage_offset", "ect_r_clip", "ect_distance"}
     assert LIST_ITEMS == {"channel_mult": int, "attn_resolutions": int, "betas": float, "eval_metrics": str}
     assert all(not meta[k]["hashed"] for k in NOT_HASHED) and all(meta[k]["ect_only"] for k in ECT_ONLY)

@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gclib"
 
 # Lowest first. An entry ending in ".*" holds every module of that subpackage.
 LAYERS = {
-    "base": ["checks", "io", "rng", "device", "nets", "report", "yamlconf", "progress", "signals", "staging"],
-    "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "paths", "optim",
+    "base": ["checks", "io", "rng", "device", "nets", "report", "yamlconf", "plugins", "progress", "signals", "staging"],
+    "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "coupling_paths", "optim",
              "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],
     "training": ["config", "models", "distributed", "train", "stack", "executors"],

@@ -20,7 +20,10 @@ def fake8():
 
 
 def test_old_names_derive_from_the_registry():
-    assert data.DATASETS == tuple(data.REGISTRY) == data.TOYS + tuple(data.IMAGE_SHAPES)
+    # the older names are the built-in entries, first in the registry (which may hold more: a plugin's)
+    assert data.DATASETS == tuple(data.REGISTRY)[:len(data.DATASETS)] == data.TOYS + tuple(
+        n for n in data.DATASETS if get_dataset(n).is_image)
+    assert {"two_gaussians", "moons", "digits", "cifar10", "celeba64"} <= set(data.DATASETS)
     assert all(not get_dataset(n).is_image for n in data.TOYS)
     assert {n: get_dataset(n).metric for n in ("digits", "moons", "cifar10", "celeba64")} == \
         {"digits": "fd_digits", "moons": "w2", "cifar10": "fid", "celeba64": "fid"}
@@ -32,7 +35,21 @@ def test_old_names_derive_from_the_registry():
         if d.model in models.PRESETS:
             assert models.PRESETS[d.model][1] == d.shape
     from gclib.experiments import common
-    assert common.DATASETS == data.TOYS + ("digits", "cifar10")
+    assert set(data.TOYS) | {"digits", "cifar10"} <= set(common.experiment_datasets())
+    assert common.experiment_datasets() == tuple(n for n, d in data.REGISTRY.items() if d.experiments and d.family)
+
+
+def test_a_registered_experiment_dataset_is_a_valid_notebook_dataset(fake8):
+    import dataclasses
+
+    from gclib.experiments import common
+    with pytest.raises(ValueError, match="dataset='fake8x8' is not valid"):
+        common.check_dataset("fake8x8")
+    register_dataset(dataclasses.replace(fake8[0], experiments=True, family="digits"), replace=True)
+    assert common.check_dataset("fake8x8") == "fake8x8"     # read live, not a list copied at import
+    cfg = common.train_config("fake8x8", "gc", mu=0.3, runs_dir="runs")   # the digits preset, on this data set
+    assert (cfg.dataset, cfg.flow, cfg.mu, cfg.model) == ("fake8x8", "gc", 0.3, "unet_digits")
+    assert common.train_config("digits", "ic", mu=0.3, runs_dir="runs").mu == 0.5   # IC does not read mu
 
 
 def test_registry_refuses_bad_entries(fake8):
@@ -78,14 +95,19 @@ def test_metric_registry_is_the_one_list():
     from gclib.experiments import fid_curves
     from gclib.metrics import inception
     assert list(evaluation.METRICS) == list(evaluation.REGISTRY) == list(evaluation.NEEDS) == list(evaluation.LABELS)
-    assert fid_curves.METRICS == tuple(evaluation.CURVE_METRICS) == ("w2", "w2sq", "fd_digits", "kid_digits", "fid")
-    assert fid_curves.METRIC_LABELS == {m: evaluation.LABELS[m] for m in fid_curves.METRICS}
+    assert {"w2", "w2sq", "fd_digits", "kid_digits", "fid"} <= set(fid_curves.METRICS)
+    assert fid_curves.METRICS == tuple(evaluation.CURVE_METRICS) == tuple(n for n, m in evaluation.REGISTRY.items()
+                                                                           if m.curve)
+    assert all(fid_curves.METRIC_LABELS[m] == evaluation.REGISTRY[m].label for m in fid_curves.METRICS)
     # what gclib.metrics.inception computes is exactly the registry's metrics that take the Inception weights
-    assert tuple(evaluation.INCEPTION_METRICS) == inception.METRICS == ("fid", "kid", "isc")
-    assert evaluation.SAME_SIZE == ["w2", "w2sq"]
+    assert set(inception.METRICS) == {"fid", "kid", "isc"} <= set(evaluation.INCEPTION_METRICS)
+    assert evaluation.INCEPTION_METRICS == [n for n, m in evaluation.REGISTRY.items() if m.weights]
+    assert {"w2", "w2sq"} <= set(evaluation.SAME_SIZE)
+    assert evaluation.SAME_SIZE == [n for n, m in evaluation.REGISTRY.items() if m.same_size]
 
 
 def test_registered_metric_is_accepted_everywhere():
+    from gclib.experiments import fid_curves   # imported before the registration: it reads the registry live
     m = evaluation.Metric("mean_gap", lambda s, d: float((s.mean() - d.mean()).abs()), "mean gap", curve=True)
     evaluation.register_metric(m)
     try:
@@ -96,9 +118,12 @@ def test_registered_metric_is_accepted_everywhere():
         assert out["mean_gap"] == 1.0 and "w2" in out
         from gclib.config import load_config
         assert load_config(None, dict(eval_metrics=["mean_gap"])).eval_metrics == ["mean_gap"]
+        assert "mean_gap" in fid_curves.METRICS and fid_curves.METRIC_LABELS["mean_gap"] == "mean gap"
+        fid_curves.RULES["metric"]("metric", "mean_gap")
     finally:
         evaluation.unregister_metric("mean_gap")
     assert "mean_gap" not in evaluation.METRICS and "mean_gap" not in evaluation.CURVE_METRICS
+    assert "mean_gap" not in fid_curves.METRICS
 
 
 def test_a_registered_dataset_trains_through_the_config(fake8, tmp_path):

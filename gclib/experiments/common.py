@@ -17,18 +17,22 @@ import torch
 
 from ..checks import check_flow, check_levels, check_mu, check_positive_int  # noqa: F401 (re-exported)
 from ..config import Config, load_config
-from ..data import TOYS, experiment_datasets, get_dataset, load_dataset, to_float
+from ..couplings import REGISTRY as COUPLINGS
+from ..data import experiment_datasets, get_dataset, load_dataset, to_float
 from ..device import resolve_device  # noqa: F401 (re-exported: the notebook drivers call common.resolve_device)
 from ..report import project_root, runs_dir as default_runs_dir
 
-# The data sets the experiment notebooks can train on: those with a training preset params/train/<family>.yaml
-# (family "toy" for every 2-D toy). gclib.data.REGISTRY holds all loadable ones.
+# The built-in data sets the experiment notebooks can train on: those with a training preset
+# params/train/<family>.yaml (family "toy" for every 2-D toy); ``check_dataset`` reads the registry live.
 DATASETS = experiment_datasets()
 
 
 def check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset={dataset!r} is not valid; allowed values: {', '.join(map(repr, DATASETS))}")
+    """``dataset`` if the experiment notebooks can train on it (``gclib.data.experiment_datasets``, read live: a
+    data set a plugin registers counts)."""
+    allowed = experiment_datasets()
+    if dataset not in allowed:
+        raise ValueError(f"dataset={dataset!r} is not valid; allowed values: {', '.join(map(repr, allowed))}")
     return dataset
 
 
@@ -37,22 +41,20 @@ def train_config(dataset: str = "two_gaussians", flow: str = "ic", mu: float = 0
     """The validated training Config for ``dataset`` and ``flow`` (nothing is trained here).
 
     Base: params/train/<family>.yaml under the project root composed with ``flow`` (its overlay
-    params/train/flows/<flow>.yaml and the preset's flows: entry); then dataset (toys), mu (gc), total_steps
+    params/train/flows/<flow>.yaml and the preset's flows: entry); then dataset, mu (a flow that reads it), total_steps
     (``steps``; None keeps the file's), seed, runs_dir (default report.runs_dir()), progress off, and
     ``overrides`` (any Config field). Raises ValueError naming a bad dataset, flow or mu.
     """
     check_dataset(dataset)
     check_flow(flow)
     check_mu(mu)
-    family = get_dataset(dataset).family
-    path = project_root(root) / "params" / "train" / f"{family}.yaml"
+    ds = get_dataset(dataset)
+    path = project_root(root) / "params" / "train" / f"{ds.family}.yaml"
     over = dict(seed=int(seed), runs_dir=str(runs_dir if runs_dir is not None else default_runs_dir(root)),
-                progress=False)
-    if dataset in TOYS:
-        over["dataset"] = dataset
-        if dataset != "two_gaussians":
-            over["name"] = f"{dataset}_{flow}"
-    if flow == "gc":
+                progress=False, dataset=dataset)   # the preset's own data set, or another of its family
+    if not ds.is_image and dataset != "two_gaussians":   # the toy preset's own set keeps the preset's name
+        over["name"] = f"{dataset}_{flow}"
+    if "mu" in COUPLINGS[flow].config_fields():   # a coupling that reads mu (GC)
         over["mu"] = float(mu)
     if steps is not None:
         over["total_steps"] = check_positive_int("train_steps", steps)
@@ -212,23 +214,17 @@ def diff_verdict(mean_a: float, se_a: float, mean_b: float, se_b: float, expect:
 
 def model_quality(ema, data, n: int = 2000, seed: int = 0, device: str = "cpu", *, dataset: str) -> dict:
     """How good a model's one-step samples are, in the quality metric of ``dataset`` (``gclib.data.DataSet.metric``,
-    never guessed from the shape): ``fd_digits``: FD_digits (``gclib.metrics.fd_digits``) of n samples against the
-    whole digits set; ``w2``: the exact W2 (``gclib.metrics.w2_exact``) of n samples against n data rows (all rows
-    when fewer); any other registered metric through ``gclib.evaluation.evaluate_samples``. Samples:
-    ``gclib.evaluation.generate(ema, n, shape, ema.sigma_max, seed=seed)``. Returns {"metric", "value", "n"}."""
-    from ..evaluation import LABELS, evaluate_samples, generate
-    metric = get_dataset(dataset).metric
-    shape = tuple(data.shape[1:])
-    samples = generate(ema, n, shape, ema.sigma_max, seed=seed, device=device).cpu()
-    if metric == "fd_digits":
-        from ..data import digits
-        from ..metrics import fd_digits
-        return {"metric": "FD_digits", "value": float(fd_digits(samples, digits())), "n": int(n)}
-    if metric != "w2":
-        value = evaluate_samples(samples, data.cpu(), [metric], seed=seed)[metric]
-        return {"metric": LABELS.get(metric, metric), "value": float(value), "n": int(n)}
-    from ..metrics import w2_exact
-    ref = data.cpu()
-    if len(ref) > n:
-        ref = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed + 1))[:n]]
-    return {"metric": "W2", "value": float(w2_exact(samples.double(), ref.double())), "n": int(n)}
+    never guessed from the shape), scored against the model's own training set ``data`` as the metric's entry says
+    (``gclib.evaluation.Metric.reference``: n rows for an exact-OT metric such as ``w2``, the whole set for
+    ``fd_digits``), never against another data set. Samples: ``gclib.evaluation.generate(ema, n, shape,
+    ema.sigma_max, seed=seed)``. Returns {"metric" (its name in tables, ``Metric.table_name``), "value", "n"}."""
+    from ..evaluation import generate, get_metric_entry
+    metric = get_metric_entry(get_dataset(dataset).metric)
+    why = metric.refusal(dataset)
+    if why:
+        raise ValueError(f"dataset={dataset!r}: its quality metric {metric.name!r} cannot score it: it {why}")
+    samples = generate(ema, n, tuple(data.shape[1:]), ema.sigma_max, seed=seed, device=device).cpu()
+    value = metric.fn(samples.float(), metric.reference(to_float(data.cpu()), n, seed))
+    if isinstance(value, dict):
+        value = value["mean"]
+    return {"metric": metric.table_name, "value": float(value), "n": int(n)}

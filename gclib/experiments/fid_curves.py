@@ -21,7 +21,10 @@ from .fid_sweep import (DIGITS_CLASSIFIER_METRICS, ENDPOINTS, METRIC_LABELS, MET
                         sweep_from_params, sweep_runs, tex_label, uses_digits_classifier)
 
 def _train_one(cfg: dict, threads: int | None = None, eval_fns: Sequence[Callable] = ()):
-    """Worker and job entry point (module level, so a spawned process or a submitit job can import it)."""
+    """Worker and job entry point (module level, so a spawned process or a submitit job can import it); it imports
+    the user's plugins first (``gclib.plugins``), so a registered coupling, metric or data set is known here too."""
+    from ..plugins import load_plugins
+    load_plugins()
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -370,15 +373,3 @@ def fid_eval_fn(dataset: str, n: int = 50_000, data_root="data", weights_path=No
 
     fn.__name__ = f"fid_{dataset}"
     return fn
-
-
-def long_ic_checkpoint(variant: str = "cpu_long", seed: int = 0, root=None) -> Path | None:
-    """The final checkpoint of the IC run at ``seed`` of params/fid_curves/<variant>.yaml (the project's
-    strongest CPU-trained IC digits model), or None when that run has not been trained on this machine."""
-    import yaml
-    from .. import report
-    root = report.project_root(root)
-    p = yaml.safe_load((root / "params" / "fid_curves" / f"{variant}.yaml").read_text())
-    sw = make_sweep(p["variant"], p["base_config"], p["overrides"], p["metric"], [seed], [0.5], root=root)
-    ckpt = Path(sw.frozen_checkpoints_at(seed)[0])
-    return ckpt if ckpt.is_file() else None

@@ -17,12 +17,13 @@ import pandas as pd
 
 from ..checks import check_choice, check_flow, check_mu
 from ..data import get_dataset
-from ..evaluation import CURVE_METRICS, LABELS
+from ..evaluation import CURVE_NAMES, LABELS
 from .params import check_rules, distinct_ints, int_at_least, nonempty
 
-# the metrics a training curve can use and their plot labels: from gclib.evaluation's registry (Metric.curve)
-METRICS = tuple(CURVE_METRICS)
-METRIC_LABELS = {m: LABELS[m] for m in METRICS}
+# the metrics a training curve can use and their plot labels: gclib.evaluation's registry (Metric.curve), read
+# live, so a metric registered after this import (a plugin's) is a valid sweep metric
+METRICS = CURVE_NAMES
+METRIC_LABELS = LABELS
 # the metrics computed with the frozen digits classifier (gclib.metrics.digits)
 DIGITS_CLASSIFIER_METRICS = ("fd_digits", "kid_digits")
 

@@ -268,7 +268,11 @@ def each(rule):
 def check_rules(notebook: str, params, rules: dict) -> SimpleNamespace:
     """The checked parameter mapping (a dict or the namespace ``check_params`` returns) as a namespace, after
     every rule of ``rules`` passed (one ValueError, prefixed with the notebook's name, for the first that fails).
-    A rule for a name the mapping lacks is a programming error (KeyError)."""
+    A rule for a name the mapping lacks is a programming error (KeyError). Every driver's ``setup`` starts here,
+    so the user's plugins are imported first (``gclib.plugins``: a registered coupling, metric or data set is a
+    valid parameter value)."""
+    from ..plugins import load_plugins
+    load_plugins()
     p = dict(vars(params)) if isinstance(params, SimpleNamespace) else dict(params)
     for name, rule in rules.items():
         try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -234,11 +233,3 @@ def trained(cfg, device: str = "cpu"):
             f"lr {cfg.lr:g}, seed {cfg.seed}, EMA weights")
     return ema, data, dict(kind="trained", name=name, run=run_dir.name, steps=int(cfg.total_steps))
 
-
-def triple(values: dict, fmt: str = "{:.3g}") -> str:
-    """'trained a / ideal b / collapsed c ...' from {label: value} (None: 'n/a')."""
-    return " / ".join(f"{k} {'n/a' if v is None else fmt.format(v)}" for k, v in values.items())
-
-
-def as_np(x) -> np.ndarray:
-    return np.asarray(torch.as_tensor(x).detach().cpu().to(torch.float64).numpy())

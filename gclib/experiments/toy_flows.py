@@ -25,9 +25,8 @@ import pandas as pd
 import torch
 
 from .. import report
-from ..checks import check_flow
 from ..exact import velocity
-from ..paths import coupled_endpoints, exact_generator, path_alignment
+from ..coupling_paths import coupled_endpoints, exact_generator, path_alignment
 from . import references
 from .common import claim, combine_verdicts, interval_verdict, paired_verdict
 from .params import between, check_rules, distinct_ints, int_at_least, levels, nonempty, positive_int
@@ -42,7 +41,6 @@ PAPER = {
     "eq16": "Eq. 16 / Section 4 (docs/method.md section 4): pure GC (mu = 1) keeps the endpoint marginal but shifts "
             "the intermediate marginals away from those of the data's diffusion, why mu = 1 can degrade.",
 }
-GC_LABELS = ("ideal", "trained", "collapsed", "untrained", "identity")
 CONTROLS = ("collapsed", "untrained", "identity")
 
 
@@ -116,7 +114,7 @@ def levels(t_max: float, n_levels: int) -> np.ndarray:
 def measure(seeds, n_samples: int, t_pred: float, t_max: float, n_levels: int, ot_batches, preds: dict,
             out=None) -> pd.DataFrame:
     """The alignment of each flow's paths per level and seed: columns seed, flow, t, cos, cos_se, dev, dev_se
-    (``gclib.paths.path_alignment``). Writes alignment.csv to ``out`` if given."""
+    (``gclib.coupling_paths.path_alignment``). Writes alignment.csv to ``out`` if given."""
     lv = levels(t_max, n_levels)
     frames = []
     for s in seeds:
@@ -295,8 +293,3 @@ def summary(m: dict) -> str:
     return report.summary({"mean_cos": m["mean_cos"], "mean_dev": m["mean_dev"],
                            "verdicts": [c["verdict"] for c in m["claims"]],
                            "control_verdicts": [c.get("control_verdict") for c in m["claims"]]}, digits=3)
-
-
-def check_flows(flows) -> None:
-    for f in flows:
-        check_flow(f)

@@ -51,7 +51,6 @@ PAPER = {
     "ot_b": "Minibatch OT (docs/method.md section 5): the matched cost approaches the exact OT cost as the batch "
             "grows (a property of the baseline Fig. 3 compares against).",
 }
-CONTROL_NAMES = ("collapsed", "untrained", "identity")
 
 
 # --------------------------------------------------------------------------------------------- parameters

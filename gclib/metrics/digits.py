@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -114,10 +113,6 @@ def train_classifier(settings: dict = SETTINGS) -> tuple[DigitsNet, float]:
                 opt.step()
                 sched.step()
     return net.eval(), accuracy(net, x_te, y_te)
-
-
-def settings_hash(settings: dict = SETTINGS) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 WEIGHTS_PATH = Path(__file__).with_name("digits_classifier.pt")

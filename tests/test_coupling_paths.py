@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gclib.metrics import proxy_exact_ic
-from gclib.paths import coupled_endpoints, path_alignment
+from gclib.coupling_paths import coupled_endpoints, path_alignment
 
 DIRACS = torch.tensor([[0.0, 0.5], [0.0, -0.5]], dtype=torch.float64)
 
