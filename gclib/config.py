@@ -611,7 +611,8 @@ def check_checkpoint_inputs(cfg: Config) -> None:
     (model and the fields that shape its weights) on samples of this run's shape. One error naming the file."""
     from .checkpoint import CheckpointError, load_checkpoint
     shape = _shape(cfg)
-    if cfg.predictor not in PREDICTORS:
+    uses_predictor = getattr(COUPLING_REGISTRY.get(cfg.flow), "needs_predictor", False)
+    if uses_predictor and cfg.predictor not in PREDICTORS:   # a coupling without one never reads the file
         if not Path(cfg.predictor).is_file():
             raise ConfigError(f"predictor={cfg.predictor!r}: the frozen predictor's checkpoint file does not exist")
         other, its_shape = _checkpoint_config(load_checkpoint(cfg.predictor, mmap=True))
