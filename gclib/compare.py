@@ -136,31 +136,25 @@ def _compare_metrics(c: Comparison, variant: str, old: dict, new: dict) -> None:
     c.rows.append(row)
 
 
-def _csv_pairs(old: Path, new: Path) -> tuple[list, str | None]:
-    """[(where, committed, fresh)] of the numeric cells of two CSV files, and why they cannot be compared (or None).
-    A cell is named by its row's text cells (or its row number) and its column."""
+def _csv_pairs(old: Path, new: Path) -> tuple[list, int, str | None]:
+    """([(where, committed, fresh)] of the numeric cells of two CSV files, how many other cells (text, booleans)
+    differ, and why the files cannot be compared, or None). A cell is named by its row number, the row's first text
+    cells and its column."""
     import pandas as pd
     a, b = pd.read_csv(old), pd.read_csv(new)
     if list(a.columns) != list(b.columns):
-        return [], f"columns changed: {list(a.columns)} -> {list(b.columns)}"
+        return [], 0, f"columns changed: {list(a.columns)} -> {list(b.columns)}"
     if len(a) != len(b):
-        return [], f"rows changed: {len(a)} -> {len(b)}"
-    numeric = [col for col in a.columns if pd.api.types.is_numeric_dtype(a[col]) and pd.api.types.is_numeric_dtype(b[col])
-               and not pd.api.types.is_bool_dtype(a[col])]
-    text = [col for col in a.columns if col not in numeric]
+        return [], 0, f"rows changed: {len(a)} -> {len(b)}"
+    is_number = lambda col: pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    numeric = [col for col in a.columns if is_number(a[col]) and is_number(b[col])]
+    other = [col for col in a.columns if col not in numeric]
     pairs = []
     for i in range(len(a)):
-        name = ", ".join(str(a[col].iloc[i]) for col in text[:3]) or f"row {i + 1}"
+        name = f"row {i + 1}" + (f" ({', '.join(str(a[col].iloc[i]) for col in other[:2])})" if other else "")
         pairs += [(f"{name} / {col}", float(a[col].iloc[i]), float(b[col].iloc[i])) for col in numeric]
-    return pairs, None
-
-
-def _text_changes(old: Path, new: Path) -> int:
-    """How many non-numeric cells differ between two CSVs of the same shape."""
-    import pandas as pd
-    a, b = pd.read_csv(old, dtype=str), pd.read_csv(new, dtype=str)
-    return int(sum((a[col].fillna("") != b[col].fillna("")).sum() for col in a.columns
-                   if not pd.api.types.is_numeric_dtype(pd.read_csv(old)[col])))
+    texts = int(sum((a[col].astype(str) != b[col].astype(str)).sum() for col in other))
+    return pairs, texts, None
 
 
 def _compare_csvs(c: Comparison, variant: str, old_dir: Path, new_dir: Path) -> None:
@@ -173,14 +167,13 @@ def _compare_csvs(c: Comparison, variant: str, old_dir: Path, new_dir: Path) -> 
             c.rows.append((kind, variant, old.name, "-", "-", "-", "MISSING from the fresh results"))
             c.files_changed += 1
             continue
-        pairs, why = _csv_pairs(old, new)
+        pairs, texts, why = _csv_pairs(old, new)
         if why:
             c.failures.append(f"{variant}/{old.name}: {why}")
             c.rows.append((kind, variant, old.name, "-", "-", "-", f"CANNOT COMPARE: {why}"))
             c.files_changed += 1
             continue
         row = _drift_row(kind, variant, old.name, pairs)
-        texts = _text_changes(old, new)
         if texts:
             row = row[:2] + (f"{old.name} ({texts} text cells changed)",) + row[3:]
         c.files_changed += bool(row[4]) or bool(texts)

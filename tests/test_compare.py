@@ -79,7 +79,7 @@ def test_a_flipped_verdict_fails_and_numeric_drift_is_tabled(folders):
                                                                              rel=1e-2)
     csv_row = rows[("numbers", "fid_curves/cpu_digits", "final.csv")]
     assert csv_row[3] == 6 and csv_row[4] == 1 and csv_row[5].endswith("/ 0.001")
-    assert csv_row[6].startswith("IC / mean: 51.83895116664686 -> 51.8907")
+    assert csv_row[6].startswith("row 1 (IC) / mean: 51.83895116664686 -> 51.8907")
     check = rows[("metric check", "fid_curves/cpu_digits", "metric_check.csv")]
     assert check[4] == 5 and c.metric_check_drift == pytest.approx(5e-8, rel=1e-3)
     assert rows[("numbers", "toy_flows/cpu", "alignment.csv")][4] == 0
@@ -91,6 +91,20 @@ def test_a_flipped_verdict_fails_and_numeric_drift_is_tabled(folders):
     # the same through the command line: the table on stdout, exit status 1
     assert main(["reproduce", "--compare", str(fresh), "--against", str(committed)]) == 1
     assert main(["reproduce", "--compare", str(fresh), "--against", str(committed), "--only", "toy_flows"]) == 0
+
+
+def test_changed_text_and_boolean_cells_are_counted(folders):
+    committed, fresh = folders
+    for folder in folders:
+        df = pd.read_csv(folder / "fid_curves" / "cpu_digits" / "final.csv")
+        df["above"] = df["mean"] > 51.0
+        df.to_csv(folder / "fid_curves" / "cpu_digits" / "final.csv", index=False)
+    df = pd.read_csv(fresh / "fid_curves" / "cpu_digits" / "final.csv")
+    df.loc[0, "above"], df.loc[1, "label"] = False, "GC"
+    df.to_csv(fresh / "fid_curves" / "cpu_digits" / "final.csv", index=False)
+    c = compare.compare_folders(committed, fresh)
+    row = next(r for r in c.rows if r[2].startswith("final.csv"))
+    assert row[2] == "final.csv (2 text cells changed)" and row[4] == 0 and c.files_changed == 1
 
 
 def test_missing_claims_files_and_changed_shapes_fail(folders):
