@@ -1,6 +1,7 @@
 # gclib: two commands for a fresh machine (see README.md).
 #   make reproduce   set up .venv, install, run every notebook with its cpu parameter sets into results/
 #   make test        set up .venv, install, run the unit tests and nbval on notebooks/
+#   make reproduce-compare   a fresh reproduction of HEAD in a temporary clone, set against the committed results
 # setup installs gclib[all] editable, pinned by constraints.txt (the versions the tests pass with);
 # `make constraints` rewrites constraints.txt from what .venv holds now.
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gclib-installed
 
-.PHONY: setup constraints test test-unit test-wheel reproduce reproduce-long reproduce-status bench lab clean
+.PHONY: setup constraints test test-unit test-wheel reproduce reproduce-compare reproduce-long reproduce-status bench lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +50,18 @@ test-wheel: setup
 
 reproduce: setup
 	$(PY) -m gclib reproduce
+
+# A fresh reproduction of the committed code (HEAD), set against the committed results (gclib reproduce --compare):
+# HEAD is cloned into a temporary folder, its results/ emptied, and `gclib reproduce` run there with this .venv (the
+# clone's gclib first on PYTHONPATH; an empty run cache unless GCLIB_RUNS is set); the clone is kept for inspection.
+# Exit status 1 when a verdict changed. REPRODUCE_ARGS narrows both steps, e.g. REPRODUCE_ARGS="--only toy_flows".
+REPRODUCE_ARGS ?=
+reproduce-compare: setup
+	@set -e; dir=$$(mktemp -d "$${TMPDIR:-/tmp}/gclib-reproduce.XXXXXX"); py=$$(cd $(dir $(PY)) && pwd)/$(notdir $(PY)); \
+	git clone --quiet --no-hardlinks . "$$dir/clone"; rm -rf "$$dir"/clone/results/*/; \
+	echo "reproducing HEAD ($$(git rev-parse --short HEAD)) in $$dir/clone"; \
+	(cd "$$dir/clone" && PYTHONPATH="$$dir/clone" "$$py" -m gclib reproduce $(REPRODUCE_ARGS)); \
+	$(PY) -m gclib reproduce --compare "$$dir/clone/results" $(REPRODUCE_ARGS)
 
 # The long CPU profiles (params/*/cpu_long*.yaml): many hours on 2 cores, so they span sessions. Their run cache
 # defaults to ~/.cache/gclib/runs (outside the work tree: a fresh checkout resumes where the last one stopped);

@@ -22,6 +22,7 @@ from gclib.io import relative_to_cwd  # noqa: E402
 import ot_scaling  # noqa: E402
 import sampling  # noqa: E402
 import step_time  # noqa: E402
+import thread_share  # noqa: E402
 
 
 def _json_files(out_dir: Path, pattern: str):
@@ -152,7 +153,24 @@ def readme(st: dict, ot: dict, sa: dict, wall: float, out_dir: Path) -> str:
                   "The 0.6M-parameter digits U-Net at batch 64 (the long digits profiles' run), one process per run: "
                   "how long a step takes alone and how many steps several processes make together on one card.", "",
                   gd]
+    ts = thread_share_section(out_dir)
+    if ts:
+        lines += ["## 7. Threads that share a busy machine (benchmarks/thread_share.py)", "", ts, ""]
     return "\n".join(lines)
+
+
+def thread_share_section(out_dir: Path) -> str:
+    """The loaded / idle table of thread_share.json (its own command: not run by run_all, it starts busy
+    processes and takes long), or '' when there is none."""
+    for p, res in _json_files(out_dir, "thread_share.json"):
+        return "\n".join([
+            "How much slower a training run gets beside busy processes, per thread setting. gclib's default keeps "
+            "torch's thread count (one per core: the bits of the committed results) and sets OpenMP's waiting to "
+            "passive (`OMP_WAIT_POLICY=PASSIVE` at `import gclib`, unless the user set it, `GOMP_SPINCOUNT` or "
+            "`KMP_BLOCKTIME`): a thread that spins while it waits takes the core from the thread it waits for. "
+            "Run: `python benchmarks/thread_share.py` (`--steps`, `--repeats`, `--busy`).", "",
+            thread_share.table(res), "", thread_share.summary(res), "", *res.get("notes", [])])
+    return ""
 
 
 def main(argv=None):

@@ -4,6 +4,10 @@ Public pieces: ``schedules``, ``precond.ConsistencyModel``, ``nets`` (MLP, UNet)
 finite set), ``couplings.couple`` (ic | ot | gc), ``losses`` (one consistency loss), ``sampling``, ``EMA`` and
 ``train_step``.
 """
+from .machine import share_cpus as _share_cpus
+
+_share_cpus()   # OpenMP threads that sleep when they wait, set before torch loads its OpenMP (gclib.machine)
+
 from . import couplings, exact, losses, nets, precond, sampling, schedules
 from .couplings import Coupling, couple
 from .ema import EMA

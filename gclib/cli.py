@@ -232,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--reanalyse", action="store_true",
                     help="fid_curves: a new analysis of the committed curves and final evaluation, without training "
                          "(for profiles whose runs' weights are gone); the sample figure is kept as committed")
+    rp.add_argument("--compare", nargs="?", const="", default=None, metavar="FRESH",
+                    help="train nothing: set a fresh reproduction's results folder (default: results/) against the "
+                         "committed results, in one table (verdict changes, the metric check's drift, each measured "
+                         "number's drift); exit 1 if a verdict changed (gclib.compare)")
+    rp.add_argument("--against", default=None, metavar="REF_OR_FOLDER",
+                    help="with --compare: the committed results, a git commit (default HEAD) or a results folder")
 
     t = sub.add_parser("train", help="train a consistency model from a YAML config (torchrun-ready)",
                        description="Train from a YAML config (see params/train/): a data set's preset, composed "
@@ -455,6 +461,8 @@ def _check_reproduce(args) -> None:
 
 def _reproduce(args) -> int:
     from .reproduce import reproduce
+    if args.compare is not None or args.against:
+        return _reproduce_compare(args)
     _check_reproduce(args)
     _check_run_cache(write=not args.status)
     return reproduce(long=args.long, only=args.only, variants=args.variant, status=args.status,
@@ -531,6 +539,15 @@ def _export(args) -> int:
 
 
 PRESET_COMMANDS = {"presets": _presets, "config": _config, "export": _export}
+
+
+def _reproduce_compare(args) -> int:
+    from .compare import compare_command
+    if args.compare is None:
+        raise ValueError("--against names the committed results of --compare: add --compare")
+    if args.long or args.status:
+        raise ValueError(f"--compare trains nothing: drop {'--long' if args.long else '--status'}")
+    return compare_command(args.compare or None, args.against, only=args.only, variants=args.variant)
 
 
 if __name__ == "__main__":

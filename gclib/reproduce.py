@@ -311,6 +311,20 @@ def _verdict(c: dict) -> str:
     return v if v == "holds" else f"**{v}**"
 
 
+REPRODUCIBILITY = (
+    "**What a reproduction reproduces.** Every model is trained from its configuration's seeds, so the random draws "
+    "are the same on every machine; the last bits of the arithmetic are not (torch, MKL and oneDNN pick their kernels "
+    "by processor, and more threads sum in another order). These files are reproduced **bit for bit** only on the "
+    "platform that wrote them: the same CPU model, torch and library builds (constraints.txt) and thread counts. On "
+    "another CPU the **verdicts must hold** and the **numbers move** by what training makes of different last bits. "
+    "Measured on a fresh clone on an Intel Xeon (AVX512-BF16/FP16): the metric check (no training) moved by rounding "
+    "only, FD_digits of held-out digits 9.44964834340044 -> 9.449647887130823 (4.8e-8 relative), while cpu_digits' "
+    "final FD_digits moved GC 50.98 -> 52.24 and IC 51.84 -> 51.77; 14 CSVs differed and 0 of 53 verdicts changed. "
+    "`make reproduce-compare` (a fresh reproduction in a temporary clone) or `gclib reproduce --compare` (after `make "
+    "reproduce`) sets a reproduction against these files in one table: changed verdicts (a failure), the metric "
+    "check's drift and each number's relative drift.")
+
+
 def write_results_readme(root: Path, timings: dict | None = None, long: bool = False) -> Path:
     """results/README.md from whatever results/<notebook>/<variant>/ hold (default variants excluded). Timings of
     this invocation are merged into results/timings.json, so the long profiles and the quick ones both show."""
@@ -320,7 +334,8 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
     if timings:
         import os
         import torch
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+        from .machine import cpu_info
+        machine = f"{cpu_info()['model_name']}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
         for k, v in timings.items():
             v = v if isinstance(v, dict) else {"seconds": v}
             all_t[k] = {"seconds": round(v["seconds"]), "machine": machine,
@@ -331,7 +346,7 @@ def write_results_readme(root: Path, timings: dict | None = None, long: bool = F
              "`metrics.json`; every verdict is computed from the measurement, none is typed in. Comparative claims "
              "are judged by paired differences over seeds with a 90% Student-t interval: **holds** when the interval "
              "excludes 0 in the paper's direction, **refuted** when it excludes 0 the other way, **inconclusive** "
-             "otherwise.", ""]
+             "otherwise.", "", REPRODUCIBILITY, ""]
     if all_t:
         lines += ["A notebook reuses the models it finds trained in runs/ (a cache, not committed), so its wall time "
                   "depends on what was cached: the third column says how many runs it trained itself.", "",

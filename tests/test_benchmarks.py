@@ -17,6 +17,7 @@ import benchutil  # noqa: E402
 import ot_scaling  # noqa: E402
 import sampling  # noqa: E402
 import step_time  # noqa: E402
+import thread_share  # noqa: E402
 from gclib.couplings import OT_AUTO_EMD_MIN_N, couple, ot_permutation, resolve_ot_solver  # noqa: E402
 
 
@@ -168,3 +169,31 @@ def test_auto_solver_choice():
     assert resolve_ot_solver("emd", 4) == "emd" and resolve_ot_solver("scipy", 10 ** 5) == "scipy"
     with pytest.raises(ValueError, match="ot_solver"):
         resolve_ot_solver("hungarian", 4)
+
+
+def test_thread_share_tiny_measures_idle_and_loaded_and_stops_its_busy_processes(tmp_path, monkeypatch):
+    started = []
+    real = thread_share.busy_processes
+    monkeypatch.setattr(thread_share, "busy_processes", lambda n: started.extend(real(n)) or started[-n:])
+    res = thread_share.run(steps=2, repeats=1, busy=1, preset="params/train/toy.yaml", flow="gc",
+                           settings={"default": {}, "1 thread": {"OMP_NUM_THREADS": "1"}}, out=tmp_path / "thread_share.json",
+                           notes=["a note"])
+    assert len(started) == 1 and started[0].poll() is not None       # the busy loop ran only while measured
+    d, one = res["settings"]["default"], res["settings"]["1 thread"]
+    assert d["idle"]["n"] == d["loaded"]["n"] == 1 and d["wait_policy"] == "PASSIVE" and one["threads"] == 1
+    assert d["ratio_of_medians"] == d["loaded"]["median"] / d["idle"]["median"]
+    t = res["target"]
+    assert t["setting"] == "default" and t["met"] == ((t["ratio"] <= 2.2) if t["quiet"] else None)
+    assert len(res["other_work_cores"]["idle"]) == 1
+    # the target is judged only on a machine that other work leaves idle
+    quiet = {**res, "other_work_cores": {"idle": [0.1]}}
+    busy = {**res, "other_work_cores": {"idle": [1.5]}}
+    assert thread_share.judge(quiet)["met"] == (t["ratio"] <= 2.2) and thread_share.judge(busy)["met"] is None
+    assert "NOT JUDGED" in thread_share.summary(busy) and "NOT JUDGED" not in thread_share.summary(quiet)
+    saved = json.loads((tmp_path / "thread_share.json").read_text())
+    assert saved["workload"]["steps"] == 2 and saved["notes"] == ["a note"]
+    assert f"| default | {d['threads']} | PASSIVE |" in thread_share.table(res) and "| 1 thread | 1 | PASSIVE |" in \
+        thread_share.table(res)
+    assert "beside 1 busy processes" in thread_share.summary(res)
+    import run_all
+    assert "## 7." not in run_all.thread_share_section(tmp_path) and "| 1 thread |" in run_all.thread_share_section(tmp_path)

@@ -489,7 +489,8 @@ SHORT_RUN = {"toy": {"total_steps": 20, "checkpoint_every": 0, "eval_metrics": [
                         "progress": False, "device": "cpu"}}
 # sha256 of the final checkpoint's model and EMA weights of these short runs, computed from the old flat files on
 # the code before the config refactor (commit ffccfdd); compared only on the platform that recorded them
-WEIGHTS_PLATFORM = ("2.14.1+cu130", "AVX512")
+# (tests/pinned_platform.py, shared with tests/test_training_pinned.py). The composed config against the flat file,
+# trained both here, is compared on every machine.
 WEIGHTS_PINNED = {"toy_gc": "5b258b7469bb54f597b722462602151c95d73ff6ada28c2f74f8692d6e71ec08",
                   "digits_ot": "88bfb2f1b85a96866825bc75190ede79ec069265ff9731589497739565887df8"}
 
@@ -512,19 +513,29 @@ def _weights_digest(weights: dict) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("old", sorted(OLD_FLAT))
-def test_composed_config_trains_the_old_files_weights_bit_for_bit(tmp_path, one_thread, old):
-    import torch
-
+@pytest.fixture(scope="module", params=sorted(OLD_FLAT))
+def composed_and_flat(request, tmp_path_factory, one_thread):
+    """(old, weights trained from the composed preset, weights trained from the old flat file) of a short run."""
     from gclib.train import train
+    old = request.param
+    tmp_path = tmp_path_factory.mktemp(old)
     preset, _, flow = old.rpartition("_")
     short = SHORT_RUN[preset]
     composed = load_config(PARAMS / f"{preset}.yaml", {**short, "runs_dir": str(tmp_path / "composed")}, flow=flow)
     flat = from_dict({**OLD_FLAT[old], **short, "runs_dir": str(tmp_path / "flat")})
     assert composed.replace(runs_dir="x") == flat.replace(runs_dir="x")
     assert config_hash(composed, 64) == config_hash(flat, 64)
-    a, b = _weights(train(composed).checkpoint), _weights(train(flat).checkpoint)
+    return old, _weights(train(composed).checkpoint), _weights(train(flat).checkpoint)
+
+
+def test_composed_config_trains_the_flat_files_weights_on_any_cpu(composed_and_flat):
+    import torch
+    _, a, b = composed_and_flat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    platform = (torch.__version__, torch.backends.cpu.get_cpu_capability())
-    if platform == WEIGHTS_PLATFORM:
-        assert _weights_digest(a) == WEIGHTS_PINNED[old]
+
+
+def test_composed_config_trains_the_old_files_weights_bit_for_bit(composed_and_flat):
+    from pinned_platform import require_recording_platform
+    old, a, _ = composed_and_flat
+    require_recording_platform()
+    assert _weights_digest(a) == WEIGHTS_PINNED[old]

@@ -15,13 +15,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gclib"
 
 # Lowest first. An entry ending in ".*" holds every module of that subpackage.
 LAYERS = {
-    "base": ["checks", "io", "rng", "device", "nets", "report", "yamlconf", "plugins", "progress", "signals", "staging"],
+    "base": ["checks", "io", "rng", "device", "nets", "report", "yamlconf", "plugins", "progress", "signals", "staging", "machine"],
     "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "coupling_paths", "optim",
              "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],
     "training": ["config", "models", "distributed", "train", "stack", "executors"],
     "experiments": ["experiments", "experiments.*"],
-    "cli": ["reproduce", "cli", "__main__"],
+    "cli": ["reproduce", "compare", "cli", "__main__"],
 }
 FACE = "gclib"
 

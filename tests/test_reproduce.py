@@ -45,6 +45,9 @@ def test_timing_table_says_how_many_runs_were_trained(tmp_path):
     text = (root / "results" / "README.md").read_text()
     assert "| notebook / variant | wall time (s) | runs trained | machine |" in text
     assert "| fid_curves/cpu | 12 | 0 |" in text and "| old/x | 7 | - | m |" in text and "| toy_flows/cpu | 4 | - |" in text
+    # what is bit-identical and what is not, with the measured example and the command that checks it
+    assert "**bit for bit** only on the platform that wrote them" in text and "0 of 53 verdicts changed" in text
+    assert "gclib reproduce --compare" in text
 
 
 def test_runs_another_process_finishes_meanwhile_are_not_the_notebooks(tmp_path, monkeypatch):

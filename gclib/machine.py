@@ -1,0 +1,109 @@
+"""What this machine is, for the last bits of a float computation, and how gclib's CPU threads share it.
+
+``fingerprint()`` names what decides the rounding of a training run on the CPU: the processor (vendor, model, family
+and the instruction sets torch, MKL and oneDNN dispatch to), the torch build with its BLAS, LAPACK and oneDNN, numpy,
+and the environment variables that change those libraries' kernels. Two machines with the same fingerprint train the
+same bits (on the same number of threads); two with different ones may differ in the last bits, which training then
+amplifies. The pinned training tests compare absolute digests only where the fingerprint is the recording one.
+
+``share_cpus()`` sets gclib's default CPU threading before torch loads its OpenMP runtime (``gclib/__init__.py`` calls
+it first): OpenMP threads that sleep when they wait (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning for a while,
+because a thread that spins on a busy machine takes the core from the thread it waits for, and a run beside other
+work slows down many times more than its share (benchmarks/thread_share.py). A setting the user made (any
+``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``) is left as it is; so is the number of threads
+(``OMP_NUM_THREADS``, ``torch.set_num_threads``), which this module never sets.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+
+# Instruction sets that decide which kernels torch (ATen's CPU capability), MKL and oneDNN run, and so the last bits of
+# float32 arithmetic: FMA against separate multiply-add, the vector width, bf16/fp16 dot products, AMX tiles.
+KERNEL_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd",
+                "sve", "sve2", "bf16", "i8mm")
+# Environment variables that change the kernels of those libraries on the same processor.
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MKL_DEBUG_CPU_TYPE", "ONEDNN_MAX_CPU_ISA",
+              "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE", "TORCH_MKLDNN_MATMUL_MIN_DIM")
+# OpenMP waiting set by the user: any of these keeps gclib's default away.
+WAIT_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """vendor, model name, family/model numbers and flags of the first processor in /proc/cpuinfo (``cpuinfo``: its
+    text, for tests); elsewhere what ``platform`` says, with no flags."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break            # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    flags = fields.get("flags") or fields.get("features") or ""
+    return {"vendor": fields.get("vendor_id") or fields.get("cpu implementer") or platform.machine(),
+            "model_name": fields.get("model name") or platform.processor() or platform.machine(),
+            "family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+            "flags": sorted(set(flags.split()))}
+
+
+def _library_lines(config: str) -> list[str]:
+    """The lines of ``torch.__config__.show()`` that name a math library and its version (MKL, oneDNN, OpenMP,
+    LAPACK, NNPACK, OpenBLAS); the long build-settings line is left to ``torch_build_sha256``."""
+    keys = ("Math Kernel Library", "MKL-DNN", "oneDNN", "OpenMP", "LAPACK", "NNPACK", "OpenBLAS")
+    lines = (line.strip(" -") for line in config.splitlines())
+    return [line for line in lines if any(k in line for k in keys) and not line.startswith("Build settings")]
+
+
+def fingerprint(cpuinfo: str | None = None, environ=None) -> dict:
+    """The platform of this process, as a flat dict of strings: equal dicts train equal bits on the same thread
+    count. ``cpuinfo`` and ``environ`` replace /proc/cpuinfo and os.environ (for tests)."""
+    import numpy
+    import torch
+    environ = os.environ if environ is None else environ
+    cpu = cpu_info(cpuinfo)
+    config = torch.__config__.show()
+    return {
+        "machine": platform.machine(),
+        "cpu_vendor": cpu["vendor"],
+        "cpu_model": cpu["model_name"],
+        "cpu_family_model": cpu["family_model"],
+        "cpu_kernel_flags": " ".join(f for f in KERNEL_FLAGS if f in cpu["flags"]),
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_libraries": "; ".join(_library_lines(config)),
+        "torch_build_sha256": hashlib.sha256(config.encode()).hexdigest()[:16],
+        "numpy": numpy.__version__,
+        "python": ".".join(map(str, sys.version_info[:2])),
+        "libc": " ".join(platform.libc_ver()),
+        "kernel_env": " ".join(f"{k}={environ[k]}" for k in KERNEL_ENV if environ.get(k)),
+    }
+
+
+def fingerprint_differences(recorded: dict, here: dict) -> list[str]:
+    """'key: recorded -> here' for every entry that differs (missing entries count as differing); empty when the
+    platforms are the same."""
+    keys = list(recorded) + [k for k in here if k not in recorded]
+    return [f"{k}: {recorded.get(k, '(absent)')!r} -> {here.get(k, '(absent)')!r}" for k in keys
+            if recorded.get(k) != here.get(k)]
+
+
+def share_cpus(environ=None) -> dict:
+    """gclib's default CPU threading, applied to ``environ`` (os.environ) unless the user chose: OpenMP threads wait
+    passively (``OMP_WAIT_POLICY=PASSIVE``). Must run before torch is imported to act on this process (libgomp and
+    Intel's OpenMP read it when they load); processes started from this one (notebook kernels, sweep workers)
+    inherit it either way. Returns what it set ({} when the user had set one of ``WAIT_ENV``)."""
+    environ = os.environ if environ is None else environ
+    if any(k in environ for k in WAIT_ENV):
+        return {}
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return {"OMP_WAIT_POLICY": "PASSIVE"}
