@@ -131,7 +131,8 @@ def _compare_metrics(c: Comparison, variant: str, old: dict, new: dict) -> None:
     gone = [k for k in a if k not in b]
     row = _drift_row("numbers", variant, "metrics.json (the rest)", rest)
     if gone:
-        c.failures.append(f"{variant}/metrics.json: {len(gone)} numbers are missing from the fresh results, e.g. {gone[0]}")
+        c.failures.append(f"{variant}/metrics.json: {len(gone)} numbers are missing from the fresh results, "
+                          f"e.g. {gone[0]}")
         row = row[:6] + (f"{len(gone)} missing, e.g. {gone[0]}",)
     c.rows.append(row)
 
@@ -256,12 +257,12 @@ def compare_command(fresh: str | None, against: str | None, only=None, variants=
         raise FileNotFoundError(f"--compare {fresh_dir}: no such results folder")
     with tempfile.TemporaryDirectory() as tmp:
         if against and Path(against).is_dir():
-            committed = Path(against)
+            committed, name = Path(against), against
         else:
-            committed = committed_results(root, against or "HEAD", Path(tmp))
+            committed, name = committed_results(root, against or "HEAD", Path(tmp)), f"{against or 'HEAD'}:results/"
         if committed.resolve() == fresh_dir.resolve():
             raise ValueError(f"--compare {fresh_dir}: the fresh and the committed results are the same folder")
-        print(f"fresh results: {fresh_dir}\ncommitted results: {against if against and Path(against).is_dir() else (against or 'HEAD') + ':results/'}\n")
+        print(f"fresh results: {fresh_dir}\ncommitted results: {name}\n")
         c = compare_folders(committed, fresh_dir, only, variants)
         print(table(c))
     return 0 if c.ok else 1

@@ -144,6 +144,8 @@ def test_the_committed_side_is_read_from_git(tmp_path, capsys):
     (["reproduce", "--against", "HEAD"], "--against names the committed results of --compare: add --compare"),
     (["reproduce", "--compare", "--long"], "--compare trains nothing: drop --long"),
     (["reproduce", "--compare", "/no/such/folder"], "--compare /no/such/folder: no such results folder"),
+    (["reproduce", "--compare", str(ROOT / "results"), "--against", str(ROOT / "results")],
+     f"--compare {ROOT / 'results'}: the fresh and the committed results are the same folder"),
 ])
 def test_bad_compare_options_are_one_line(argv, pattern, capsys):
     assert main(argv) == 2
