@@ -470,8 +470,8 @@ def plugin_proxies(data, ts, endpoints: dict, n: int = 2048, ot_batch: int = 256
     ``endpoints``: {label: model} or {label: {t: x^_t}} (precomputed, e.g. the cached ideal outputs); ``plugins``:
     {label: fn(x^, z, t) -> f(x^ + t z, t)} for the labels whose endpoints are precomputed (models are called).
     ``metric`` (the data set's quality metric, ``references.guard_metric``): the column "guard" holds that metric
-    of each GC coupling's endpoints x^_t at each level, and "guard_floor" the metric of the real draws x (the
-    quality guard of the rows, ``proxy_guard``).
+    of each GC coupling's endpoints x^_t at each level, and "guard_floor" the real-vs-real floor at n draws
+    (``references.real_floor``; the quality guard of the rows, ``proxy_guard``).
     Long table: coupling, t, proxy, stderr, n, estimator, data_velocity, plug_in, kind ("exact" for IC, "upper"
     otherwise), guard, guard_floor. Writes proxy.csv to ``out``."""
     from .transport_cost import predict
@@ -513,7 +513,7 @@ def plugin_proxies(data, ts, endpoints: dict, n: int = 2048, ot_batch: int = 256
             rows.append(dict(row, proxy=float(per.mean()), stderr=float(per.std() / np.sqrt(len(per))), n=len(per)))
     df = pd.DataFrame(rows)[["coupling", "t", "proxy", "stderr", "n", "estimator", "data_velocity", "plug_in", "kind",
                              "guard"]]
-    df["guard_floor"] = qual(x.to(torch.float32), ref) if qual is not None else np.nan
+    df["guard_floor"] = references.real_floor(x.to(torch.float32), ref, metric) if qual is not None else np.nan
     df.attrs["metric"] = metric
     if out is not None:
         report.save_table(df, Path(out) / "proxy.csv")

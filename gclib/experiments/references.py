@@ -351,7 +351,8 @@ class Guard:
     """Whether a subject's GC endpoints are a generator of the data, in the data's own feature space.
 
     values: {label: the metric of that subject's endpoints (the largest over the row's levels)}; floor: the metric
-    of the real draws x the endpoints were made from (real-vs-real: same n, same reference); yardstick: the value
+    of real samples of the same size against the same reference (``real_floor``: the median over the draws the
+    endpoints were made from and four more); yardstick: the value
     of the Gaussian fit (``GaussianFit``), a generator that knows the data's mean and covariance only. The limit is
     their geometric midpoint sqrt(floor * yardstick) (the metric spans orders of magnitude): a subject passes
     ("holds") when its value is at most the limit, fails ("refuted") above it; without a yardstick or a floor the
@@ -378,16 +379,29 @@ class Guard:
                     values=self.values)
 
 
+def real_floor(x: torch.Tensor, data: torch.Tensor, metric: str, k: int = 5, seed: int = 0) -> float:
+    """The real-vs-real floor of the guard at n = len(x): the median of the metric over ``k`` real samples of n
+    rows, the draws ``x`` themselves and k - 1 more drawn with replacement from ``data`` (seeded). One sample's value
+    is itself random (on two Diracs W2 ~ sqrt(|p^ - 1/2|), its imbalance between the atoms); the median is the
+    typical real sample's."""
+    fn = guard_metric(metric)
+    ref = torch.as_tensor(data).detach().cpu()
+    xs = torch.as_tensor(x).detach().cpu()
+    g = torch.Generator().manual_seed(int(seed) + 54321)
+    vals = [fn(xs, ref)] + [fn(ref[torch.randint(0, len(ref), (len(xs),), generator=g)], ref) for _ in range(k - 1)]
+    return float(np.median(vals))
+
+
 def guard(endpoints: dict, x: torch.Tensor, data: torch.Tensor, metric: str) -> Guard:
     """A ``Guard`` from {label: endpoints (n, ...) or a list of them, one per level}, the real draws ``x`` they
-    were made from and the data set (the reference of the metric ``metric``)."""
+    were made from and the data set (the reference of the metric ``metric``); the floor is ``real_floor``."""
     fn = guard_metric(metric)
     ref = torch.as_tensor(data).detach().cpu()
     values = {}
     for label, e in endpoints.items():
         es = e if isinstance(e, (list, tuple)) else [e]
         values[label] = max(fn(torch.as_tensor(a).detach().cpu(), ref) for a in es)
-    return Guard(metric, fn(torch.as_tensor(x).detach().cpu(), ref), values, int(len(x)))
+    return Guard(metric, real_floor(x, data, metric), values, int(len(x)))
 
 
 # --------------------------------------------------------------------------------------------- the trained model

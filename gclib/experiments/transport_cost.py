@@ -98,7 +98,7 @@ class Costs:
     at every level, for the controls at t_max; NaN elsewhere), plus w2sq_noise for the model (exact OT of its
     outputs against fresh noise: GC's own bound). baselines: coupling, batch_size, cost, stderr for IC, minibatch
     OT and unmatched batches. per_draw[label][t]: per-draw costs (numpy (n,)). info: n, ot_n, metric, guard_floor
-    (the metric of the real draws), seed."""
+    (the real-vs-real floor at n draws, ``references.real_floor``), seed."""
     curve: pd.DataFrame
     baselines: pd.DataFrame
     per_draw: dict = field(default_factory=dict)
@@ -190,7 +190,7 @@ def transport_costs(models: dict, data, ts, n: int = 2048, batch_sizes=(64, 256,
         u = _unmatched_cost(x, z, int(b), seed + 1)
         base.append(dict(coupling="unmatched batches", batch_size=int(b), cost=u["cost"], stderr=u["stderr"]))
     res = Costs(curve, pd.DataFrame(base), per, dict(n=int(n), ot_n=ot_n, seed=int(seed), metric=metric,
-                                                      guard_floor=qual(x, ref)))
+                                                      guard_floor=references.real_floor(x, ref, metric)))
     if out is not None:
         report.save_table(res.curve, Path(out) / "cost_vs_t.csv")
         report.save_table(res.baselines, Path(out) / "baselines.csv")
