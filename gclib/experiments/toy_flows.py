@@ -300,6 +300,20 @@ def _seed_power(ps: pd.DataFrame, a: str, b: str, level: float) -> str:
             f"({a} vs {b})")
 
 
+def _eq16_power(m: pd.DataFrame, label: str, level: float) -> str:
+    """Eq. 16's shift part: the chance, at the weakest level, that the paired interval over seeds shows the
+    measured shift (normal approximation)."""
+    from .verdicts import interval_power
+    d = m[m.predictor == label]
+    pws = []
+    for _, g in d.groupby("t"):
+        diff = (g.w2_gc - g.w2_floor).to_numpy()
+        if len(diff) > 1:
+            pws.append(interval_power(float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))), level))
+    return (f"{d.seed.nunique()} seeds x {d.t.nunique()} levels; {label}'s shift shown with {min(pws):.0%} at the "
+            f"weakest level" if pws else f"{d.seed.nunique()} seeds")
+
+
 def alignment_claims(align: pd.DataFrame, eq16: pd.DataFrame | None = None, endpoint_tol: float = 0.05,
                      level: float = 0.9, controls=CONTROLS, guard=None, labels=("trained", "ideal"),
                      require=None) -> list[dict]:
@@ -333,7 +347,7 @@ def alignment_claims(align: pd.DataFrame, eq16: pd.DataFrame | None = None, endp
                         f"{endpoint_tol:g}) (Eq. 16)", PAPER["eq16"],
                         lambda k: _eq16(eq16, k, endpoint_tol, level), [k for k in labels if k in set(eq16.predictor)],
                         [c for c in present if c in set(eq16.predictor)], guard, req,
-                        f"{eq16.seed.nunique()} seeds x {len(set(eq16.t))} levels (paired over seeds)"))
+                        _eq16_power(eq16, labels[0] if labels else "ideal", level)))
     return out
 
 

@@ -42,7 +42,7 @@ from ..precond import as_batch_sigma
 from . import common, references
 from .common import combine_verdicts, diff_verdict, paired_verdict
 from .params import between, check_rules, int_at_least, levels, nonempty, optional, positive_int
-from .verdicts import judged_row
+from .verdicts import interval_power, judged_row
 
 PAPER = {
     "near0": "Corollary 1: c decreases in t on an interval [0, t*] (for the true flow; the premise is that the "
@@ -271,6 +271,23 @@ def near0_verdict(per: dict, n_near: int, level: float = 0.9) -> tuple[str, str]
     return combine_verdicts(v.verdict for v in vs), txt
 
 
+def _z(level: float) -> float:
+    from scipy import stats
+    return float(stats.norm.ppf(0.5 + level / 2))
+
+
+def _near0_power(per: dict, n_near: int, level: float) -> str:
+    """The chance that each level's paired interval shows the decrease at the measured one (the weakest level)."""
+    lv = sorted(t for t in per if t > 0)
+    smin, near = lv[0], lv[1:1 + n_near]
+    pws = []
+    for t in near:
+        d = np.asarray(per[t]) - np.asarray(per[smin])
+        se = float(d.std(ddof=1) / np.sqrt(len(d)))
+        pws.append(interval_power(float(d.mean()), se, level) if d.mean() < 0 else 0.0)
+    return f"{min(pws):.0%} at the weakest level" if pws else "no level"
+
+
 def ot_verdicts(costs: Costs, label: str, level: float = 0.9) -> list:
     """[(batch_size, DiffVerdict)]: c_label(t_max) against minibatch OT at each batch size."""
     cur = costs.curve[costs.curve.predictor == label].set_index("t")
@@ -318,8 +335,11 @@ def transport_claims(costs: Costs, cont: pd.DataFrame | None = None, n_near: int
         cf = ", ".join(f"c({r.t:g}) {r.cost:.4g} (closed form {r.closed_form:.4g})" for r in cont.itertuples())
         subjects["ideal"] = (v, f"exact flow of the continuous mixture: {txt}; {cf}")
     ctl = {k: near0_verdict(costs.per_draw[k], n_near, level) for k in ("collapsed",) if k in costs.per_draw}
+    pw_near = "; ".join(f"{k} {_near0_power(per, n_near, level)}" for k, per in
+                        ((label, costs.per_draw[label]), ("ideal", cont.attrs["per_draw"] if cont is not None and len(cont)
+                                                          else None)) if per is not None)
     out.append(judged_row(f"Corollary 1: c(t) decreases from c(sigma_min) over the first {n_near} levels", PAPER["near0"],
-                          subjects, ctl, require=require,
+                          subjects, ctl, require=require, power=pw_near,
                           note="paired 90% t-intervals over the shared draws; the ideal is the exact flow of a "
                                "continuous density (on a finite point set the exact flow is x + sigma_min z near 0, "
                                "c flat to float rounding)"))
@@ -328,14 +348,20 @@ def transport_claims(costs: Costs, cont: pd.DataFrame | None = None, n_near: int
     ctl = {k: fig3_verdict(costs, k, level, guard) for k in FIG3_CONTROLS if k in costs.per_draw}
     per_b = ", ".join(f"B={b}: " + ", ".join(f"{k} {dict(ot_verdicts(costs, k, level))[b].verdict}" for k in subjects)
                       for b, _ in ot_verdicts(costs, label, level))
+    pw3 = "; ".join(f"{k} {min(interval_power(v.mean, (v.hi - v.lo) / 2 / _z(level), level) for _, v in ot_verdicts(costs, k, level)):.0%}"
+                    for k in subjects) + " at the weakest batch size, at the measured differences"
     out.append(judged_row("GC's transport cost ends below minibatch OT's at every batch size, with the predictor's "
-                          "outputs passing the quality guard", PAPER["ot"], subjects, ctl, require=require,
+                          "outputs passing the quality guard", PAPER["ot"], subjects, ctl, require=require, power=pw3,
                           note=f"{guard.text()}; per batch size: {per_b}"))
     v_ot, t_ot = ot_batch_verdict(costs, "minibatch OT", level)
+    b = costs.baselines[costs.baselines.coupling == "minibatch OT"].sort_values("batch_size")
+    steps = [interval_power(r2.cost - r1.cost, float(np.hypot(r1.stderr, r2.stderr)), level)
+             for r1, r2 in zip(b.iloc[:-1].itertuples(), b.iloc[1:].itertuples())]
     out.append(judged_row("Minibatch OT's cost falls as its batch size grows", PAPER["ot_b"],
                           {"minibatch OT": (v_ot, t_ot)},
                           {"unmatched batches": ot_batch_verdict(costs, "unmatched batches", level)},
-                          require=("minibatch OT",)))
+                          require=("minibatch OT",),
+                          power=f"{min(steps):.0%} at the weakest step, at the measured differences" if steps else ""))
     return out
 
 

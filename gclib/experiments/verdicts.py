@@ -111,3 +111,13 @@ def judged_row(text: str, paper: str, subjects: dict, controls: dict, *, require
                controls={k: v[0] for k, v in controls.items()}, subjects={k: v[0] for k, v in subjects.items()},
                unrejected=unrejected, power=power, **extra)
     return row
+
+
+def interval_power(effect: float, se: float, level: float = 0.9) -> float:
+    """The chance that a normal ``level`` interval of an estimate with standard error ``se`` excludes 0 on the side
+    of ``effect`` when the true value is ``effect`` (the measured one: the power of the row's test at its sample
+    size and the size of the effect it saw)."""
+    from scipy import stats
+    if not (np.isfinite(effect) and np.isfinite(se)) or se <= 0:
+        return float(effect != 0) if np.isfinite(effect) else float("nan")
+    return float(stats.norm.cdf(abs(effect) / se - stats.norm.ppf(0.5 + level / 2)))
