@@ -40,7 +40,7 @@ FULL = {
                       ot_batches=[8, 32, 256], eq16_ts=[0.2, 1.0], eq16_n=1000, endpoint_tol=0.05, level=0.9,
                       ideal_steps=64),
     "ct_cd_gap": dict(T=1.0, Ns=[10, 40, 160, 640, 2560, 10240], n_gap=8192, n_limit=49152, huber_cs=[None],
-                      rel_tol=0.1, ideal_Ns=[10240], ideal_n=2560, ideal_steps=32, grad_Ns=[10240], grad_n=4096,
+                      rel_tol=0.1, ideal_Ns=[10240], ideal_n=2560, ideal_steps=32, grad_Ns=[10240], grad_n=2048,
                       grad_tol=0.05, proxy_ts=[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0], proxy_n=2048, ot_batch=256,
                       ratio_max=0.5, level=0.9, seed=0),
     "transport_cost": dict(ts=[0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0], n=2048, ot_n=1024,
@@ -176,8 +176,13 @@ def judge(model, data, quick: bool = False, teacher=None, *, rows=None, settings
     bad = [g for g in groups if g not in GROUPS]
     if bad:
         raise ValueError(f"judge: rows={bad!r} is not valid; allowed values: {', '.join(map(repr, GROUPS))}")
-    if label in ("ideal", "wrong teacher") or label.startswith("GC "):
-        raise ValueError(f"judge: label={label!r} is reserved; name the model otherwise")
+    from .experiments.references import MIXTURES
+    reserved = ("ideal", "wrong teacher", "collapsed", "untrained", "identity", "shrunk 0.5", "shrunk 0.7",
+                "Gaussian fit", "minibatch OT")
+    if label in reserved or label.startswith("GC "):
+        raise ValueError(f"judge: label={label!r} is reserved (a reference or a control); name the model otherwise")
+    if mixture is not None and mixture not in MIXTURES:
+        raise ValueError(f"judge: mixture={mixture!r} is not valid; allowed values: {', '.join(map(repr, MIXTURES))}")
     pts, metric, name = _resolve_data(data, metric)
     model = _check_model(model, pts)
     cfg = _settings(quick, settings, groups)
@@ -229,7 +234,7 @@ def _gap(model, data, metric, name, teacher, s, label, require, out, cache):
     has_params = any(True for _ in model.parameters())
     grads = gap.gradient_rows(model, data, T=s["T"], Ns=s["grad_Ns"], n=s["grad_n"], seed=s["seed"], out=out,
                               teacher=teacher, level=s["level"]) if has_params else None
-    det = gap.deterministic({label: model, "ideal": ideal}, data, T=s["T"], N=s["Ns"][-1], n=min(s["n_gap"], 1024),
+    det = gap.deterministic({label: model, "ideal": ideal}, data, T=s["T"], N=s["Ns"][-1], n=s["n_gap"],
                             seed=s["seed"], data_set={label: gaps[(label, "squared L2")]})
     ts = _levels(s["proxy_ts"], model)
     x, z = tc.draws(data, s["proxy_n"], s["seed"])

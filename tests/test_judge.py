@@ -320,6 +320,8 @@ def test_judge_a_shrunk_generator_fails_the_guard():
     (dict(rows="toy"), "rows=['toy'] is not valid"),
     (dict(settings={"ct_cd_gap": {"n_gapp": 3}}), "unknown names ['n_gapp']"),
     (dict(label="ideal"), "label='ideal' is reserved"),
+    (dict(label="collapsed"), "label='collapsed' is reserved"),
+    (dict(mixture="moons"), "mixture='moons' is not valid"),
 ])
 def test_judge_bad_input_fails_clearly(kw, message):
     args = dict(model=lambda y, t: y, data=torch.randn(10, 2))
