@@ -59,13 +59,16 @@ def velocity(x: torch.Tensor, data: torch.Tensor, sigma, **kw) -> torch.Tensor:
     return (x - ideal_denoiser(x, data, s, **kw)) / pad_dims(s, x)
 
 
-def flow_map(x: torch.Tensor, data: torch.Tensor, sigma, sigma_min: float = SIGMA_MIN, n_steps: int = 256,
-             rho: float = RHO, **kw) -> torch.Tensor:
+def flow_map(x: torch.Tensor, data: torch.Tensor | None, sigma, sigma_min: float = SIGMA_MIN, n_steps: int = 256,
+             rho: float = RHO, field=None, **kw) -> torch.Tensor:
     """Exact consistency function of the point set: integrate dx/dt = v_t(x) from ``sigma`` to ``sigma_min``.
 
     Heun's method on a Karras grid of ``n_steps`` intervals per row (rows may start at different sigmas);
-    rows already at sigma_min are returned unchanged. Returns x's shape and dtype.
+    rows already at sigma_min are returned unchanged. Returns x's shape and dtype. ``field(x, t)`` replaces the
+    velocity of the point set ``data`` (then ``data`` may be None): the flow map of any density whose PF-ODE
+    velocity is known in closed form (e.g. a Gaussian mixture, ``gclib.experiments.references``).
     """
+    vel = field if field is not None else (lambda a, t: velocity(a, data, t, **kw))
     xs = x.to(torch.float64)
     s = as_batch_sigma(sigma, xs)
     if (s < sigma_min).any():
@@ -77,8 +80,8 @@ def flow_map(x: torch.Tensor, data: torch.Tensor, sigma, sigma_min: float = SIGM
     for j in range(n_steps):
         t, t_next = grid[:, j], grid[:, j + 1]
         dt = pad_dims(t_next - t, xs)
-        d = velocity(xs, data, t, **kw)
+        d = vel(xs, t)
         x_euler = xs + dt * d
-        d_next = velocity(x_euler, data, t_next, **kw)
+        d_next = vel(x_euler, t_next)
         xs = xs + dt * 0.5 * (d + d_next)
     return xs.to(x.dtype)

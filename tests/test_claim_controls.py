@@ -149,12 +149,13 @@ def test_unmatched_batches_do_not_fall_with_batch_size():
 
 @pytest.mark.parametrize("notebook", ["toy_flows", "ct_cd_gap", "transport_cost"])
 def test_committed_rows_reject_their_controls(notebook):
-    """The committed CPU results: every row names its control, shows trained / ideal / control values, and no
-    control verdict is "holds"."""
+    """The committed CPU results: every row names its controls, shows trained / ideal / control values and its
+    power; no control verdict is "holds", and a row holds only when every control is refuted."""
     import json
     from gclib.report import project_root
     m = json.loads((project_root() / "results" / notebook / "cpu" / "metrics.json").read_text())
     assert m["claims"]
     for c in m["claims"]:
         assert c["control"] and c["control_verdict"] != "holds", c
-        assert "control" in c["measured"]
+        assert "controls:" in c["measured"] and c["power"], c
+        assert c["verdict"] != "holds" or (c["unrejected"] == [] and set(c["controls"].values()) == {"refuted"}), c

@@ -20,7 +20,7 @@ LAYERS = {
              "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],
     "training": ["config", "models", "distributed", "train", "stack", "executors"],
-    "experiments": ["experiments", "experiments.*"],
+    "experiments": ["experiments", "experiments.*", "claims"],
     "cli": ["reproduce", "compare", "cli", "__main__"],
 }
 FACE = "gclib"

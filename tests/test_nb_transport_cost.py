@@ -16,7 +16,7 @@ from nbhelpers import ROOT, assert_fails_clearly, assert_paper_scale, load_param
 
 def run_nb(tmp_path: Path, **params) -> dict:
     return run_notebook("transport_cost", tmp_path / "out.ipynb",
-                        {"metrics.json", "cost_vs_t.csv", "baselines.csv", "lemma1.csv", "cost_vs_t.png"}, **params)
+                        {"metrics.json", "cost_vs_t.csv", "baselines.csv", "cost_vs_t.png"}, **params)
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +27,20 @@ def defaults(tmp_path_factory):
 def test_defaults_rows_and_controls(defaults):
     m = defaults
     curve = pd.DataFrame(m["curve"])
-    assert set(curve.predictor) == {"trained", "ideal", "collapsed", "untrained", "identity"}
+    assert set(curve.predictor) == {"trained", "ideal", "collapsed", "untrained", "identity", "shrunk 0.5",
+                                    "shrunk 0.7", "Gaussian fit"}
     ic = curve[curve.t == 0.0]
     assert np.allclose(ic.cost, m["ic_cost"])  # every predictor starts from the IC cost on the same draws
     claims = m["claims"]
-    assert [c["paper"].split(" ")[0] for c in claims] == ["Lemma", "Corollary", "Abstract", "Minibatch"]
+    assert [c["paper"].split(" ")[0] for c in claims] == ["Corollary", "Abstract", "Minibatch"]
     for c in claims:
-        assert set(c) >= {"claim", "paper", "verdict", "measured", "control", "control_verdict"}
+        assert set(c) >= {"claim", "paper", "verdict", "measured", "control", "control_verdict", "unrejected"}
         assert c["verdict"] in VERDICTS and c["control_verdict"] != "holds", c
-    lem = pd.DataFrame(m["lemma1"])
-    assert (lem.rel_formula.abs() < 0.05).all()  # the formula is the derivative (exact chain rule)
-    assert not any("identity map's cost" in c["claim"] or "t >= " in c["claim"] for c in claims)
+        assert c["verdict"] != "holds" or c["unrejected"] == []
+    assert m["guard"]["metric"] == "W2" and m["guard"]["floor"] < m["guard"]["limit"] < m["guard"]["yardstick"]
+    cont = pd.DataFrame(m["continuous"])   # Corollary 1's ideal: the 8gaussians mixture, measured and closed form
+    assert (abs(cont.cost - cont.closed_form) < 5 * cont.stderr).all()
+    assert not any("Lemma 1" in c["claim"] or "identity map's cost" in c["claim"] for c in claims)
 
 
 def test_flow_gc_from_project_root(tmp_path):
@@ -45,51 +48,62 @@ def test_flow_gc_from_project_root(tmp_path):
     assert m["flow"] == "gc" and m["mu"] == 0.5 and all(c["control_verdict"] != "holds" for c in m["claims"])
 
 
-def _costs(levels: dict, labels=("trained", "ideal", "collapsed"), ot=(5.0, 4.0), ot_se=0.01, n=400, sd=0.05,
-           w2=None):
+def _costs(levels: dict, labels=("trained", "ideal", "collapsed", "Gaussian fit"), ot=(5.0, 4.0), ot_se=0.01,
+           n=400, sd=0.05, guard=None):
+    """Synthetic Costs: per-draw costs around ``levels`` (a shared draw effect, so paired differences are precise),
+    the guard metric at t_max (floor 1, the Gaussian fit's 100: limit 10)."""
     rng = np.random.default_rng(0)
     common = rng.standard_normal(n)
     per, rows = {}, []
+    guard = {"trained": 2.0, "ideal": 1.0, "collapsed": 300.0, "Gaussian fit": 100.0, **(guard or {})}
     for label in labels:
+        lv = levels.get(label, levels["ideal"])
         per[label] = {}
-        for t, v in levels[label].items():
-            per[label][t] = v + sd * common + (0.1 * sd * rng.standard_normal(n) if v != levels[label].get(0.002) else 0)
+        for t, v in lv.items():
+            per[label][t] = v + sd * common + (0.1 * sd * rng.standard_normal(n) if v != lv.get(0.002) else 0)
             rows.append(dict(predictor=label, t=t, cost=float(per[label][t].mean()),
                              stderr=float(per[label][t].std(ddof=1) / np.sqrt(n)),
-                             w2_data=(w2 or {}).get(label, 1.0) if t > 0 else np.nan, w2sq_noise=np.nan))
+                             guard=guard[label] if t == max(lv) else np.nan, w2sq_noise=np.nan))
     base = [dict(coupling="IC", batch_size=np.nan, cost=10.0, stderr=0.1)]
     for b, c in zip((64, 256), ot):
         base += [dict(coupling="minibatch OT", batch_size=b, cost=c, stderr=ot_se),
                  dict(coupling="unmatched batches", batch_size=b, cost=10.0, stderr=0.1)]
-    return tc.Costs(pd.DataFrame(rows), pd.DataFrame(base), per, dict(n=n, ot_n=n, w2_floor=1.0))
+    return tc.Costs(pd.DataFrame(rows), pd.DataFrame(base), per, dict(n=n, ot_n=n, metric="w2", guard_floor=1.0))
 
 
-def _lem(rel=0.0):
-    rows = []
-    for label in ("trained", "ideal"):
-        for t in (0.05, 5.0):
-            rows.append(dict(predictor=label, t=t, rel_formula=rel, rel_formula_lo=rel - 0.01,
-                             rel_formula_hi=rel + 0.01, rel_shortcut=0.5, rel_shortcut_lo=0.4, rel_shortcut_hi=0.6))
-    return pd.DataFrame(rows)
+def _cont(decrease=True):
+    rng = np.random.default_rng(1)
+    base = 2.0 + 0.5 * rng.standard_normal(500)
+    per = {0.002: base, 0.02: base - (0.03 if decrease else 0.0) + 1e-3 * rng.standard_normal(500),
+           0.05: base - (0.04 if decrease else -0.01) + 1e-3 * rng.standard_normal(500)}
+    df = pd.DataFrame([dict(t=t, cost=v.mean(), stderr=v.std() / np.sqrt(500), closed_form=v.mean()) for t, v in per.items()])
+    df.attrs["per_draw"] = per
+    return df
 
 
 LEVELS = {"trained": {0.0: 10.0, 0.002: 10.0, 0.02: 9.5, 0.05: 9.0, 80.0: 3.0},
           "ideal": {0.0: 10.0, 0.002: 10.0, 0.02: 9.7, 0.05: 9.2, 80.0: 3.5},
-          "collapsed": {0.0: 10.0, 0.002: 2.0, 0.02: 2.0, 0.05: 2.0, 80.0: 2.0}}
+          "collapsed": {0.0: 10.0, 0.002: 2.0, 0.02: 2.0, 0.05: 2.0, 80.0: 2.0},
+          "Gaussian fit": {0.0: 10.0, 0.002: 10.0, 0.02: 9.0, 0.05: 8.0, 80.0: 2.5}}
 
 
 def test_transport_claims_hold_and_controls_fail():
-    claims = tc.transport_claims(_costs(LEVELS, w2={"trained": 1.2, "ideal": 1.0, "collapsed": 3.0}), _lem())
-    assert [c["verdict"] for c in claims] == ["holds", "holds", "holds", "holds"]
-    assert [c["control_verdict"] for c in claims] == ["refuted", "inconclusive", "refuted", "inconclusive"]
+    claims = tc.transport_claims(_costs(LEVELS), _cont())
+    assert [c["verdict"] for c in claims] == ["holds", "holds", "holds"]
+    assert [c["control_verdict"] for c in claims] == ["refuted", "refuted", "refuted"]   # flat c, guard, equal costs
+    assert tc.transport_claims(_costs(LEVELS), None)[0]["verdict"] == "inconclusive"   # no continuous reference
 
 
 def test_transport_claims_can_fail():
     bad = {k: dict(v) for k, v in LEVELS.items()}
     bad["ideal"][80.0] = 6.0            # the exact flow above OT: the row cannot hold
     bad["trained"][0.02] = 10.5          # cost rises near 0
-    claims = tc.transport_claims(_costs(bad, w2={"trained": 2.5, "ideal": 1.0, "collapsed": 3.0}), _lem(rel=0.3))
-    assert [c["verdict"] for c in claims[:3]] == ["refuted", "refuted", "refuted"]
+    claims = tc.transport_claims(_costs(bad, guard={"trained": 20.0}), _cont(decrease=False))
+    assert [c["verdict"] for c in claims[:2]] == ["refuted", "refuted"]
+    assert "guard refuted" in claims[1]["measured"].split(" / ")[0]   # the trained outputs fail the guard
+    # a control that passes the guard and beats OT is not rejected: the row is capped
+    weak = tc.transport_claims(_costs(LEVELS, guard={"collapsed": 2.0}), _cont())
+    assert weak[1]["verdict"] == "inconclusive" and weak[1]["unrejected"] == ["collapsed"]
 
 
 @pytest.mark.parametrize("params, message", [
@@ -97,7 +111,7 @@ def test_transport_claims_can_fail():
     (dict(mu=1.5), "mu=1.5 is outside [0, 1]"),
     (dict(dataset="cifar100"), "dataset='cifar100' is not valid"),
     (dict(ot_n=4096), "ot_n=4096 is not valid"),
-    (dict(lemma_n=4096), "lemma_n=4096 is not valid"),
+    (dict(lemma_n=4096), "lemma_n"),   # Lemma 1 is a formula test now, not a parameter of the notebook
 ])
 def test_bad_parameter_fails_clearly(tmp_path, params, message):
     assert_fails_clearly("transport_cost", tmp_path / "bad.ipynb", message, **params)

@@ -12,7 +12,18 @@ measured on three kinds of model, built here and shared by the notebooks:
   grid twice as fine (``solver_error``);
 - **negative controls**, models that are broken on purpose and that a row must reject: ``Collapsed`` (a constant
   output, the data mean), ``Untrained`` (a consistency model whose network outputs 0: f = c_skip(t) x_t),
-  ``Identity`` (f(x, t) = x) and, for Theorem 1, a wrong CD teacher ``zero_velocity`` (v = 0).
+  ``Identity`` (f(x, t) = x), for Theorem 1 wrong CD teachers (``zero_velocity``: v = 0; ``scaled_velocity``:
+  1.1 v), and **poor generators** that every row with a quality guard must reject (``generator_controls``): the
+  exact flow contracted toward the data mean (``Shrunk``, x^ -> m + a (x^ - m), a = 0.5 and 0.7) and the exact
+  flow of the data's Gaussian fit (``GaussianFit``).
+
+The **guard** (``guard``): a row about GC's endpoints also asks that they be a generator of the data, measured in
+the data set's own feature space (FD_digits for digits, FID for natural images, the exact W2 on 2-D point sets),
+below a limit set from the real-vs-real floor and the Gaussian fit (docs/method.md section 7).
+
+Corollary 1 is judged on the exact flow of a **continuous** density with a closed-form score
+(``GaussianMixtureFlow``, the 2-D toy's Gaussian mixture): the exact flow of a finite point set returns
+x + sigma_min z near t = 0, so its transport cost is flat there to float rounding.
 
 Every model here is an ``nn.Module`` called as f(x, sigma) with ``sigma_min`` and ``sigma_max`` attributes, so the
 metrics (gap, transport cost, couplings) take any of them. The ideal flow on many points is slow (one Heun step is
@@ -24,6 +35,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,6 +120,124 @@ def controls(data: torch.Tensor, sigma_min: float = SIGMA_MIN, sigma_max: float 
     return {"collapsed": Collapsed(mean, **kw), "untrained": Untrained(**kw), "identity": Identity(**kw)}
 
 
+def scaled_velocity(data: torch.Tensor, scale: float = 1.1):
+    """Negative control for Theorem 1 (ii): a CD teacher ``scale`` times the true velocity of ``data`` (10% too
+    large by default), v(x, sigma) = scale * v_sigma(x)."""
+    from ..exact import velocity
+    pts = torch.as_tensor(data)
+
+    def teacher(x: torch.Tensor, sigma) -> torch.Tensor:
+        return float(scale) * velocity(x, pts.to(device=x.device, dtype=x.dtype), sigma)
+    teacher.__name__ = f"scaled_velocity_{scale:g}"
+    return teacher
+
+
+class Shrunk(_Reference):
+    """Negative control (a poor generator): ``base`` contracted toward the data mean, f(y, t) = m + a (base(y, t) - m)
+    with 0 < a < 1. With the exact flow as ``base`` its outputs keep every structure of the data at a smaller
+    scale: pixel W2 ranks them near the data, FD_digits does not (docs/method.md section 7)."""
+
+    def __init__(self, base, mean: torch.Tensor, a: float, **kw):
+        super().__init__(**{k: kw.get(k, getattr(base, k, d)) for k, d in (("sigma_min", SIGMA_MIN),
+                                                                          ("sigma_max", 80.0))})
+        self.base, self.a = base, float(a)
+        self.whole_draws = bool(getattr(base, "whole_draws", False))  # a Precomputed base answers its own draws only
+        self.register_buffer("mean", torch.as_tensor(mean).to(torch.float64), persistent=False)
+        self.name = f"shrunk {self.a:g} (the exact flow contracted toward the data mean: m + {self.a:g} (x^ - m))"
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        m = self.mean.to(x.dtype)
+        return m + self.a * (self.base(x, sigma) - m)
+
+
+class GaussianFit(_Reference):
+    """Negative control (a poor generator): the exact consistency function of N(m, S), the Gaussian with the data's
+    mean and covariance. Its PF-ODE is linear, so f(y, t) = m + (S + sigma_min^2 I)^(1/2) (S + t^2 I)^(-1/2) (y - m)
+    in closed form (S = U diag(lam) U^T): a generator that knows the data's first two moments and nothing else."""
+    name = "Gaussian fit (the exact flow of N(data mean, data covariance))"
+
+    def __init__(self, data: torch.Tensor, **kw):
+        super().__init__(**kw)
+        flat = torch.as_tensor(data).to(torch.float64).reshape(len(data), -1)
+        lam, U = torch.linalg.eigh(torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1]))
+        self.register_buffer("mean", flat.mean(0), persistent=False)
+        self.register_buffer("lam", lam.clamp_min(0.0), persistent=False)
+        self.register_buffer("U", U, persistent=False)
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        s = as_batch_sigma(sigma, x).to(torch.float64)
+        y = x.reshape(len(x), -1).to(torch.float64) - self.mean
+        coef = ((self.lam[None, :] + self.sigma_min ** 2) / (self.lam[None, :] + s[:, None] ** 2)).sqrt()
+        out = self.mean + ((y @ self.U) * coef) @ self.U.T
+        return out.reshape(x.shape).to(x.dtype)
+
+
+def generator_controls(data: torch.Tensor, ideal, sigma_min: float = SIGMA_MIN, sigma_max: float = 80.0,
+                       factors=(0.5, 0.7)) -> dict:
+    """{"shrunk 0.5", "shrunk 0.7", "Gaussian fit"}: the poor generators every row with a guard must reject;
+    ``ideal`` is the exact flow (a model or a ``Precomputed`` of its outputs) the shrunk ones contract."""
+    kw = dict(sigma_min=sigma_min, sigma_max=sigma_max)
+    mean = torch.as_tensor(data).to(torch.float64).mean(0)
+    out = {f"shrunk {a:g}": Shrunk(ideal, mean, a, **kw) for a in factors}
+    out["Gaussian fit"] = GaussianFit(data, **kw)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- a continuous density
+# Gaussian mixtures with a closed-form score: the 2-D toys' generating densities (gclib.data.toy)
+MIXTURES = {"two_gaussians": (((0.0, 0.5), (0.0, -0.5)), 0.01),
+            "8gaussians": (tuple((float(np.cos(k * np.pi / 4)), float(np.sin(k * np.pi / 4))) for k in range(8)), 0.05)}
+
+
+class GaussianMixtureFlow(_Reference):
+    """The exact consistency function of a **continuous** density, the mixture (1/K) sum_k N(mu_k, s^2 I): x_t is
+    the mixture of N(mu_k, (s^2 + t^2) I), so the PF-ODE velocity v_t(x) = E[z | x_t = x] = t sum_k w_k(x)
+    (x - mu_k) / (s^2 + t^2) (w: the posterior weights of the components) is exact, and the flow map integrates it
+    with ``gclib.exact.flow_map`` (Heun, ``n_steps``). ``sample(n, generator)`` draws from the density."""
+    kind = "ideal"
+
+    def __init__(self, means, std: float, n_steps: int = 64, sigma_min: float = SIGMA_MIN, sigma_max: float = 80.0,
+                 name: str = ""):
+        super().__init__(sigma_min, sigma_max)
+        self.register_buffer("means", torch.as_tensor(means, dtype=torch.float64), persistent=False)
+        self.std, self.n_steps = float(std), int(n_steps)
+        self.name = (f"exact flow of the Gaussian mixture {name or ''} ({len(self.means)} components, std "
+                     f"{self.std:g}; closed-form velocity, Heun on a Karras grid of {self.n_steps} steps)")
+
+    @classmethod
+    def of(cls, dataset: str, **kw) -> "GaussianMixtureFlow":
+        """The mixture of a 2-D toy in ``MIXTURES`` (the paper's toy, two_gaussians, for any other name)."""
+        name = dataset if dataset in MIXTURES else "two_gaussians"
+        means, std = MIXTURES[name]
+        return cls(means, std, name=name, **kw)
+
+    def velocity(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        s = as_batch_sigma(sigma, x).to(torch.float64)
+        var = self.std ** 2 + s ** 2                                    # (B,)
+        diff = x.to(torch.float64)[:, None, :] - self.means[None]       # (B, K, d)
+        logits = -(diff ** 2).sum(-1) / (2 * var[:, None])
+        w = torch.softmax(logits, dim=1)
+        return (s / var)[:, None] * (w[:, :, None] * diff).sum(1)
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        s = as_batch_sigma(sigma, x).to(torch.float64).clamp_min(self.sigma_min)
+        return flow_map(x.to(torch.float64), None, s, sigma_min=self.sigma_min, n_steps=self.n_steps,
+                        field=self.velocity).to(x.dtype)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        k = torch.randint(0, len(self.means), (n,), generator=generator)
+        return self.means[k] + self.std * torch.randn((n, self.means.shape[1]), generator=generator,
+                                                      dtype=torch.float64)
+
+    def cost_near0(self, t: float) -> float:
+        """c(t) = E||f(x + t z, t) - z||^2 in closed form where the components do not overlap at level t (each
+        point's flow stays in its own component, where the flow is linear: f = mu + a (y - mu),
+        a = sqrt((s^2 + sigma_min^2) / (s^2 + t^2))): c = mean ||mu_k||^2 + d (a^2 s^2 + (a t - 1)^2)."""
+        d = self.means.shape[1]
+        a = np.sqrt((self.std ** 2 + self.sigma_min ** 2) / (self.std ** 2 + float(t) ** 2))
+        return float((self.means ** 2).sum(1).mean()) + d * (a ** 2 * self.std ** 2 + (a * float(t) - 1) ** 2)
+
+
 def solver_error(data: torch.Tensor, x: torch.Tensor, sigma: float, n_steps: int = 32) -> dict:
     """How far ``IdealFlow(n_steps)`` is from the same solver on a grid twice as fine, on the rows x at level sigma:
     {"n_steps", "rms" (sqrt of the mean squared error per row), "max" (largest per-row error), "rms_rel" (rms over
@@ -164,7 +294,8 @@ def ideal_outputs(data: torch.Tensor, x: torch.Tensor, z: torch.Tensor, ts, n_st
 
 class Precomputed(_Reference):
     """A predictor that looks up precomputed outputs f(x + t z, t) of known draws (the cached ideal outputs);
-    called only on those draws."""
+    called only on those draws, all at once (``whole_draws``)."""
+    whole_draws = True
 
     def __init__(self, outputs: dict, x: torch.Tensor, z: torch.Tensor, name: str, kind: str = "ideal", **kw):
         super().__init__(**kw)
@@ -176,9 +307,101 @@ class Precomputed(_Reference):
         if abs(t - s) > 1e-9 * max(1.0, s):
             raise ValueError(f"Precomputed predictor has no outputs at level {s:g} (it has {sorted(self.outputs)})")
         y = self.outputs[t]
-        if xt.shape != y.shape:
+        own = self.x + t * self.z
+        if xt.shape != y.shape or not torch.allclose(xt.to(own.dtype), own, rtol=1e-6, atol=1e-9):
             raise ValueError("Precomputed predictor called on other draws than its own")
         return y.to(xt.dtype)
+
+
+# --------------------------------------------------------------------------------------------- the quality guard
+GUARD_LABELS = {"fd_digits": "FD_digits", "fid": "FID", "w2": "W2"}
+YARDSTICK = "Gaussian fit"
+
+
+def guard_metric(metric: str):
+    """The quality function of a guard: (samples, data) -> a number, lower is better. ``metric`` is the data set's
+    own (``gclib.data.DataSet.metric``): "fd_digits" (FD_digits against the whole set), "fid" (FID against the
+    whole set; torch-fidelity), "w2" (the exact W2 to the data: against its distinct rows weighted by their counts
+    when it has at most 4096 of them, e.g. two Diracs, on up to 2^23 / (distinct rows) samples; else 1024 samples
+    against 1024 of its rows), or any other metric of ``gclib.evaluation``."""
+    if metric == "fd_digits":
+        from ..metrics import fd_digits
+        return lambda samples, data: float(fd_digits(samples.to(torch.float32), data.to(torch.float32)))
+    if metric == "w2":
+        return _w2_guard
+    from ..evaluation import evaluate_samples
+    return lambda samples, data: float(evaluate_samples(samples.to(torch.float32), data, [metric])[metric])
+
+
+def _w2_guard(samples: torch.Tensor, data: torch.Tensor) -> float:
+    from ..metrics import exact_ot_cost
+    from ..metrics._util import as_rows64
+    rows = torch.as_tensor(data).to(torch.float64).reshape(len(data), -1)
+    uniq, counts = torch.unique(rows, dim=0, return_counts=True)
+    if len(uniq) <= 4096:
+        ref, w, m = uniq, counts.to(torch.float64), max(1024, 2 ** 23 // len(uniq))
+    else:
+        g = torch.Generator().manual_seed(12345)
+        ref, w, m = rows[torch.randperm(len(rows), generator=g)[:1024]], None, 1024
+    s = as_rows64(samples[:m])
+    return float(exact_ot_cost(s, as_rows64(ref), y_weights=w).cost) ** 0.5
+
+
+class Guard:
+    """Whether a subject's GC endpoints are a generator of the data, in the data's own feature space.
+
+    values: {label: the metric of that subject's endpoints (the largest over the row's levels)}; floor: the metric
+    of real samples of the same size against the same reference (``real_floor``: the median over the draws the
+    endpoints were made from and four more); yardstick: the value
+    of the Gaussian fit (``GaussianFit``), a generator that knows the data's mean and covariance only. The limit is
+    their geometric midpoint sqrt(floor * yardstick) (the metric spans orders of magnitude): a subject passes
+    ("holds") when its value is at most the limit, fails ("refuted") above it; without a yardstick or a floor the
+    guard says "inconclusive". The yardstick fails by construction; every other control is a real test."""
+
+    def __init__(self, metric: str, floor: float, values: dict, n: int):
+        self.metric, self.floor, self.values, self.n = GUARD_LABELS.get(metric, metric), float(floor), dict(values), n
+        self.yardstick = float(self.values.get(YARDSTICK, np.nan))
+        ok = np.isfinite(self.floor) and np.isfinite(self.yardstick) and self.yardstick > self.floor >= 0
+        self.limit = float(np.sqrt(self.floor * self.yardstick)) if ok else float("nan")
+
+    def verdict(self, label: str) -> tuple[str, str]:
+        v = float(self.values.get(label, np.nan))
+        if not (np.isfinite(v) and np.isfinite(self.limit)):
+            return "inconclusive", f"{self.metric} {v:.3g}, no limit"
+        return ("holds" if v <= self.limit else "refuted"), f"{self.metric} {v:.3g} (limit {self.limit:.3g})"
+
+    def text(self) -> str:
+        return (f"guard {self.metric} of the endpoints on {self.n} draws: limit {self.limit:.3g} = sqrt(real-vs-real "
+                f"floor {self.floor:.3g} x Gaussian fit {self.yardstick:.3g})")
+
+    def as_dict(self) -> dict:
+        return dict(metric=self.metric, floor=self.floor, yardstick=self.yardstick, limit=self.limit, n=self.n,
+                    values=self.values)
+
+
+def real_floor(x: torch.Tensor, data: torch.Tensor, metric: str, k: int = 5, seed: int = 0) -> float:
+    """The real-vs-real floor of the guard at n = len(x): the median of the metric over ``k`` real samples of n
+    rows, the draws ``x`` themselves and k - 1 more drawn with replacement from ``data`` (seeded). One sample's value
+    is itself random (on two Diracs W2 ~ sqrt(|p^ - 1/2|), its imbalance between the atoms); the median is the
+    typical real sample's."""
+    fn = guard_metric(metric)
+    ref = torch.as_tensor(data).detach().cpu()
+    xs = torch.as_tensor(x).detach().cpu()
+    g = torch.Generator().manual_seed(int(seed) + 54321)
+    vals = [fn(xs, ref)] + [fn(ref[torch.randint(0, len(ref), (len(xs),), generator=g)], ref) for _ in range(k - 1)]
+    return float(np.median(vals))
+
+
+def guard(endpoints: dict, x: torch.Tensor, data: torch.Tensor, metric: str) -> Guard:
+    """A ``Guard`` from {label: endpoints (n, ...) or a list of them, one per level}, the real draws ``x`` they
+    were made from and the data set (the reference of the metric ``metric``); the floor is ``real_floor``."""
+    fn = guard_metric(metric)
+    ref = torch.as_tensor(data).detach().cpu()
+    values = {}
+    for label, e in endpoints.items():
+        es = e if isinstance(e, (list, tuple)) else [e]
+        values[label] = max(fn(torch.as_tensor(a).detach().cpu(), ref) for a in es)
+    return Guard(metric, real_floor(x, data, metric), values, int(len(x)))
 
 
 # --------------------------------------------------------------------------------------------- the trained model

@@ -15,6 +15,12 @@ flow, so flows are compared by paired differences over seeds (``common.paired_ve
 Eq. 16 (``marginal_shift``): pure GC keeps the endpoint law (x^ is distributed as the data when f is the exact
 flow) but not the intermediate ones: the law of x^_t + t z differs from IC's x + t z. Measured by exact W2 (POT)
 against fresh IC draws, beside the W2 between two independent IC samples (the floor), per level and seed.
+
+Every function takes the finite data set ``data`` (default: the two Diracs), so ``gclib.claims.judge`` runs the
+same rows on any point set (digits included). The controls add the poor generators of
+``references.generator_controls`` (the exact flow shrunk toward the mean by 0.5 and 0.7, the Gaussian fit), and
+every GC row asks its endpoints to pass the quality guard (``references.guard``: W2 on 2-D data, FD_digits on
+digits); ``verdicts.judged_row`` applies the controls (a control not rejected caps the row at inconclusive).
 """
 from __future__ import annotations
 
@@ -28,7 +34,8 @@ from .. import report
 from ..exact import velocity
 from ..coupling_paths import coupled_endpoints, exact_generator, path_alignment
 from . import references
-from .common import claim, combine_verdicts, interval_verdict, paired_verdict
+from .common import combine_verdicts, interval_verdict, paired_verdict
+from .verdicts import judged_row
 from .params import between, check_rules, distinct_ints, int_at_least, levels, nonempty, positive_int
 
 DIRACS = ((0.0, 0.5), (0.0, -0.5))
@@ -41,7 +48,8 @@ PAPER = {
     "eq16": "Eq. 16 / Section 4 (docs/method.md section 4): pure GC (mu = 1) keeps the endpoint marginal but shifts "
             "the intermediate marginals away from those of the data's diffusion, why mu = 1 can degrade.",
 }
-CONTROLS = ("collapsed", "untrained", "identity")
+GC_LABELS = ("ideal", "trained", "collapsed", "untrained", "identity", "shrunk 0.5", "shrunk 0.7", "Gaussian fit")
+CONTROLS = ("collapsed", "untrained", "identity", "shrunk 0.5", "shrunk 0.7", "Gaussian fit")
 
 
 # The allowed values of notebooks/toy_flows.ipynb's parameters (defaults: its parameters cell; names and types:
@@ -70,34 +78,56 @@ def dirac_data() -> torch.Tensor:
     return torch.tensor(DIRACS, dtype=torch.float64)
 
 
-def draws(seed: int, n_samples: int):
-    """(data, x0, z) for one seed: x0 uniform on the two Diracs, z ~ N(0, I), float64."""
-    data = dirac_data()
+def draws(seed: int, n_samples: int, data: torch.Tensor | None = None):
+    """(data, x0, z) for one seed: x0 uniform on the rows of ``data`` (default: the two Diracs), z ~ N(0, I),
+    float64, x0's shape."""
+    data = dirac_data() if data is None else torch.as_tensor(data).to(torch.float64)
     g = torch.Generator().manual_seed(int(seed))
-    x0 = data[torch.randint(0, 2, (n_samples,), generator=g)]
-    z = torch.randn(n_samples, 2, generator=g, dtype=torch.float64)
+    x0 = data[torch.randint(0, len(data), (n_samples,), generator=g)]
+    z = torch.randn(x0.shape, generator=g, dtype=torch.float64)
     return data, x0, z
 
 
-def predictors(trained_model=None) -> dict:
-    """{label: f(x, sigma)} for GC: "ideal" (the exact generator of the two Diracs), "trained" (if given) and the
-    controls; every one returns float64."""
-    data = dirac_data()
-    out = {"ideal": exact_generator(data)}
+class _Memo:
+    """A predictor that remembers its last call (the shrunk controls reuse the exact flow's outputs)."""
+
+    def __init__(self, f):
+        self.f, self.last = f, None
+
+    def __call__(self, x, sigma):
+        s = torch.as_tensor(sigma)
+        if self.last is not None and self.last[0].shape == x.shape and torch.equal(self.last[0], x) \
+                and torch.equal(self.last[1], s):
+            return self.last[2]
+        out = self.f(x, sigma)
+        self.last = (x.clone(), s.clone(), out)
+        return out
+
+
+def predictors(trained_model=None, data: torch.Tensor | None = None, label: str = "trained", ideal=None) -> dict:
+    """{label: f(x, sigma)} for GC: "ideal" (the exact generator of ``data``, default the two Diracs; or ``ideal``),
+    the model under ``label`` (if given) and the controls (``CONTROLS``: collapsed, untrained, identity, the exact
+    flow shrunk by 0.5 and 0.7, the Gaussian fit); every one returns float64 of its input's shape."""
+    data = dirac_data() if data is None else torch.as_tensor(data).to(torch.float64)
+    exact = _Memo(ideal if ideal is not None else exact_generator(data))
+    out = {"ideal": exact}
     if trained_model is not None:
         def f(x, sigma, m=trained_model):
-            with torch.no_grad():
-                return m(x.float(), torch.as_tensor(sigma).float()).double()
-        out["trained"] = f
-    for k, m in references.controls(data).items():
+            from ..metrics._util import eval_mode, model_device_dtype
+            dev, dt = model_device_dtype(m, x)
+            with eval_mode(m), torch.no_grad():
+                return m(x.to(dev, dt), torch.as_tensor(sigma).to(dev, dt)).to("cpu", torch.float64)
+        out[label] = f
+    ctl = {**references.controls(data), **references.generator_controls(data, exact)}
+    for k, m in ctl.items():
         out[k] = lambda x, sigma, m=m: m(x, sigma)
     return out
 
 
-def endpoints(seed: int, n_samples: int, t_pred: float, ot_batches, preds: dict) -> tuple:
-    """(data, z, {flow label: endpoints (n, 2)}) for one seed: "IC", "OT B=b" per batch size, "GC <label>" per
+def endpoints(seed: int, n_samples: int, t_pred: float, ot_batches, preds: dict, data=None) -> tuple:
+    """(data, z, {flow label: endpoints}) for one seed: "IC", "OT B=b" per batch size, "GC <label>" per
     predictor; row k of each flow's endpoints is paired with z_k."""
-    data, x0, z = draws(seed, n_samples)
+    data, x0, z = draws(seed, n_samples, data)
     ends = {"IC": x0}
     for b in ot_batches:
         ends[f"OT B={int(b)}"] = coupled_endpoints("ot", x0, z, data, ot_batch=int(b))
@@ -112,15 +142,20 @@ def levels(t_max: float, n_levels: int) -> np.ndarray:
 
 
 def measure(seeds, n_samples: int, t_pred: float, t_max: float, n_levels: int, ot_batches, preds: dict,
-            out=None) -> pd.DataFrame:
+            out=None, data=None, keep: dict | None = None) -> pd.DataFrame:
     """The alignment of each flow's paths per level and seed: columns seed, flow, t, cos, cos_se, dev, dev_se
-    (``gclib.coupling_paths.path_alignment``). Writes alignment.csv to ``out`` if given."""
+    (``gclib.coupling_paths.path_alignment``; rows flattened). Writes alignment.csv to ``out`` if given. ``keep`` (a dict)
+    collects the endpoints of every seed: keep["IC"] (the real draws x0) and keep["GC <label>"] (the guard's
+    input)."""
     lv = levels(t_max, n_levels)
     frames = []
     for s in seeds:
-        data, z, ends = endpoints(s, n_samples, t_pred, ot_batches, preds)
+        data_, z, ends = endpoints(s, n_samples, t_pred, ot_batches, preds, data)
+        flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
         for f, e in ends.items():
-            frames.append(path_alignment(e, z, data, lv).assign(flow=f, seed=int(s)))
+            frames.append(path_alignment(flat(e), flat(z), flat(data_), lv).assign(flow=f, seed=int(s)))
+            if keep is not None and (f == "IC" or f.startswith("GC ")):
+                keep.setdefault(f, []).append(e)
     align = pd.concat(frames, ignore_index=True)[["seed", "flow", "t", "cos", "cos_se", "dev", "dev_se"]]
     if out is not None:
         report.save_table(align, Path(out) / "alignment.csv")
@@ -132,26 +167,27 @@ def per_seed(align: pd.DataFrame) -> pd.DataFrame:
     return align.groupby(["seed", "flow"], as_index=False)[["cos", "dev"]].mean()
 
 
-def marginal_shift(seeds, n: int, ts, preds: dict, out=None) -> pd.DataFrame:
+def marginal_shift(seeds, n: int, ts, preds: dict, out=None, data=None) -> pd.DataFrame:
     """Eq. 16 per seed, predictor and level t: w2_gc = W2(x^_t + t z, fresh IC draws x' + t z'), with
     x^_t = f(x + t z, t) (pure GC at level t); w2_floor = W2(x + t z, the same fresh IC draws); and at the endpoint
     end_gc = W2(x^_t, fresh data draws) against end_floor = W2(x, the same fresh data draws). Exact OT (POT)."""
     from ..metrics import exact_ot_cost
-    data = dirac_data()
+    from ..metrics._util import as_rows64 as r
     rows = []
     for s in seeds:
-        _, x, z = draws(10_000 + int(s), n)
-        _, x2, z2 = draws(20_000 + int(s), n)
-        end_floor = float(exact_ot_cost(x, x2).cost) ** 0.5
+        _, x, z = draws(10_000 + int(s), n, data)
+        _, x2, z2 = draws(20_000 + int(s), n, data)
+        end_floor = float(exact_ot_cost(r(x), r(x2)).cost) ** 0.5
         for t in ts:
             t = float(t)
-            ic2 = x2 + t * z2
-            w2_floor = float(exact_ot_cost(x + t * z, ic2).cost) ** 0.5
+            ic2 = r(x2 + t * z2)
+            w2_floor = float(exact_ot_cost(r(x + t * z), ic2).cost) ** 0.5
             for label, p in preds.items():
-                xh = p(x + t * z, torch.full((n,), t, dtype=torch.float64)).to(torch.float64)
+                xh = r(p(x + t * z, torch.full((n,), t, dtype=torch.float64)).to(torch.float64))
+                xh, x2r, zr = torch.as_tensor(xh), r(x2), r(z)
                 rows.append(dict(seed=int(s), predictor=label, t=t,
-                                 w2_gc=float(exact_ot_cost(xh + t * z, ic2).cost) ** 0.5, w2_floor=w2_floor,
-                                 end_gc=float(exact_ot_cost(xh, x2).cost) ** 0.5, end_floor=end_floor))
+                                 w2_gc=float(exact_ot_cost(xh.numpy() + t * zr, ic2).cost) ** 0.5, w2_floor=w2_floor,
+                                 end_gc=float(exact_ot_cost(xh.numpy(), x2r).cost) ** 0.5, end_floor=end_floor))
     df = pd.DataFrame(rows)
     if out is not None:
         report.save_table(df, Path(out) / "eq16.csv")
@@ -236,44 +272,81 @@ def _eq16(m: pd.DataFrame, label: str, tol: float, level: float):
     return combine_verdicts(vs), "; ".join(txt)
 
 
-def _row(text, paper, fn, labels=("trained", "ideal"), controls=CONTROLS):
-    parts = {k: fn(k) for k in labels}
-    cv = {k: fn(k) for k in controls}
-    ctrl = "holds" if any(v[0] == "holds" for v in cv.values()) else combine_verdicts(v[0] for v in cv.values())
-    measured = " / ".join(f"{k}: {v[0]} ({v[1]})" for k, v in parts.items()) + " / controls: " + "; ".join(
-        f"{k} {v[0]} ({v[1]})" for k, v in cv.items())
-    c = claim(text, combine_verdicts(v[0] for v in parts.values()), measured, paper)
-    c.update(control=", ".join(controls), control_verdict=ctrl)
-    return c
+def _with_guard(v: tuple, guard, label: str) -> tuple:
+    """A subject's (verdict, text) with the quality guard of its endpoints added (both must hold)."""
+    if guard is None:
+        return v
+    gv, gt = guard.verdict(label)
+    return combine_verdicts([v[0], gv]), f"{v[1]}; guard {gv}: {gt}"
+
+
+def _row(text, paper, fn, labels=("trained", "ideal"), controls=CONTROLS, guard=None, require=None, power=""):
+    subjects = {k: _with_guard(fn(k), guard, k) for k in labels}
+    cv = {k: _with_guard(fn(k), guard, k) for k in controls}
+    return judged_row(text, paper, subjects, cv, require=tuple(require or labels), power=power,
+                      note=guard.text() if guard is not None else "")
+
+
+def _seed_power(ps: pd.DataFrame, a: str, b: str, level: float) -> str:
+    """What the paired test over seeds resolves: the smallest true difference of the mean ||z - v||^2 it declares
+    with 80% probability at the measured spread of the per-seed differences."""
+    from .common import detectable_effect
+    w = ps.pivot(index="seed", columns="flow", values="dev")
+    d = (w[a] - w[b]).to_numpy()
+    if len(d) < 2 or not np.std(d, ddof=1) > 0:
+        return f"{len(d)} seeds"
+    return (f"{len(d)} seeds; 80% power for a dev difference of {detectable_effect(np.std(d, ddof=1), len(d), 0.8, level):.2g} "
+            f"({a} vs {b})")
+
+
+def _eq16_power(m: pd.DataFrame, label: str, level: float) -> str:
+    """Eq. 16's shift part: the chance, at the weakest level, that the paired interval over seeds shows the
+    measured shift (normal approximation)."""
+    from .verdicts import interval_power
+    d = m[m.predictor == label]
+    pws = []
+    for _, g in d.groupby("t"):
+        diff = (g.w2_gc - g.w2_floor).to_numpy()
+        if len(diff) > 1:
+            pws.append(interval_power(float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))), level))
+    return (f"{d.seed.nunique()} seeds x {d.t.nunique()} levels; {label}'s shift shown with {min(pws):.0%} at the "
+            f"weakest level" if pws else f"{d.seed.nunique()} seeds")
 
 
 def alignment_claims(align: pd.DataFrame, eq16: pd.DataFrame | None = None, endpoint_tol: float = 0.05,
-                     level: float = 0.9, controls=CONTROLS) -> list[dict]:
-    """Fig. 1's and Eq. 16's rows, each on GC trained and GC ideal (both must hold) and on the controls (none may):
+                     level: float = 0.9, controls=CONTROLS, guard=None, labels=("trained", "ideal"),
+                     require=None) -> list[dict]:
+    """Fig. 1's and Eq. 16's rows, each on the GC predictors ``labels`` (those in ``require``, default all, must
+    hold) and on the controls (each must be refuted, else the row is at most inconclusive):
 
     1. GC aligns better than IC (larger mean cos AND smaller mean ||z - v||^2, paired over seeds).
     2. GC aligns better than minibatch OT, one verdict per OT batch size (the row holds only if it holds at every
-       batch size for both predictors).
+       batch size).
     3. Eq. 16: pure GC shifts the intermediate marginals (W2 above its floor at every level) while its endpoints
-       match the data (endpoint excess below ``endpoint_tol``)."""
+       match the data (endpoint excess below ``endpoint_tol``).
+    ``guard`` (a ``references.Guard`` of the GC endpoints): each subject must also pass it."""
     ps = per_seed(align)
     flows = list(dict.fromkeys(ps.flow))
     ots = [f for f in flows if f.startswith("OT")]
     present = [c for c in controls if f"GC {c}" in flows]
+    labels = [k for k in labels if f"GC {k}" in flows]
+    req = require or labels
+    pw = _seed_power(ps, f"GC {labels[0]}", "IC", level) if labels else ""
     out = [_row("GC paths follow the PF-ODE velocity field better than IC paths (Fig. 1)", PAPER["gc_ic"],
-                lambda k: _compare(ps, f"GC {k}", "IC", level), controls=present)]
+                lambda k: _compare(ps, f"GC {k}", "IC", level), labels, present, guard, req, pw)]
 
     def vs_ot(k):
         parts = [(_compare(ps, f"GC {k}", o, level), o) for o in ots]
         return combine_verdicts(v[0] for v, _ in parts), ", ".join(f"{o}: {v[0]}" for v, o in parts)
     out.append(_row("GC paths follow the PF-ODE velocity field better than minibatch-OT paths, at every OT batch "
-                    "size tried", PAPER["gc_ot"], vs_ot, controls=present))
+                    "size tried", PAPER["gc_ot"], vs_ot, labels, present, guard, req, pw))
     if eq16 is not None and len(eq16):
         out.append(_row(f"Pure GC (mu = 1) shifts the intermediate marginals away from IC's (W2 above the "
                         f"IC-vs-IC floor at every level) while its endpoints match the data (W2 excess below "
                         f"{endpoint_tol:g}) (Eq. 16)", PAPER["eq16"],
-                        lambda k: _eq16(eq16, k, endpoint_tol, level),
-                        controls=[c for c in present if c in set(eq16.predictor)]))
+                        lambda k: _eq16(eq16, k, endpoint_tol, level), [k for k in labels if k in set(eq16.predictor)],
+                        [c for c in present if c in set(eq16.predictor)], guard, req,
+                        _eq16_power(eq16, labels[0] if labels else "ideal", level)))
     return out
 
 

@@ -92,7 +92,7 @@ class OTCost:
 
 
 def exact_ot_cost(x, y, num_iter_max: int | None = None, on_fail: str = "raise",
-                  max_pairs: int = 2 ** 28) -> OTCost:
+                  max_pairs: int = 2 ** 28, y_weights=None) -> OTCost:
     """Exact OT cost between two samples with uniform weights (the lower bound of docs/method.md section 6).
 
     x: (n, ...), y: (m, ...) with the same trailing size, numpy or torch. cost = ot.emd2(1/n, 1/m, C) with
@@ -100,6 +100,8 @@ def exact_ot_cost(x, y, num_iter_max: int | None = None, on_fail: str = "raise",
     (>= 1e6 as docs/method.md asks for n >= 4096). Convergence is checked: if POT does not report an optimal
     solution, ``on_fail="raise"`` raises RuntimeError, ``"warn"`` warns and returns the (suboptimal) cost with
     converged=False. Memory is O(n m) (8 n m bytes for C); more than ``max_pairs`` pairs raises before any work.
+    ``y_weights`` (m non-negative numbers, normalised here) replaces y's uniform weights: the OT cost to a
+    measure on the rows of y with those masses (e.g. the distinct points of a data set with their counts).
     """
     import ot
     from scipy.spatial.distance import cdist
@@ -117,6 +119,11 @@ def exact_ot_cost(x, y, num_iter_max: int | None = None, on_fail: str = "raise",
         num_iter_max = max(1_000_000, 50 * n * m // 1000)
     cost = cdist(a, b, metric="sqeuclidean")  # sum_j (a_kj - b_lj)^2 directly: exact 0 for equal rows
     wa, wb = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+    if y_weights is not None:
+        wb = np.asarray(torch.as_tensor(y_weights).detach().cpu().to(torch.float64).numpy()).reshape(-1)
+        if wb.shape != (m,) or not np.all(wb >= 0) or wb.sum() <= 0:
+            raise ValueError(f"y_weights must be {m} non-negative numbers with a positive sum")
+        wb = wb / wb.sum()
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # POT warns on max-iter; we report it ourselves below
