@@ -239,3 +239,14 @@ def fmt(x, digits: int = 3) -> str:
     if isinstance(x, float):
         return f"{x:.{digits}g}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.{digits}f}"
     return str(x)
+
+
+def ct_cd_gap_model():
+    """The ct_cd_gap cpu profile (params/ct_cd_gap/cpu.yaml) and its trained IC digits model, from the run cache
+    (trained once if missing): (params, model, data, info) as ``gclib.experiments.references.trained`` gives them."""
+    import yaml
+    from gclib.experiments import common, references
+    p = yaml.safe_load((REPO / "params" / "ct_cd_gap" / "cpu.yaml").read_text())
+    cfg = common.train_config(p["dataset"], "ic", steps=p["train_steps"], seed=p["seed"], **p["train_overrides"])
+    return (p, *references.trained(cfg))
+

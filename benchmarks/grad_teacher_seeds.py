@@ -31,15 +31,12 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     bu.pin_threads(1)
     import pandas as pd
-    import yaml
 
-    from gclib.experiments import common, references
+    from gclib.experiments import references
     from gclib.experiments import ct_cd_gap as gap
     from gclib.metrics.gap import ct_cd_gradient_vectors
 
-    p = yaml.safe_load((bu.REPO / "params" / "ct_cd_gap" / "cpu.yaml").read_text())
-    cfg = common.train_config(p["dataset"], "ic", steps=p["train_steps"], seed=p["seed"], **p["train_overrides"])
-    model, data, info = references.trained(cfg)
+    p, model, data, info = bu.ct_cd_gap_model()
     n, N, tol = int(a.n or p["grad_n"]), int(max(p["grad_Ns"])), float(p["grad_tol"])
     rows = []
     for seed in a.seeds:

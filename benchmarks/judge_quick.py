@@ -29,14 +29,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=str(bu.RESULTS_DIR / "judge_quick.json"))
     a = ap.parse_args(argv)
     bu.pin_threads(1)
-    import yaml
 
     from gclib import claims
-    from gclib.experiments import common, references
 
-    p = yaml.safe_load((bu.REPO / "params" / "ct_cd_gap" / "cpu.yaml").read_text())
-    cfg = common.train_config(p["dataset"], "ic", steps=p["train_steps"], seed=p["seed"], **p["train_overrides"])
-    model, _, info = references.trained(cfg)
+    p, model, _, info = bu.ct_cd_gap_model()
     runs = []
     for _ in range(a.repeats):
         load = os.getloadavg()[0]
