@@ -13,7 +13,8 @@ import pytest
 
 from gclib.experiments.common import paired_verdict
 from gclib.experiments.fid_curves import Sweep, preregistered_claims, sweep_claims, sweep_from_params
-from gclib.experiments.inference import add_holm, censored_sign_test, holm_adjust, holm_verdicts, paired_p
+from gclib.experiments.inference import (add_holm, censored_sign_test, holm_adjust, holm_verdicts, mean_lower_bound,
+                                        paired_p)
 from nbhelpers import ROOT
 
 
@@ -187,3 +188,47 @@ def test_forest_plot_and_central_table_show_every_committed_row(tmp_path):
     pd.DataFrame({"label": ["IC", "OT"], "seed": [0, 0], "device": ["cpu", "cpu"], "seconds": [600.0, 700.0]}).to_csv(
         fake / "runs.csv", index=False)
     assert "| cpu_long | 4000 | cpu (2) | 650 | 600-700 |" in timing_table(tmp_path)
+
+
+# ------------------------------------------------------------------ distribution-free lower bound of a mean
+def test_mean_lower_bound_by_hand():
+    """Anderson's bound a + int (S_n - eps)^+ computed by hand: 100 draws, k ones and 100 - k zeros, level 0.9
+    (one-sided 95%): eps = sqrt(ln 20 / 200) = 0.1224; S_n = k / 100 on [0, 1)."""
+    eps = math.sqrt(math.log(20) / 200)
+    for k, expected in ((20, 0.20 - eps), (10, 0.0), (100, 1.0)):
+        x = np.r_[np.zeros(100 - k), np.ones(k)]
+        assert mean_lower_bound(x) == pytest.approx(max(expected, 0.0) if k < 100 else 1.0, abs=1e-12)
+    # two levels: 0 (50 draws), 1 (30), 3 (20): S_n is 0.5 on [0, 1) and 0.2 on [1, 3)
+    x = np.r_[np.zeros(50), np.ones(30), 3 * np.ones(20)]
+    assert mean_lower_bound(x) == pytest.approx((0.5 - eps) + 2 * (0.2 - eps), abs=1e-12)
+    # a shift moves the bound by the same amount (the support's lower end is the sample's minimum)
+    assert mean_lower_bound(x - 5.0) == pytest.approx(mean_lower_bound(x) - 5.0, abs=1e-12)
+
+
+def test_mean_lower_bound_covers_a_heavy_tailed_mean():
+    """A variable whose mean rests on rare draws (100 with probability 1%, else 0: mean 1): the bound stays below
+    the mean in at least 95% of 2000 samples of 500 draws; the t-interval's lower end does not (it misses far more
+    often: most samples have no or one rare draw, and its normal approximation is then wrong)."""
+    rng = np.random.default_rng(0)
+    x = 100.0 * (rng.random((2000, 500)) < 0.01)
+    lbs = np.array([mean_lower_bound(r) for r in x])
+    assert np.mean(lbs <= 1.0) >= 0.95
+    t_lo = x.mean(1) - 1.645 * x.std(1, ddof=1) / math.sqrt(500)
+    assert np.mean(t_lo <= 1.0) < np.mean(lbs <= 1.0)
+
+
+def test_mean_lower_bound_is_not_positive_without_a_positive_mean():
+    """Broken inputs: a gap that is 0, and one that is symmetric rounding noise, give no positive bound; a clearly
+    positive variable does."""
+    rng = np.random.default_rng(1)
+    assert mean_lower_bound(np.zeros(1000)) == 0.0
+    assert mean_lower_bound(1e-23 * rng.standard_normal(2560)) < 0
+    assert mean_lower_bound(-np.abs(rng.standard_normal(500))) < 0
+    assert mean_lower_bound(np.abs(rng.standard_normal(500))) > 0.5
+
+
+@pytest.mark.parametrize("x, level, msg", [([1.0], 0.9, "at least 2 finite values"),
+                                           ([1.0, np.nan], 0.9, "1 not finite"), ([1.0, 2.0], 1.0, "level=1.0")])
+def test_mean_lower_bound_refuses_bad_input(x, level, msg):
+    with pytest.raises(ValueError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        mean_lower_bound(x, level)

@@ -190,3 +190,55 @@ def test_limit_power_against_a_simulation_of_the_equivalence_test():
         assert abs(sim - gap.limit_power(rel_sd, n, 0.1)) < 0.015, (rel_sd, n, sim)
     n80 = gap.limit_n_for_power(4.7, 0.1)
     assert gap.limit_power(4.7, n80, 0.1) >= 0.8 > gap.limit_power(4.7, n80 - 200, 0.1)
+
+
+def _with_draws(limits, model, lcb, neg, top=10.0, share=0.75, pos=0.8):
+    L = limits.copy()
+    for col in ("gap_lcb", "gap_neg", "gap_max", "gap_top_share", "gap_pos"):
+        if col not in L:
+            L[col] = np.nan
+    cols = ["gap_lcb", "gap_neg", "gap_max", "gap_top_share", "gap_pos"]
+    L.loc[L.model == model, cols] = [lcb, neg, top, share, pos]
+    return L
+
+
+@pytest.mark.parametrize("who, lcb, neg, expected", [
+    ("ideal", 7e-5, -3.9e-23, "holds"),        # the exact flow's heavy-tailed gap: the bound decides, z (1.3) not
+    ("ideal", 0.0, -3.9e-23, "inconclusive"),  # no positive bound: not shown to be positive
+    ("ideal", 7e-5, -0.5, "inconclusive"),     # draws truly negative: the premise fails, z (1.3) decides
+    ("trained", 7e-5, -3.9e-23, "holds"),      # the rule reads the draws, not the subject's name
+    ("trained", 7e-5, -1e-3, "inconclusive"),  # a trained model's CD term is not zero: negative draws, z decides
+])
+def test_positive_gap_of_the_exact_flow_uses_the_distribution_free_bound(who, lcb, neg, expected):
+    """The ideal's per-sample gap is nonnegative (its CD term is its own ODE step) and its mean rests on a few draws
+    (on digits one draw of 2560 carries 75% of the sum, z = 1.33): a gap whose draws are nonnegative to rounding is
+    judged by the distribution-free lower bound of the mean (inference.mean_lower_bound), any other by z."""
+    L = _with_draws(_limits(min_z=1.3), who, lcb, neg)
+    L.loc[L.model != who, ["gap_min_z", "gap_z_at_N_max"]] = 10.0
+    row = gap.gap_claims(L, None, _det(), rel_tol=0.1)[0]
+    assert row["verdict"] == expected, row["measured"]
+    if neg > -1e-12:
+        assert "distribution-free lower bound" in row["measured"] and "z 1.3 not used" in row["measured"]
+        assert "draws are above 0 (80% are)" in row["power"]
+
+
+def test_summarise_gap_reports_the_bound_of_its_draws():
+    """summarise_gap's bound, most negative draw and largest draw's share come from the per-sample gap at the
+    largest N (a GapResult-like object with a known heavy-tailed sample)."""
+    from types import SimpleNamespace
+    from gclib.experiments.inference import mean_lower_bound
+    rng = np.random.default_rng(0)
+    g = np.r_[np.zeros(900), rng.random(99) * 1e-3, 10.0]
+    table = pd.DataFrame([dict(N=100, gap=g.mean() / 100, gap_stderr=g.std(ddof=1) / np.sqrt(g.size) / 100,
+                               scaled_gap=g.mean(), scaled_gap_stderr=g.std(ddof=1) / np.sqrt(g.size), L_CD=1.0)])
+    r = SimpleNamespace(table=table, per_sample={"scaled_gap_N_max": g, "plain": g, "paired": g}, limit=g.mean(),
+                        limit_stderr=0.01, limit_paired=g.mean(), R=1.0)
+    row = gap.summarise_gap(r, "s", "ideal")
+    assert row["gap_lcb"] == mean_lower_bound(g, gap.POSITIVE_LEVEL) > 0 and row["gap_neg"] == 0.0 and row["gap_max"] == 10.0
+    assert row["gap_top_share"] == pytest.approx(10.0 / g.sum()) and row["gap_pos"] == pytest.approx(0.1)
+
+
+def test_the_bound_has_the_z_rules_error():
+    """The distribution-free bound decides at the one-sided error of z > 3 (P(Z > 3) = 0.00135), not at a laxer one."""
+    from scipy import stats
+    assert gap.POSITIVE_LEVEL == pytest.approx(1 - 2 * stats.norm.sf(gap.Z_POSITIVE), abs=1e-15)
