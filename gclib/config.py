@@ -49,19 +49,20 @@ from .checks import ConfigError, check_choice
 from .config_checks import (ARCHITECTURE, DEVICES, MAX_EVAL_ELEMENTS, MAX_EVAL_N, MAX_EXACT_OT_N, MAX_LR,
                             MAX_PARAMETERS, MAX_SAMPLE_N, MULTINOMIAL_MAX, RUN_NAME, SCHEDULES, SEED_MAX, SEED_RANGE,
                             check_checkpoint_inputs, objectives, preflight, validate)
-from .config_schema import (ECT_ONLY, FIELD_NAMES, HASH_NEUTRAL, LIST_ITEMS, NOT_HASHED, PER_FLOW_KEY, SECTION_DOCS,
-                            SECTION_OF, SECTIONS, Config, _from_text, _HINTS, _in_hash, _in_section,
+from .config_schema import (ECT_ONLY, FIELD_NAMES, HASH_NEUTRAL, LIST_ITEMS, NOT_HASHED, OWN_SETTINGS, PART_NAME,
+                            PER_FLOW_KEY, SECTION_DOCS,
+                            SECTION_OF, SECTIONS, Config, _copy, _from_text, _HINTS, _in_hash, _in_section,
                             _unknown, _unknown_section, fields_of, flatten, from_dict)
-from .couplings import REGISTRY as COUPLING_REGISTRY
+from .couplings import REGISTRY as COUPLING_REGISTRY, coupling_settings
 from .data import DATASETS, IMAGE_SHAPES, TOYS  # older imports
 from .nets import MODELS
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, SETTINGS as OPTIMIZER_SETTINGS
 from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml
 
 __all__ = [  # the face: every public name the configuration's users import from here
     "Config", "ConfigError", "DuplicateKeyError", "load_config", "as_config", "from_dict", "flatten", "compose",
     "parse_overrides", "path_value", "config_file", "preset_names", "flow_overlay_names", "flow_overlay",
-    "config_hash", "identity", "ignored_settings", "pairs_per_rank", "run_dir_for", "validate", "preflight",
+    "part", "PARTS", "PART_NAME", "OWN_SETTINGS", "config_hash", "identity", "ignored_settings", "pairs_per_rank", "run_dir_for", "validate", "preflight",
     "check_checkpoint_inputs", "objectives", "fields_of", "SECTIONS", "SECTION_OF", "SECTION_DOCS", "FIELD_NAMES",
     "NOT_HASHED", "HASH_NEUTRAL", "ECT_ONLY", "LIST_ITEMS", "PER_FLOW_KEY", "FLOW_MARK", "PRESETS_DIR", "PATH_KEYS",
     "NULL_WORDS", "ARCHITECTURE", "DEVICES", "SCHEDULES", "SEED_MAX", "SEED_RANGE", "RUN_NAME", "MULTINOMIAL_MAX",
@@ -269,6 +270,30 @@ def as_config(config) -> Config:
     if isinstance(config, (str, Path)):
         return load_config(config)
     raise ConfigError(f"config={config!r}: pass a Config, a dict or the path of a YAML file")
+
+
+# ------------------------------------------------------------------------------------------------ parts
+def _optimizer_settings(cfg: Config) -> dict:
+    return {"name": cfg.optimizer, **{k: _copy(getattr(cfg, k)) for k in OPTIMIZER_SETTINGS}}
+
+
+# The sections whose part is built from that section's settings alone: section -> the settings of its builder
+# (coupling: ``make_coupling(**part)``; optim: ``make_optimizer(params=..., **part)``). The other parts read settings of
+# several sections (the loss: the schedule's total_steps and the resolved predictor; the network: sigma_data and
+# sigma_min; the data: the run's seed) and are built from the Config.
+PARTS = {"coupling": coupling_settings, "optim": _optimizer_settings}
+
+
+def part(config, section: str) -> dict:
+    """The settings the part of ``section`` is built from, EDM-style: ``name`` (its registry entry, ``PART_NAME``) and
+    its builder's settings from that section. ``part(cfg, "coupling")`` is ``{name: flow, mu, ot_solver,
+    predict_all, **coupling_options}`` (``make_coupling(**part(cfg, "coupling"))``), ``part(cfg, "optim")`` is
+    ``{name: optimizer, lr, betas, weight_decay, eps}``. A section without such a part is one ConfigError."""
+    cfg = as_config(config)
+    if section not in PARTS:
+        raise ConfigError(f"section {section!r} has no part built from its settings alone; those that do: "
+                          f"{', '.join(PARTS)}")
+    return PARTS[section](cfg)
 
 
 # ------------------------------------------------------------------------------------------------ run identity

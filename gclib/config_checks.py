@@ -10,6 +10,7 @@ from). Both read the configuration by attribute only; this module imports nothin
 """
 from __future__ import annotations
 
+import difflib
 import re
 import typing
 from dataclasses import fields
@@ -142,7 +143,9 @@ def _check_coupling_options(cfg) -> None:
     for key in cfg.coupling_options:
         if key not in own:
             fields = cls.config_fields()
+            close = difflib.get_close_matches(str(key), own + fields, n=1, cutoff=0.5)
             raise ConfigError(f"coupling_options={cfg.coupling_options!r}: flow {cfg.flow!r} has no setting {key!r}; "
+                              + (f"did you mean {close[0]!r}? " if close else "") +
                               f"its own settings: {', '.join(own) or 'none'}" +
                               (f" (config fields it reads: {', '.join(fields)})" if fields else ""))
 

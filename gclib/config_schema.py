@@ -328,6 +328,14 @@ def _unknown(key) -> ConfigError:
 
 # ------------------------------------------------------------------------------------------------ sections
 PER_FLOW_KEY = "flows"   # a preset's per-flow settings: flows: {gc: {dropout: 0.0}, ...}
+# EDM-style sections: ``name`` in a section names its part, the registry entry the part is built from, and is the
+# field given here (``coupling: {name: gc, mu: 0.5}`` is ``flow: gc, mu: 0.5``: one config, one hash). The one place
+# that maps it; the run section's ``name`` stays the run's name.
+PART_NAME = {"data": "dataset", "network": "model", "coupling": "flow", "loss": "objective", "optim": "optimizer"}
+# A key of the coupling section that is no config field is the coupling's own setting: it goes to this field
+# (``coupling: {name: wide, width: 3}`` is ``flow: wide, coupling_options: {width: 3}``), checked against the
+# coupling's ``own_settings`` when the Config is built.
+OWN_SETTINGS = ("coupling", "coupling_options")
 
 
 def _unknown_section(name) -> ConfigError:
@@ -337,7 +345,10 @@ def _unknown_section(name) -> ConfigError:
 
 
 def _in_section(key, section: str) -> str:
-    """``key`` if it is a field of ``section``; a ConfigError naming the key's own section otherwise."""
+    """The field ``key`` names in ``section``: ``key`` itself if it is a field of ``section``, the part's field for
+    ``name`` (``PART_NAME``); a ConfigError naming the key's own section otherwise."""
+    if key == "name" and section in PART_NAME:
+        return PART_NAME[section]
     if key not in _HINTS:
         close = difflib.get_close_matches(str(key), SECTIONS[section], n=1, cutoff=0.5) or \
             difflib.get_close_matches(str(key), FIELD_NAMES, n=1, cutoff=0.5)
@@ -355,8 +366,11 @@ def _in_section(key, section: str) -> str:
 
 def flatten(d: dict | None) -> dict:
     """``d`` written flat (``lr: 1.0e-4``), by section (``optim: {lr: 1.0e-4}``) or both, as one flat dict of
-    fields. Values are not checked here (the Config does that); keys are: an unknown key or section, a key in the
-    wrong section or a key given twice is one ConfigError naming it."""
+    fields. In a section ``name`` names its part (``PART_NAME``: ``coupling: {name: gc}`` is ``flow: gc``), and a key
+    of the coupling section that is no field is the coupling's own setting (``OWN_SETTINGS``: ``coupling: {name:
+    wide, width: 3}`` is ``flow: wide, coupling_options: {width: 3}``). Values are not checked here (the Config does
+    that); keys are: an unknown key or section, a key in the wrong section or a key given twice is one ConfigError
+    naming it."""
     if d is None:
         return {}
     if not isinstance(d, dict):
@@ -374,7 +388,15 @@ def flatten(d: dict | None) -> dict:
                 raise ConfigError(f"section {key!r} must hold a mapping of key: value (keys of {key}: "
                                   f"{', '.join(SECTIONS[key])}), not {value!r}")
             for k, v in value.items():
-                put(_in_section(k, key), v, f"in section {key!r}")
+                if (key, k) == OWN_SETTINGS or (key == OWN_SETTINGS[0] and k != "name" and k not in _HINTS):
+                    own = v if k == OWN_SETTINGS[1] else {k: v}
+                    if not isinstance(own, dict):   # coupling_options: 3 (the Config names the wrong type)
+                        put(OWN_SETTINGS[1], own, f"in section {key!r}")
+                        continue
+                    for name, setting in own.items():
+                        put((OWN_SETTINGS[1], name), setting, f"in section {key!r}")
+                    continue
+                put(_in_section(k, key), v, f"in section {key!r}" + (" (as name)" if k == "name" else ""))
         elif key in _HINTS:
             if isinstance(value, dict) and _HINTS[key] is not dict:
                 raise ConfigError(f"{key!r} is a key of section {SECTION_OF[key]!r}, not a section: give "
@@ -387,7 +409,27 @@ def flatten(d: dict | None) -> dict:
             raise _unknown_section(key)
         else:
             raise _unknown(key)
-    return out
+    return _gather_own(out, where)
+
+
+def _gather_own(out: dict, where: dict) -> dict:
+    """The coupling's own settings given one by one in its section (keys (coupling_options, name) of ``flatten``)
+    gathered into coupling_options; one also given at the top level is a key given twice."""
+    field_name = OWN_SETTINGS[1]
+    own = {k[1]: v for k, v in out.items() if isinstance(k, tuple)}
+    if not own:
+        return out
+    flat = {k: v for k, v in out.items() if not isinstance(k, tuple)}
+    given = flat.get(field_name, {})
+    if isinstance(given, dict):
+        for name in own:
+            if name in given:
+                raise ConfigError(f"the coupling's setting {name!r} is given twice, {where[field_name]} (in "
+                                  f"{field_name}) and {where[(field_name, name)]}; keep one")
+        flat[field_name] = {**given, **own}
+    elif field_name in flat:   # not a mapping: the Config names the wrong type
+        raise ConfigError(f"{field_name}={given!r} has the wrong type; expected a mapping of name: value")
+    return flat
 
 
 # ------------------------------------------------------------------------------------------------ building
