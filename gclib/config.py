@@ -42,6 +42,7 @@ import os
 import typing
 from dataclasses import fields
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -54,8 +55,8 @@ from .config_schema import (ECT_ONLY, FIELD_NAMES, HASH_NEUTRAL, LIST_ITEMS, NOT
                             SECTION_OF, SECTIONS, Config, _copy, _from_text, _HINTS, _in_hash, _in_section,
                             _unknown, _unknown_section, fields_of, flatten, from_dict)
 from .couplings import REGISTRY as COUPLING_REGISTRY, coupling_settings
-from .data import DATASETS, IMAGE_SHAPES, TOYS  # older imports
-from .nets import MODELS
+from .data import DATASETS, IMAGE_SHAPES, SETTINGS as DATA_SETTINGS, TOYS  # DATASETS, IMAGE_SHAPES, TOYS: older imports
+from .nets import MODELS, SETTINGS as NETWORK_SETTINGS
 from .optim import OPTIMIZERS, SETTINGS as OPTIMIZER_SETTINGS
 from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml
 
@@ -273,22 +274,30 @@ def as_config(config) -> Config:
 
 
 # ------------------------------------------------------------------------------------------------ parts
-def _optimizer_settings(cfg: Config) -> dict:
-    return {"name": cfg.optimizer, **{k: _copy(getattr(cfg, k)) for k in OPTIMIZER_SETTINGS}}
+def _settings(section: str, names) -> Callable[[Config], dict]:
+    """The builder settings of ``section``: ``name`` and the fields ``names`` (a dict: field -> builder keyword)."""
+    names = names if isinstance(names, dict) else {k: k for k in names}
+
+    def of(cfg: Config) -> dict:
+        return {"name": getattr(cfg, PART_NAME[section]), **{kw: _copy(getattr(cfg, k)) for k, kw in names.items()}}
+    return of
 
 
-# The sections whose part is built from that section's settings alone: section -> the settings of its builder
-# (coupling: ``make_coupling(**part)``; optim: ``make_optimizer(params=..., **part)``). The other parts read settings of
-# several sections (the loss: the schedule's total_steps and the resolved predictor; the network: sigma_data and
-# sigma_min; the data: the run's seed) and are built from the Config.
-PARTS = {"coupling": coupling_settings, "optim": _optimizer_settings}
+# The sections whose part is built from its own settings, EDM-style: section -> its builder's settings, each declared
+# beside its builder. coupling: ``make_coupling(**part)``; optim: ``make_optimizer(params=..., **part)``; network:
+# ``models.build_network(shape, **part)`` (the data's shape; ``build_model`` wraps it with the loss section's sigmas);
+# data: ``load_dataset(**part, seed=cfg.seed)``. The loss reads several sections (the schedule's total_steps, the
+# resolved predictor, the coupling) and is built from the Config around its coupling (``make_loss``).
+PARTS = {"data": _settings("data", DATA_SETTINGS), "network": _settings("network", NETWORK_SETTINGS),
+         "coupling": coupling_settings, "optim": _settings("optim", OPTIMIZER_SETTINGS)}
 
 
 def part(config, section: str) -> dict:
     """The settings the part of ``section`` is built from, EDM-style: ``name`` (its registry entry, ``PART_NAME``) and
-    its builder's settings from that section. ``part(cfg, "coupling")`` is ``{name: flow, mu, ot_solver,
-    predict_all, **coupling_options}`` (``make_coupling(**part(cfg, "coupling"))``), ``part(cfg, "optim")`` is
-    ``{name: optimizer, lr, betas, weight_decay, eps}``. A section without such a part is one ConfigError."""
+    its builder's settings from that section (``PARTS``). ``part(cfg, "coupling")`` is ``{name: flow, mu, ot_solver,
+    predict_all, **coupling_options}`` (``make_coupling(**part(cfg, "coupling"))``), ``part(cfg, "optim")``
+    ``{name: optimizer, lr, betas, weight_decay, eps}``, ``part(cfg, "data")`` ``{name: dataset, root, download,
+    n}``, ``part(cfg, "network")`` ``{name: model, hidden, ..., dropout}``. Another section is one ConfigError."""
     cfg = as_config(config)
     if section not in PARTS:
         raise ConfigError(f"section {section!r} has no part built from its settings alone; those that do: "

@@ -205,12 +205,12 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     cfg, d = st.cfg, st.dist
     st.flags = _gpu_flags(cfg, st.device)
     if data is None:
-        data = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download and d.main, n=cfg.num_data,
-                            seed=cfg.seed)
+        source = part(cfg, "data")   # the data set from its section (name, root, download, n), the run's seed
+        data = load_dataset(**{**source, "download": source["download"] and d.main}, seed=cfg.seed)
         if cfg.download and d.world_size > 1:
             distributed.barrier(d)
             if not d.main:
-                data = load_dataset(cfg.dataset, root=cfg.data_root, n=cfg.num_data, seed=cfg.seed)
+                data = load_dataset(**{**source, "download": False}, seed=cfg.seed)
     st.data, st.shape = data, tuple(data.shape[1:])
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank

@@ -127,3 +127,27 @@ def test_part_gives_the_builders_their_sections(tmp_path):
     assert isinstance(opt, torch.optim.RAdam) and opt.defaults["betas"] == (0.8, 0.9) and opt.defaults["eps"] == 1e-6
     with pytest.raises(ConfigError, match="section 'run' has no part built from its settings alone"):
         part(cfg, "run")
+
+
+def test_the_data_and_the_network_are_built_from_their_sections(tmp_path):
+    from gclib.data import load_dataset
+    from gclib.models import build_model, build_network
+    flat = {k: v for k, v in tiny_config(tmp_path, seed=7).items() if k not in ("dataset", "num_data")}
+    cfg = load_config(None, {**flat, "data": {"name": "moons", "num_data": 256, "data_root": "somewhere"}})
+    assert part(cfg, "data") == {"name": "moons", "root": "somewhere", "download": False, "n": 256}
+    assert torch.equal(load_dataset(**part(cfg, "data"), seed=cfg.seed), load_dataset("moons", n=256, seed=7))
+    assert part(cfg, "network") == {"name": "mlp", "hidden": 16, "depth": 1, "emb_dim": 8, "channels": 64,
+                                    "channel_mult": [1, 2], "num_blocks": 2, "attn_resolutions": [],
+                                    "dropout": 0.0}
+    torch.manual_seed(0)
+    net = build_network((2,), **part(cfg, "network"))
+    torch.manual_seed(0)
+    model = build_model(cfg, (2,))
+    assert net.state_dict().keys() == model.net.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), model.net.state_dict().values()))
+    unet = load_config(None, {"dataset": "digits", "network": {"name": "unet", "channels": 8, "channel_mult": [1],
+                                                               "num_blocks": 1}})
+    assert build_network((1, 8, 8), **part(unet, "network")).__class__.__name__ == "UNet"
+    with pytest.raises(ConfigError, match=r"model='unet_digits' is for images of shape \(1, 8, 8\); the data gives "
+                                          r"\(3, 32, 32\)"):
+        build_network((3, 32, 32), "unet_digits")
