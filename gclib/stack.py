@@ -44,7 +44,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import distributed
-from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
+from .config import Config, ConfigError, as_config, config_hash, part, preflight, run_dir_for
 from .couplings import GC, REGISTRY as COUPLINGS, gc_mask
 from .ema import blend
 from .losses import consistency_loss, ct_points
@@ -164,8 +164,7 @@ class _Stack:
         self.cfg, self.device = first.cfg, first.device
         self.model = StackedModel([s.raw_model for s in states], requires_grad=True)
         self.ema = StackedModel([s.ema.model for s in states], requires_grad=False)
-        self.optimizer = make_optimizer(self.cfg.optimizer, self.model.tensors(), self.cfg.lr, self.cfg.betas,
-                                        self.cfg.weight_decay, self.cfg.eps)
+        self.optimizer = make_optimizer(params=self.model.tensors(), **part(self.cfg, "optim"))   # from its section
         self._load_optimizer_state()
         self.by_gc_rule = [_by_gc_rule(s.cfg) for s in states]
         gcs = [s for s, gc in zip(states, self.by_gc_rule) if gc]
