@@ -14,6 +14,11 @@ The configuration is in three modules, one way up: ``gclib.config_checks`` (valu
 types of their values, flat and sectioned dicts) and this face (files, composition, overrides, run identity),
 which re-exports the names of the other two, so ``from gclib.config import ...`` finds them all.
 
+Parts (EDM-style). ``name`` in a section names its part (``PART_NAME``: ``coupling: {name: gc, mu: 0.5}`` is ``flow:
+gc, mu: 0.5``, the same config and hash), and ``part(cfg, section)`` gives the part's builder its section's settings:
+``make_coupling(**part(cfg, "coupling"))``, ``make_optimizer(params=..., **part(cfg, "optim"))``,
+``build_network(shape, **part(cfg, "network"))``, ``load_dataset(**part(cfg, "data"), seed=cfg.seed)``.
+
 Composition (params/train/). A preset (``digits.yaml``, ``cifar10.yaml``, ...) is the complete configuration of
 one data set with its own flow (IC). ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
 flow overlay ``flows/gc.yaml`` beside the preset (the flow's own settings, a few lines; a registered flow without
