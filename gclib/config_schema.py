@@ -388,13 +388,8 @@ def flatten(d: dict | None) -> dict:
                 raise ConfigError(f"section {key!r} must hold a mapping of key: value (keys of {key}: "
                                   f"{', '.join(SECTIONS[key])}), not {value!r}")
             for k, v in value.items():
-                if (key, k) == OWN_SETTINGS or (key == OWN_SETTINGS[0] and k != "name" and k not in _HINTS):
-                    own = v if k == OWN_SETTINGS[1] else {k: v}
-                    if not isinstance(own, dict):   # coupling_options: 3 (the Config names the wrong type)
-                        put(OWN_SETTINGS[1], own, f"in section {key!r}")
-                        continue
-                    for name, setting in own.items():
-                        put((OWN_SETTINGS[1], name), setting, f"in section {key!r}")
+                if key == OWN_SETTINGS[0] and k != "name" and k not in _HINTS:   # the coupling's own setting
+                    put((OWN_SETTINGS[1], k), v, f"in section {key!r}")
                     continue
                 put(_in_section(k, key), v, f"in section {key!r}" + (" (as name)" if k == "name" else ""))
         elif key in _HINTS:

@@ -111,6 +111,10 @@ def test_a_couplings_own_setting_in_its_section_reaches_its_constructor(tmp_path
         load_config(None, {"coupling": {"name": "widened", "width": -1}})
     with pytest.raises(ConfigError, match="the coupling's setting 'width' is given twice"):
         load_config(None, {"flow": "widened", "coupling_options": {"width": 2}, "coupling": {"width": 3}})
+    with pytest.raises(ConfigError, match="the coupling's setting 'width' is given twice"):
+        load_config(None, {"coupling": {"name": "widened", "coupling_options": {"width": 2}, "width": 3}})
+    with pytest.raises(ConfigError, match="key 'coupling_options' is given twice"):
+        load_config(None, {"coupling_options": {}, "coupling": {"coupling_options": {}}})
     with pytest.raises(ConfigError, match="flow 'gc' has no setting 'width'"):
         load_config(None, {"coupling": {"name": "gc", "width": 3}})
     with pytest.raises(ConfigError, match="'lr' is in section 'coupling' but belongs to section 'optim'"):
