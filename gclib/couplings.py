@@ -314,17 +314,25 @@ register_coupling("ot", OT)
 register_coupling("gc", GC)
 
 
-def make_coupling(flow: str, **options) -> Coupling:
-    """The coupling registered as ``flow``, built from flat options (``Coupling.build``), e.g.
-    ``make_coupling("gc", mu=0.3, ot_solver="auto")`` -> ``GC(mu=0.3)``."""
-    return REGISTRY[check_flow(flow)].build(**options)
+def make_coupling(name: str, **settings) -> Coupling:
+    """The coupling registered as ``name``, built from its settings (``Coupling.build``), e.g.
+    ``make_coupling("gc", mu=0.3, ot_solver="auto")`` -> ``GC(mu=0.3)``; ``make_coupling(**coupling_settings(cfg))``
+    builds a configuration's coupling from its section."""
+    return REGISTRY[check_flow(name)].build(**settings)
+
+
+def coupling_settings(cfg) -> dict:
+    """The settings a configuration's coupling is built from (the coupling section, EDM-style): ``name`` (the flow),
+    the config fields a coupling may read (``CONFIG_OPTIONS``) and its own ``coupling_options``. ``cfg``: a
+    ``gclib.config.Config`` or anything with its fields; ``gclib.config.part(cfg, "coupling")`` gives the same."""
+    options = {k: getattr(cfg, k) for k in CONFIG_OPTIONS}
+    return {"name": cfg.flow, **options, **dict(getattr(cfg, "coupling_options", None) or {})}
 
 
 def coupling_of(cfg) -> Coupling:
     """The coupling of a configuration (a ``gclib.config.Config`` or anything with its fields): the registered
-    ``cfg.flow`` built from the config fields it reads (``CONFIG_OPTIONS``) and its own ``coupling_options``."""
-    options = {k: getattr(cfg, k) for k in CONFIG_OPTIONS}
-    return make_coupling(cfg.flow, **options, **dict(getattr(cfg, "coupling_options", None) or {}))
+    ``cfg.flow`` built from its section's settings (``coupling_settings``)."""
+    return make_coupling(**coupling_settings(cfg))
 
 
 def couple(flow: str | Coupling, x: torch.Tensor, z: torch.Tensor, *, sigma: torch.Tensor | None = None, mu: float = 0.5,

@@ -187,6 +187,11 @@ def get_dataset(name: str) -> DataSet:
     return REGISTRY[check_choice("dataset", name, REGISTRY, error=ConfigError)]
 
 
+# The config fields of the data section a data set is loaded with, by ``load_dataset``'s keyword
+# (``gclib.config.part(cfg, "data")``, with ``name`` its ``dataset``); the seed is the run's.
+SETTINGS = {"data_root": "root", "download": "download", "num_data": "n"}
+
+
 def load_dataset(name: str, *, root="data", download: bool = False, n: int = 8192, seed: int = 0) -> torch.Tensor:
     """The whole training set as one tensor (float32 for toys and digits, uint8 for mnist, cifar10 and the large
     image sets); ``n`` and ``seed`` are used by the 2-D toys only."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import nets
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import Config, ConfigError, from_dict
+from .config import Config, ConfigError, from_dict, part
 from .data import REGISTRY
 from .precond import ConsistencyModel
 
@@ -39,28 +39,36 @@ def data_shape(cfg: Config) -> tuple:
 
 
 def build_model(cfg: Config, shape: Sequence[int]) -> ConsistencyModel:
-    """The network chosen by ``cfg.model`` for samples of ``shape``, wrapped in the consistency parameterisation."""
-    shape = tuple(shape)
-    if cfg.model == "mlp":
-        net = nets.MLP(dim=int(np.prod(shape)), hidden=cfg.hidden, depth=cfg.depth, emb_dim=cfg.emb_dim)
-    else:
-        if len(shape) != 3:
-            raise ConfigError(f"model={cfg.model!r} needs images (C, H, W); dataset={cfg.dataset!r} gives {shape}")
-        if cfg.model in PRESETS:
-            make, preset_shape = PRESETS[cfg.model]
-            if shape != preset_shape:
-                raise ConfigError(f"model={cfg.model!r} is for images of shape {preset_shape}; dataset="
-                                  f"{cfg.dataset!r} gives {shape}: use model='unet' with its fields")
-            net = make(dropout=cfg.dropout)
-        else:
-            try:
-                net = nets.UNet(in_channels=shape[0], resolution=shape[-1], channels=cfg.channels,
-                                channel_mult=tuple(cfg.channel_mult), num_blocks=cfg.num_blocks,
-                                attn_resolutions=tuple(cfg.attn_resolutions), dropout=cfg.dropout)
-            except ValueError as e:
-                raise ConfigError(f"model='unet' with channel_mult={cfg.channel_mult}: {e}") from None
+    """The network of ``cfg``'s network section (``build_network(shape, **part(cfg, "network"))``) for samples of
+    ``shape``, wrapped in the consistency parameterisation (its sigmas from the loss section, train_boundary)."""
+    net = build_network(shape, **part(cfg, "network"), data=f"dataset={cfg.dataset!r}")
     return ConsistencyModel(net, sigma_min=cfg.sigma_min, sigma_data=cfg.sigma_data, sigma_max=cfg.sigma_max,
                             train_boundary=cfg.train_boundary)
+
+
+def build_network(shape: Sequence[int], name: str, *, hidden: int = 256, depth: int = 3, emb_dim: int = 64,
+                  channels: int = 64, channel_mult=(1, 2), num_blocks: int = 2, attn_resolutions=(),
+                  dropout: float = 0.0, data: str = "the data") -> nets.nn.Module:
+    """The network ``name`` (``nets.MODELS``) for samples of ``shape`` from its settings (``nets.SETTINGS``, the
+    network section): ``build_network(shape, **part(cfg, "network"))``. ``data`` names the samples' source in
+    errors."""
+    shape = tuple(shape)
+    if name == "mlp":
+        return nets.MLP(dim=int(np.prod(shape)), hidden=hidden, depth=depth, emb_dim=emb_dim)
+    if len(shape) != 3:
+        raise ConfigError(f"model={name!r} needs images (C, H, W); {data} gives {shape}")
+    if name in PRESETS:
+        make, preset_shape = PRESETS[name]
+        if shape != preset_shape:
+            raise ConfigError(f"model={name!r} is for images of shape {preset_shape}; {data} gives {shape}: use "
+                              f"model='unet' with its fields")
+        return make(dropout=dropout)
+    try:
+        return nets.UNet(in_channels=shape[0], resolution=shape[-1], channels=channels,
+                         channel_mult=tuple(channel_mult), num_blocks=num_blocks,
+                         attn_resolutions=tuple(attn_resolutions), dropout=dropout)
+    except ValueError as e:
+        raise ConfigError(f"model='unet' with channel_mult={list(channel_mult)}: {e}") from None
 
 
 def load_weights(module, state: dict, path, what: str) -> None:

@@ -18,6 +18,10 @@ import torch.nn.functional as F
 
 # the names of Config.model: the MLP, the configurable U-Net and the U-Net presets below
 MODELS = ("mlp", "unet", "unet_digits", "unet_cifar10", "unet_imagenet32", "unet_celeba64")
+# The config fields of the network section a network is built from (``gclib.config.part(cfg, "network")``, with
+# ``name`` its ``model``; ``gclib.models.build_network``): mlp reads hidden, depth, emb_dim; unet channels,
+# channel_mult, num_blocks, attn_resolutions, dropout; the unet_* presets dropout.
+SETTINGS = ("hidden", "depth", "emb_dim", "channels", "channel_mult", "num_blocks", "attn_resolutions", "dropout")
 
 
 class NoiseEmbedding(nn.Module):

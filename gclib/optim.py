@@ -50,8 +50,14 @@ class Lion(torch.optim.Optimizer):
         return loss
 
 
+# The config fields of the optim section an optimiser is built from (``gclib.config.part(cfg, "optim")``, with
+# ``name`` its ``optimizer``); the section's other fields (batch, steps, EMA) are the training loop's.
+SETTINGS = ("lr", "betas", "weight_decay", "eps")
+
+
 def make_optimizer(name: str, params, lr: float, betas=None, weight_decay: float = 0.0, eps: float = 1e-8):
-    """'adam' | 'radam' | 'lion' with the given hyper-parameters (betas None: the optimiser's default)."""
+    """'adam' | 'radam' | 'lion' with the given hyper-parameters (betas None: the optimiser's default);
+    ``make_optimizer(params=..., **part(cfg, "optim"))`` builds a configuration's from its section."""
     check_choice("optimizer", name, OPTIMIZERS, error=ConfigError)
     betas = tuple(betas) if betas is not None else DEFAULT_BETAS[name]
     if name == "adam":

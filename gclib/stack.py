@@ -17,11 +17,19 @@ alone (the same configuration hash) but not the same bits: the batched kernels s
 weights differ from the run alone's by about 1e-6 after 30 steps (tests/test_stack.py), and as training goes on the
 two drift apart as runs on two devices do. Dropout masks come from the process's generator, shared by the stack.
 
-What may differ between the runs of a stack: the seed, name and run directory, the flow (ic, ot or gc), mu, the
+What may differ between the runs of a stack: the seed, name and run directory, the flow, its settings, the
 frozen predictor's checkpoint, the data set (of one shape) and the evaluation, sample and checkpoint schedules.
 Everything else that shapes the computation (``MUST_AGREE``) must be equal; the consistency objective with the iCT
 schedule only (``objective: consistency``, ``schedule: ict``), on one process (no torchrun) and without the CUDA
 speed flags (bf16, channels_last, compile). Anything else is refused with one line before any run is touched.
+
+The flows a stack trains are read from the coupling entries' capabilities (``gclib.couplings.Coupling``), never
+from their names: a coupling without a predictor (``needs_predictor`` false: IC, OT, a plugin's) pairs each run's
+batch itself, on the CPU as ``gclib.train`` does, its pairing solved ahead (``gclib.prefetch``) when it
+``solves_ahead`` and ``ot_prefetch`` is on; a coupling that needs a predictor is trained by GC's rule (a
+Bernoulli(mu) mask of rows whose endpoint the predictor gives at the pair's lower level), which the stack writes out
+so that the K predictors run as one stacked call: one that pairs by another rule (it overrides ``GC.pair``, or is no
+``GC``) is refused (``stack_refusal``).
 """
 from __future__ import annotations
 
@@ -36,8 +44,8 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import distributed
-from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
-from .couplings import gc_mask, ot_permutation
+from .config import Config, ConfigError, as_config, config_hash, part, preflight, run_dir_for
+from .couplings import GC, REGISTRY as COUPLINGS, gc_mask
 from .ema import blend
 from .losses import consistency_loss, ct_points
 from .objectives import draw_noise
@@ -57,7 +65,24 @@ MUST_AGREE = ("model", "hidden", "depth", "emb_dim", "channels", "channel_mult",
               "dropout", "train_boundary", "sigma_min", "sigma_max", "sigma_data", "rho", "s0", "s1", "p_mean", "p_std",
               "distance", "objective", "schedule", "optimizer", "lr", "betas", "weight_decay", "eps", "batch_size",
               "total_steps", "ema_decay", "ema_every", "device", "bf16", "channels_last", "compile")
-FLOWS = ("ic", "ot", "gc")   # the built-in couplings, whose step _Stack.step writes out
+
+
+def _by_gc_rule(cfg: Config) -> bool:
+    """Whether the run's coupling needs a predictor (its entry's ``needs_predictor``): the stack then pairs its rows
+    by GC's rule, with the stacked predictor."""
+    return COUPLINGS[cfg.flow].needs_predictor
+
+
+def stack_refusal(cfg: Config) -> str | None:
+    """Why the coupling of run ``cfg`` cannot train in a stack (None when it can), read from its registry entry: a
+    coupling that needs a predictor must pair by GC's rule (``GC.pair``), which the stack writes out for K
+    predictors at once; any coupling without a predictor is called as it is."""
+    entry = COUPLINGS[cfg.flow]
+    if entry.needs_predictor and not (issubclass(entry, GC) and entry.pair is GC.pair):
+        return (f"flow {cfg.flow!r} needs a predictor and pairs by its own rule ({entry.__name__}.pair); a stack "
+                f"runs the predictors of its runs together only for GC's rule (gclib.couplings.GC): train it "
+                f"without a stack")
+    return None
 
 
 def _predictor_kind(cfg: Config) -> str:
@@ -78,12 +103,13 @@ def check_stackable(cfgs: Sequence[Config]) -> None:
         if c.objective != "consistency" or c.schedule != "ict":
             raise ConfigError(f"run {c.name!r}: a stack trains the consistency objective with the ict schedule, not "
                               f"objective={c.objective!r}, schedule={c.schedule!r}")
-        if c.flow not in FLOWS:
-            raise ConfigError(f"run {c.name!r}: a stack trains flows {sorted(FLOWS)}, not flow={c.flow!r}")
+        why = stack_refusal(c)
+        if why:
+            raise ConfigError(f"run {c.name!r}: {why}")
         for flag in ("bf16", "channels_last", "compile"):
             if getattr(c, flag):
                 raise ConfigError(f"run {c.name!r}: {flag}=true is not supported in a stack")
-    kinds = {_predictor_kind(c) for c in cfgs if c.flow == "gc"}
+    kinds = {_predictor_kind(c) for c in cfgs if _by_gc_rule(c)}
     if len(kinds) > 1:
         raise ConfigError(f"the GC runs of a stack must share one kind of predictor (ema, online or a frozen "
                           f"checkpoint), not {sorted(kinds)}")
@@ -138,19 +164,19 @@ class _Stack:
         self.cfg, self.device = first.cfg, first.device
         self.model = StackedModel([s.raw_model for s in states], requires_grad=True)
         self.ema = StackedModel([s.ema.model for s in states], requires_grad=False)
-        self.optimizer = make_optimizer(self.cfg.optimizer, self.model.tensors(), self.cfg.lr, self.cfg.betas,
-                                        self.cfg.weight_decay, self.cfg.eps)
+        self.optimizer = make_optimizer(params=self.model.tensors(), **part(self.cfg, "optim"))   # from its section
         self._load_optimizer_state()
-        gcs = [s for s in states if s.cfg.flow == "gc"]
+        self.by_gc_rule = [_by_gc_rule(s.cfg) for s in states]
+        gcs = [s for s, gc in zip(states, self.by_gc_rule) if gc]
         kind = _predictor_kind(gcs[0].cfg) if gcs else "ema"
         if kind == "frozen":  # every run gets a frozen network in its rows (a GC run's own; any for the others)
-            self.predictor = StackedModel([s.predictor if s.cfg.flow == "gc" else gcs[0].predictor for s in states],
-                                          requires_grad=False)
+            self.predictor = StackedModel([s.predictor if gc else gcs[0].predictor
+                                           for s, gc in zip(states, self.by_gc_rule)], requires_grad=False)
         else:
             self.predictor = self.ema if kind == "ema" else self.model
         self.needs_predictor = bool(gcs)
-        self.prefetch = [OTPrefetcher(s.batches, s.streams.noise, s.loss.coupling.solver)
-                         if s.cfg.flow == "ot" and s.cfg.ot_prefetch else None for s in states]
+        self.prefetch = [OTPrefetcher(s.batches, s.streams.noise, s.loss.coupling.solve)
+                         if s.loss.coupling.solves_ahead and s.cfg.ot_prefetch else None for s in states]
 
     def _load_optimizer_state(self) -> None:
         """The runs' optimiser states (after a resume) stacked into the stack's optimiser."""
@@ -182,8 +208,10 @@ class _Stack:
                                                   for key, v in state.items()}
 
     def draws(self, k: int, sigmas: torch.Tensor):
-        """Run k's batch, noise (permuted by its OT pairing), intervals and GC mask, as ``gclib.train`` draws them."""
+        """Run k's endpoints and noise as its coupling pairs them, intervals, the mask of its generated rows and
+        that of the rows the stacked predictor gives (GC's rule), as ``gclib.train`` draws them."""
         st, c = self.states[k], self.states[k].cfg
+        coupling = st.loss.coupling
         noise_gen, interval_gen, mask_gen = st.streams.noise, st.streams.intervals, st.streams.mask
         if self.prefetch[k] is not None:
             x, z, perm = self.prefetch[k].take()
@@ -193,15 +221,13 @@ class _Stack:
         indices = sample_intervals(sigmas, x.shape[0], interval_gen, c.p_mean, c.p_std)
         if self.prefetch[k] is None:
             z = draw_noise(x.shape, noise_gen, torch.device("cpu"), x.dtype)
-            if c.flow == "ot":
-                perm = ot_permutation(x, z, st.loss.coupling.solver)
+        if not self.by_gc_rule[k]:   # the coupling pairs the batch itself (a pairing solved ahead given as ot_perm)
+            pairs = coupling(x, z, sigma=sigmas[indices].to(x.dtype), generator=mask_gen, ot_perm=perm)
+            return pairs.x, pairs.z, indices, pairs.gc_mask, torch.zeros(x.shape[0], dtype=torch.bool)
         if perm is not None:
             z = z[perm]
-        if c.flow == "gc":
-            mask = gc_mask(x.shape[0], st.loss.coupling.mu, mask_gen, torch.device("cpu"))
-        else:
-            mask = torch.zeros(x.shape[0], dtype=torch.bool)
-        return x, z, indices, mask
+        mask = gc_mask(x.shape[0], coupling.mu, mask_gen, torch.device("cpu"))
+        return x, z, indices, mask, mask
 
     def step(self, step: int) -> tuple[list[float], list[float], int, float]:
         """Optimiser step ``step`` (1-based) of every run: (losses, GC fractions, grid size, seconds)."""
@@ -210,14 +236,15 @@ class _Stack:
             st.loss.update_schedule(k)
         sigmas, n = self.states[0].loss.sigmas, self.states[0].loss.num_points
         t0 = time.perf_counter()
-        x, z, idx, mask = (torch.cat(parts) for parts in zip(*(self.draws(r, sigmas) for r in range(self.k))))
+        x, z, idx, mask, predicted = (torch.cat(parts) for parts in zip(*(self.draws(r, sigmas)
+                                                                            for r in range(self.k))))
         x, z = x.to(self.device, non_blocking=True), z.to(self.device, non_blocking=True)
-        idx, mask = idx.to(self.device), mask.to(self.device)
+        idx, mask, predicted = idx.to(self.device), mask.to(self.device), predicted.to(self.device)
         s = sigmas.to(device=self.device, dtype=torch.float64)
         sigma_lo, sigma_hi = s[idx].to(x.dtype), s[idx + 1].to(x.dtype)
         weight = loss_weights(s)[idx].to(x.dtype)
         if self.needs_predictor:
-            live = mask & (sigma_lo > 0)
+            live = predicted & (sigma_lo > 0)
             with torch.no_grad():
                 x_hat = self.predictor(x + pad_dims(sigma_lo, x) * z, sigma_lo)
             x = torch.where(pad_dims(live, x), x_hat.to(x.dtype), x)

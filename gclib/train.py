@@ -54,8 +54,8 @@ import torch
 from . import distributed, signals
 from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
                          preserve_rng, rng_state, rotate, set_rng_state)
-from .config import Config, ConfigError, as_config, config_hash, preflight, run_dir_for
-from .couplings import REGISTRY as COUPLINGS
+from .config import Config, ConfigError, as_config, config_hash, part, preflight, run_dir_for
+from .couplings import REGISTRY as COUPLINGS, make_coupling
 from .data import BatchIterator, load_dataset
 from .ema import EMA
 from .images import save_samples
@@ -205,12 +205,12 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     cfg, d = st.cfg, st.dist
     st.flags = _gpu_flags(cfg, st.device)
     if data is None:
-        data = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download and d.main, n=cfg.num_data,
-                            seed=cfg.seed)
+        source = part(cfg, "data")   # the data set from its section (name, root, download, n), the run's seed
+        data = load_dataset(**{**source, "download": source["download"] and d.main}, seed=cfg.seed)
         if cfg.download and d.world_size > 1:
             distributed.barrier(d)
             if not d.main:
-                data = load_dataset(cfg.dataset, root=cfg.data_root, n=cfg.num_data, seed=cfg.seed)
+                data = load_dataset(**{**source, "download": False}, seed=cfg.seed)
     st.data, st.shape = data, tuple(data.shape[1:])
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -221,10 +221,10 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     if st.flags["channels_last"]:
         st.raw_model = st.raw_model.to(memory_format=torch.channels_last)
     st.ema = EMA(st.raw_model, every=cfg.ema_every, max_decay=cfg.ema_decay)
-    st.optimizer = make_optimizer(cfg.optimizer, st.raw_model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay,
-                                  cfg.eps)
+    st.optimizer = make_optimizer(params=st.raw_model.parameters(), **part(cfg, "optim"))   # from its section
     st.predictor = _resolve_predictor(cfg, st.raw_model, st.device)
-    st.loss = make_loss(cfg, predictor=st.predictor)  # ConsistencyLoss (ict), ECTLoss (ect) or DenoisingLoss
+    # the coupling built from its section (name and settings), the registered loss around it
+    st.loss = make_loss(cfg, make_coupling(**part(cfg, "coupling")), predictor=st.predictor)
     st.batches = BatchIterator(data, st.per_rank_batch, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
     rank_seed = cfg.seed + 100_003 * d.rank
     torch.manual_seed(rank_seed)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import gclib.stack as stack_mod
-from gclib.config import ConfigError
+from gclib.config import ConfigError, load_config
+from gclib.couplings import GC, Coupling, Pairs, register_coupling, unregister_coupling
 from gclib.models import load_model
 from gclib.stack import StackedModel, train_stack
 from gclib.train import train
@@ -220,3 +221,55 @@ def test_a_non_finite_loss_stops_the_stack_naming_the_run_before_any_weight_move
     # the last checkpoint (step 5) stands, and both runs resume from it
     assert all(sorted(p.name for p in d.glob("checkpoints/*.pt")) == ["ckpt-00000005.pt"]
                for d in (tmp_path / "runs").iterdir())
+
+
+# ------------------------------------------------------------------- flows read from the coupling entries
+class _Widened(Coupling):
+    """A plugin-like coupling without a predictor: the noise multiplied by its own setting ``width``."""
+
+    def __init__(self, width: float = 1.0):
+        self.width = float(width)
+
+    def pair(self, x, z, **_):
+        return Pairs(x, self.width * z, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
+
+
+class _OwnRule(GC):
+    """Needs a predictor but pairs by its own rule (every row predicted at twice its level)."""
+
+    def pair(self, x, z, *, sigma=None, predictor=None, **kw):
+        return super().pair(x, z, sigma=2 * sigma, predictor=predictor, **kw)
+
+
+class _GCAgain(GC):
+    """GC under another name, its rule unchanged."""
+
+
+@pytest.fixture
+def plugin_flows():
+    for name, cls in (("widened", _Widened), ("own_rule", _OwnRule), ("gc_again", _GCAgain)):
+        register_coupling(name, cls)
+    yield
+    for name in ("widened", "own_rule", "gc_again"):
+        unregister_coupling(name)
+
+
+def test_a_stack_trains_what_the_coupling_entries_say(tmp_path, plugin_flows):
+    runs = [dict(flow="widened", seed=0, coupling_options={"width": 3.0}), dict(flow="gc_again", mu=0.5, seed=0),
+            dict(flow="ic", seed=0)]
+    alone = [train(c) for c in _cfgs(tmp_path / "alone", runs)]
+    stacked = train_stack(_cfgs(tmp_path / "stack", runs))
+    for a, s in zip(alone, stacked):   # the plugin coupling's own pairing, GC's rule under another name
+        assert _max_diff(_weights(a)["model"], _weights(s)["model"]) < 1e-5
+    assert _max_diff(_weights(stacked[0])["model"], _weights(stacked[2])["model"]) > 1e-2   # not IC's pairs
+    gc_fraction = [float(line.split(",")[4]) for line in stacked[1].metrics_csv.read_text().splitlines()[1:]]
+    assert 0 < sum(gc_fraction) / len(gc_fraction) < 1
+
+
+def test_a_coupling_whose_rule_a_stack_cannot_write_out_is_refused_in_one_line(tmp_path, plugin_flows):
+    cfgs = _cfgs(tmp_path, [dict(flow="ic", seed=0), dict(flow="own_rule", seed=1)])
+    with pytest.raises(ConfigError, match=r"^run 's_own_rule_0_1': flow 'own_rule' needs a predictor and pairs by "
+                                          r"its own rule \(_OwnRule.pair\); .* train it without a stack$"):
+        train_stack(cfgs)
+    assert not (tmp_path / "runs").exists()
+    assert stack_mod.stack_refusal(load_config(None, cfgs[0])) is None
