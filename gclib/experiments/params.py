@@ -53,15 +53,20 @@ def check_project_path(notebook: str, name: str, value) -> str:
 
 
 def notebook_parameters(notebook: str, root=None) -> dict:
-    """{name: default} from the ``parameters`` cell of notebooks/<notebook>.ipynb (literal assignments)."""
+    """{name: default} from the ``parameters`` cell of notebooks/<notebook>.ipynb (literal assignments), then the
+    parameters of the notebook driver's spec (``gclib.experiments.spec``) that the cell does not spell, with the
+    spec's defaults: a parameter added to the spec is a parameter of the notebook, ``-p`` and profiles included."""
     from ..report import project_root
+    from .spec import spec_of
     path = project_root(root) / "notebooks" / f"{notebook}.ipynb"
     if not path.is_file():
         raise ValueError(f"notebook={notebook!r}: {path} does not exist")
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            return _assignments("".join(cell["source"]))
+            declared = _assignments("".join(cell["source"]))
+            spec = spec_of(notebook)
+            return {**declared, **{k: v for k, v in (spec.defaults() if spec else {}).items() if k not in declared}}
     raise ValueError(f"{path} has no cell tagged 'parameters'")
 
 
