@@ -293,13 +293,10 @@ def make_sweep(*args, root=None, spec: Spec = SPEC, **kwargs) -> Sweep:
     flows = curve_flows(v["flows"], bool(v["include_ot"]))
     if v["flows"] is not None and not v["include_ot"] and "ot" in flows:
         raise ValueError(f"include_ot=False contradicts flows={list(flows)!r}; leave include_ot out when giving flows")
-    settings = spec.config_overrides(v)
-    both = sorted(set(settings) & set(v["overrides"] or {}))
-    if both:
-        raise ValueError(f"{', '.join(both)}: given both as a parameter and in overrides; give it once")
+    overrides = spec.with_config(v, v["overrides"])   # the config parameters are Config fields of every run
     root = report.project_root(root)
-    base = load_config(root / v["base_config"], {"runs_dir": str(report.runs_dir(root)), **(v["overrides"] or {}),
-                                                 **settings, "progress": False})
+    base = load_config(root / v["base_config"], {"runs_dir": str(report.runs_dir(root)), **overrides,
+                                                 "progress": False})
     frozen = dict(v["frozen"] or {})
     for name, step in frozen.items():
         every = base.checkpoint_every

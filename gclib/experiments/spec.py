@@ -138,6 +138,16 @@ class Spec:
         """{Config field: value} of the ``config`` parameters that ``values`` sets (None: the base's value)."""
         return {p.name: values[p.name] for p in self.params if p.config and values.get(p.name) is not None}
 
+    def with_config(self, values: dict, overrides: dict | None, where: str = "overrides") -> dict:
+        """``overrides`` (Config fields, a parameter of the driver named ``where``) with the ``config``
+        parameters' values added; one ValueError naming a field given both ways."""
+        settings = self.config_overrides(values)
+        both = sorted(set(settings) & set(overrides or {}))
+        if both:
+            raise ValueError(f"{self.notebook}: {', '.join(both)}: given both as a parameter and in {where}; "
+                             f"give it once")
+        return {**(overrides or {}), **settings}
+
     def columns(self, values) -> dict:
         """{name: value} of the ``column`` parameters (``values``: a dict, or an object with those attributes)."""
         get = values.get if isinstance(values, dict) else lambda n: getattr(values, n)
