@@ -143,3 +143,28 @@ def test_flows_are_the_curves_of_a_sweep(tmp_path, monkeypatch):
                        ({"flows": ["gc"], "frozen": {"strong": 300}}, "needs the IC run")]:
         with pytest.raises(ValueError, match=words):
             fid_sweep.setup({**p, **bad})
+
+
+@pytest.mark.parametrize("notebook", ["ct_cd_gap", "transport_cost", "toy_flows"])
+def test_a_config_field_added_to_a_driver_spec_reaches_its_trained_model(notebook, tmp_path, monkeypatch):
+    """The other drivers: a ``config`` Param on a copy of the spec is a declared parameter of the notebook, checked
+    by setup (one line) and set on the trained model's configuration (its own run), with no other edit."""
+    import importlib
+
+    from gclib.config import config_hash
+    driver = importlib.import_module(f"gclib.experiments.{notebook}")
+    spec = driver.SPEC.with_params(Param("num_data", None, "training points", rule=optional(positive_int),
+                                         config=True))
+    monkeypatch.setitem(spec_mod.SPECS, notebook, spec)
+    monkeypatch.setattr("gclib.report.results_dir", lambda *a, **k: tmp_path / "out")
+    declared = {**notebook_parameters(notebook), "device": "cpu"} if "device" in spec.names else \
+        notebook_parameters(notebook)
+    assert declared["num_data"] is None and "num_data" not in driver.SPEC.names
+    plain, cfg = driver.setup(declared, spec=spec)[0], driver.setup({**declared, "num_data": 96}, spec=spec)[0]
+    assert cfg.num_data == 96 and plain.num_data != 96 and config_hash(cfg) != config_hash(plain)
+    assert driver.setup(declared)[0] == plain          # the driver's own spec: the same run as before
+    with pytest.raises(ValueError, match=rf"^{notebook}: num_data=0 is out of range"):
+        driver.setup({**declared, "num_data": 0}, spec=spec)
+    with pytest.raises(ValueError, match="num_data: given both as a parameter and in train_overrides"):
+        driver.setup({**declared, "num_data": 96, "train_overrides": {**declared["train_overrides"], "num_data": 8}},
+                     spec=spec)
