@@ -171,7 +171,7 @@ SPEC = register_spec(Spec("fid_curves", positional=13, params=(
     Param("flows", None, "the couplings to compare, each its own curve: None is ['ic', 'gc'] and 'ot' with "
           "include_ot; a registered coupling (a plugin's) is labelled by its name", rule=_flows_rule),
 )))
-RULES = SPEC.rules()          # {name: rule} (``params.check_rules``' form)
+RULES = SPEC.rules()          # {name: rule} (every Param's rule)
 SWEEP_KEYS = SPEC.sweep_keys  # make_sweep's arguments: the keys a profile params/fid_curves/<variant>.yaml may give
 
 

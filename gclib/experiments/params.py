@@ -194,8 +194,8 @@ def _say_where(notebook: str, variant, root=None) -> None:
 
 
 # --------------------------------------------------------------------------------------------- value rules
-# A notebook driver declares the allowed values of its parameters ONCE, beside their names, in a ``RULES`` dict
-# {name: rule}; ``check_rules`` applies them to the checked mapping before any work. A rule is a function
+# A notebook driver declares each parameter ONCE, with its rule, as a ``Param`` of its ``Spec``
+# (``gclib.experiments.spec``); ``Spec.values`` applies every rule before any work. A rule is a function
 # (name, value) -> None raising one ValueError that names the parameter, its value and what is allowed.
 def positive_int(name: str, value) -> None:
     from ..checks import check_positive_int
@@ -268,20 +268,3 @@ def each(rule):
                 except ValueError as e:
                     raise ValueError(f"{name}={list(value)!r} is not valid; every element: {e}") from None
     return check
-
-
-def check_rules(notebook: str, params, rules: dict) -> SimpleNamespace:
-    """The checked parameter mapping (a dict or the namespace ``check_params`` returns) as a namespace, after
-    every rule of ``rules`` passed (one ValueError, prefixed with the notebook's name, for the first that fails).
-    A rule for a name the mapping lacks is a programming error (KeyError). Every driver's ``setup`` starts here,
-    so the user's plugins are imported first (``gclib.plugins``: a registered coupling, metric or data set is a
-    valid parameter value)."""
-    from ..plugins import load_plugins
-    load_plugins()
-    p = dict(vars(params)) if isinstance(params, SimpleNamespace) else dict(params)
-    for name, rule in rules.items():
-        try:
-            rule(name, p[name])
-        except ValueError as e:
-            raise ValueError(f"{notebook}: {e}") from None
-    return SimpleNamespace(**p)

@@ -79,7 +79,7 @@ class Spec:
         return {p.name: copy.deepcopy(p.default) for p in self.params}
 
     def rules(self) -> dict:
-        """{name: rule} of the parameters with a rule (``params.check_rules``' form)."""
+        """{name: rule} of the parameters with a rule (what ``check`` applies)."""
         return {p.name: p.rule for p in self.params if p.rule is not None}
 
     def with_params(self, *new: Param) -> "Spec":
