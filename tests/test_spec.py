@@ -168,3 +168,18 @@ def test_a_config_field_added_to_a_driver_spec_reaches_its_trained_model(noteboo
     with pytest.raises(ValueError, match="num_data: given both as a parameter and in train_overrides"):
         driver.setup({**declared, "num_data": 96, "train_overrides": {**declared["train_overrides"], "num_data": 8}},
                      spec=spec)
+
+
+@pytest.mark.parametrize("notebook", DRIVERS)
+def test_every_committed_profile_passes_the_reproduce_check(notebook):
+    """``make reproduce`` checks each params/<notebook>/*.yaml with ``check_param_values`` before running anything;
+    ``train_steps: null`` (the gpu profiles) is valid where the spec's rule is ``optional``, and only there."""
+    import yaml
+    files = sorted((ROOT / "params" / notebook).glob("*.yaml"))
+    assert files
+    for f in files:
+        check_param_values(notebook, yaml.safe_load(f.read_text()) or {})
+    if notebook in ("ct_cd_gap", "transport_cost"):
+        assert check_param_values(notebook, {"train_steps": None})["train_steps"] is None
+        with pytest.raises(ValueError, match=rf"{notebook}: parameter n\w*=None has the wrong type"):
+            check_param_values(notebook, {"n_gap" if notebook == "ct_cd_gap" else "n": None})

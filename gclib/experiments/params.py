@@ -123,14 +123,18 @@ def _type_name(default) -> str:
 
 def check_param_values(notebook: str, params: dict, root=None) -> dict:
     """Check names and types of ``params`` against the notebook's declared parameters; returns the declared
-    defaults updated with ``params``. One ValueError naming the first bad parameter."""
+    defaults updated with ``params``. One ValueError naming the first bad parameter. None is the right type for a
+    parameter whose spec rule is ``optional(...)`` (None: "the default", e.g. ``train_steps: null`` in a profile)."""
+    from .spec import spec_of
     declared = notebook_parameters(notebook, root)
+    spec = spec_of(notebook)
+    may_be_none = {p.name for p in spec.params if getattr(p.rule, "accepts_none", False)} if spec else set()
     for name, value in params.items():
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"{notebook}: unknown parameter {name!r}; {hint}valid parameters: {', '.join(declared)}")
-        if not _type_ok(value, declared[name]):
+        if not _type_ok(value, declared[name]) and not (value is None and name in may_be_none):
             raise ValueError(f"{notebook}: parameter {name}={value!r} has the wrong type: expected "
                              f"{_type_name(declared[name])} (default {declared[name]!r})")
         if name == "variant":
@@ -233,6 +237,7 @@ def optional(rule):
         if value is not None:
             rule(name, value)
     check.__doc__ = f"None or {rule.__doc__ or rule.__name__}"
+    check.accepts_none = True   # ``check_param_values``: None is a value of the right type
     return check
 
 
