@@ -61,15 +61,13 @@ PAPER = {
 # notebooks/ct_cd_gap.ipynb's parameters, each declared once (default: the parameters cell spells the same; doc;
 # rule; ``config=True``: a Config field of the trained model). Bounds that depend on the data set's sigma range or
 # on another parameter are checked in ``setup`` once the training configuration is known.
-TRAIN_OVERRIDES = {"lr": 1e-3, "ema_decay": 0.999, "ema_every": 1, "s1": 40, "checkpoint_every": 0, "eval_every": 0,
-                   "eval_metrics": [], "sample_every": 0}
 SPEC = register_spec(Spec("ct_cd_gap", (
     Param("variant", "default", "results/ct_cd_gap/<variant>/"),
     Param("dataset", "8gaussians", "the finite training set: a 2-D toy, 'digits' or 'cifar10'",
           rule=lambda name, v: common.check_dataset(v)),
     Param("train_steps", 400, "the trained IC model (None: the steps of params/train/<family>.yaml)",
           rule=optional(positive_int)),
-    Param("train_overrides", TRAIN_OVERRIDES, "Config fields of the trained IC model"),
+    Param("train_overrides", common.TRAIN_OVERRIDES, "Config fields of the trained IC model"),
     Param("seed", 0, "training seed and the draws' seed"),
     Param("device", "auto", "auto | cpu | cuda"),
     Param("T", 1.0, "Theorem 1: the gap against N on [sigma_min, T]"),

@@ -34,7 +34,7 @@ import torch
 from .. import report
 from ..exact import velocity
 from ..coupling_paths import coupled_endpoints, exact_generator, path_alignment
-from . import references
+from . import common, references
 from .common import combine_verdicts, interval_verdict, paired_verdict
 from .verdicts import judged_row
 from .params import between, distinct_ints, int_at_least, levels, nonempty, positive_int
@@ -73,8 +73,7 @@ SPEC = register_spec(Spec("toy_flows", (
           rule=between(0.0, float("inf"))),
     Param("train_steps", 300, "the trained predictor: IC on the two Diracs (params/train/toy.yaml + overrides)",
           rule=positive_int),
-    Param("train_overrides", {"lr": 1e-3, "ema_decay": 0.999, "ema_every": 1, "s1": 40, "checkpoint_every": 0,
-                              "eval_every": 0, "eval_metrics": [], "sample_every": 0},
+    Param("train_overrides", common.TRAIN_OVERRIDES,
           "Config fields of the trained predictor"),
     Param("level", 0.9, "level of the paired intervals over seeds", rule=between(0.0, 1.0)),
 )))
@@ -86,7 +85,6 @@ def setup(params, spec: Spec = SPEC):
     fill what it lacks; every rule, one line per bad value, then t_pred against the model's sigma_max: one clear
     ValueError naming the parameter) -> (cfg, out): the training configuration of the trained predictor (an IC model
     of the two Diracs) and the results folder."""
-    from . import common
     v = spec.values(params)
     p = SimpleNamespace(**v)
     cfg = common.train_config("two_diracs", "ic", steps=p.train_steps, seed=0,
