@@ -183,3 +183,15 @@ def test_every_committed_profile_passes_the_reproduce_check(notebook):
         assert check_param_values(notebook, {"train_steps": None})["train_steps"] is None
         with pytest.raises(ValueError, match=rf"{notebook}: parameter n\w*=None has the wrong type"):
             check_param_values(notebook, {"n_gap" if notebook == "ct_cd_gap" else "n": None})
+
+
+def test_make_sweep_shows_the_spec_as_its_signature():
+    import inspect
+    sig = inspect.signature(fid_sweep.make_sweep)
+    assert list(sig.parameters) == list(fid_sweep.SWEEP_KEYS) + ["root", "spec"]
+    assert [n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty] == \
+        ["variant", "base_config", "overrides", "metric", "seeds", "mus"]
+    assert sig.parameters["flows"].default is None and sig.parameters["workers"].kind.name == "POSITIONAL_OR_KEYWORD"
+    assert sig.parameters["executor"].kind.name == "KEYWORD_ONLY"
+    with pytest.raises(TypeError, match="takes 13 positional arguments but 14"):
+        fid_sweep.make_sweep(*range(14))

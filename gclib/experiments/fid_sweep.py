@@ -331,6 +331,9 @@ def make_sweep(*args, root=None, spec: Spec = SPEC, **kwargs) -> Sweep:
     return sw
 
 
+make_sweep.__signature__ = SPEC.signature(root=None, spec=SPEC)   # help(make_sweep) lists the spec's parameters
+
+
 def _read_committed(sw: Sweep) -> dict:
     """``reanalyse``: the committed results of this variant that a new analysis starts from (its runs' weights may
     be gone): curves.csv, final_eval.csv when the sweep has a final evaluation, and the sample figure (it needs the

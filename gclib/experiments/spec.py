@@ -44,7 +44,7 @@ class Param:
     column: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Spec:
     """The parameters of one notebook driver, in the notebook's order; the first ``positional`` sweep parameters
     may be given positionally to the builder."""
@@ -57,6 +57,9 @@ class Spec:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"spec {self.notebook!r}: parameter(s) {twice} declared twice")
+
+    def __repr__(self) -> str:
+        return f"Spec({self.notebook!r}: {', '.join(self.names)})"
 
     # ------------------------------------------------------------------------------------------------ views
     @property
@@ -152,6 +155,18 @@ class Spec:
         """{name: value} of the ``column`` parameters (``values``: a dict, or an object with those attributes)."""
         get = values.get if isinstance(values, dict) else lambda n: getattr(values, n)
         return {p.name: get(p.name) for p in self.params if p.column}
+
+    def signature(self, **extra):
+        """The builder's ``inspect.Signature`` (what ``help`` and editors show): the first ``positional`` sweep
+        parameters positional-or-keyword, the rest keyword-only, required ones without a default; ``extra``
+        keyword-only {name: default} after them (e.g. root)."""
+        import inspect
+        kinds = [inspect.Parameter.POSITIONAL_OR_KEYWORD] * self.positional
+        sweep = [p for p in self.params if p.sweep]
+        out = [inspect.Parameter(p.name, kinds[i] if i < len(kinds) else inspect.Parameter.KEYWORD_ONLY,
+                                 **({} if p.required else {"default": p.default})) for i, p in enumerate(sweep)]
+        out += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in extra.items()]
+        return inspect.Signature(out)
 
     def describe(self) -> str:
         """One line per parameter: name, default, doc (for docstrings and ``help``)."""
