@@ -11,7 +11,7 @@ and data sets (``gclib.data.register_dataset``). gclib imports
 
 ``load_plugins()`` imports each of them once per process and is called wherever a configuration enters a process:
 the ``gclib`` command before any command runs (so also every torchrun rank), every notebook driver's ``setup``
-(``gclib.experiments.params.check_rules``), and every worker entry point (the spawned processes of a sweep's local
+(``gclib.experiments.spec.Spec.values``), and every worker entry point (the spawned processes of a sweep's local
 pool, submitit jobs, ``fid_curves._train_one``, ``stack.train_stack_job``). A plugin that cannot be imported is one
 ``PluginError`` line naming it and where it was named, before any work.
 """

@@ -4,7 +4,8 @@ data set; gclib imports it where a run is configured ($GCLIB_PLUGINS), with no f
 The module is docs/plugins/gclib_example_plugin.py (the example of docs/extending.md), copied under another name:
 - ``gclib train params/train/toy.yaml --flow reverse_ot`` trains with it from the command line (another process);
 - a fid_curves sweep (``make_sweep`` + ``run_sweep``) with two spawned workers trains the plugin's coupling as its
-  own curve, scored by the plugin's metric against the plugin's data set (each value recomputed here).
+  own curve, scored by the plugin's metric against the plugin's data set (each value recomputed here): re-routing
+  OT's run (per_flow), and as one of the compared ``flows`` (``flows=["ic", "reverse_ot"]``), labelled by its name.
 """
 import json
 import os
@@ -153,3 +154,49 @@ def test_a_plugin_gets_its_own_sweep_curve_in_two_workers(loaded, tmp_path):
     assert not all(torch.equal(w["OT"][k], w["IC"][k]) for k in w["IC"])
     assert len({round(v, 12) for v in curves[curves.step == 4].energy}) == 3
     assert (sw.out / "curves.csv").is_file()
+
+
+def test_flows_give_a_plugin_coupling_its_own_curve_in_two_workers(loaded, tmp_path, monkeypatch):
+    """``flows=["ic", "reverse_ot"]``, as a notebook gives it (fid_curves.setup from the notebook's declared
+    parameters): the plugin's coupling is its own run and curve, labelled by its name, trained by 2 spawned workers
+    on the plugin's data set and scored by the plugin's metric (the values recomputed here); Table 1 has its column."""
+    from gclib.config import as_config, run_dir_for
+    from gclib.data import load_dataset
+    from gclib.evaluation import evaluate_model
+    from gclib.experiments import fid_curves
+    from gclib.experiments.params import check_param_values
+    from gclib.models import load_model
+    from gclib.rundir import RunPaths
+    monkeypatch.setattr("gclib.report.results_dir", lambda *a, **k: tmp_path / "out")
+    overrides = {k: int(v) for k, v in (t.split("=") for t in TINY)}
+    overrides.update(ema_decay=0.5, dataset="ring", eval_metrics=["energy"], runs_dir=str(tmp_path / "runs"))
+    given = dict(variant="plugin_flows", base_config="params/train/toy.yaml", overrides=overrides, metric="energy",
+                 seeds=[0], mus=[0.5], flows=["ic", "reverse_ot"], workers=2)
+    sw = fid_curves.setup(check_param_values("fid_curves", given))   # a profile with these keys validates
+    assert [(r.label, r.overrides) for r in sw.runs()] == [("IC", {"flow": "ic"}),
+                                                           ("reverse_ot", {"flow": "reverse_ot"})]
+    curves = fid_curves.run_sweep(sw)
+    assert sorted(curves.label.unique()) == ["IC", "reverse_ot"]
+    runs = {r.label: as_config(fid_curves.run_config(sw.base, r)) for r in sw.runs()}
+    assert runs["reverse_ot"].flow == "reverse_ot" and {c.dataset for c in runs.values()} == {"ring"}
+    data, other = load_dataset("ring", n=256, seed=0), load_dataset("two_gaussians", n=256, seed=0)
+    for label, cfg in runs.items():
+        final = curves[(curves.label == label) & (curves.step == 4)].energy
+        assert len(final) == 1
+        _, ema, _ = load_model(RunPaths(run_dir_for(cfg)).checkpoint(4))
+        again = evaluate_model(ema, data, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
+        assert float(final.iloc[0]) == pytest.approx(again, rel=1e-9, abs=1e-12)
+        wrong = evaluate_model(ema, other, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
+        assert abs(wrong - again) > 0.05
+    t = fid_curves.table1(sw, curves)
+    assert list(t.columns) == ["dataset", "metric", "iCT-IC", "iCT-reverse_ot"] and t.metric.iloc[0] == "energy"
+    # without the plugin loaded, the same flows are one line naming the coupling, before any work
+    from gclib.couplings import unregister_coupling
+    unregister_coupling("reverse_ot")
+    try:
+        with pytest.raises(ValueError, match=r"^fid_curves: flows=\['ic', 'reverse_ot'\] is not valid; every "
+                                             r"element: flow='reverse_ot' is not valid"):
+            fid_curves.make_sweep(**{**given, "variant": "x"}, root=ROOT)
+    finally:
+        from gclib.couplings import register_coupling
+        register_coupling("reverse_ot", loaded.ReverseOT)   # the fixture unregisters it again

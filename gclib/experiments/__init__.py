@@ -10,6 +10,8 @@ DataFrames) and claim verdicts one notebook plots and reports. Notebooks only ca
 - ``fid_curves``: training sweeps over flows, mu and frozen predictors with their evaluation curves (Figs. 4-5,
   Table 1), their paired claims, the FD_digits metric check, and the FID evaluation hook for GPU runs.
 - ``params``: ``check_params``, the one check of a notebook's parameters (names, types, ad-hoc variants).
+- ``spec``: each driver's parameters declared once (``Spec`` of ``Param``s: default, doc, rule, whether it
+  sets a Config field of every run or is a table column); setup, the sweep and the table derive from it.
 - ``verdicts``: how every theory row is judged (bounds never refute the wrong way; a control not rejected caps
   the row). ``gclib.claims.judge`` runs the theory rows of toy_flows, ct_cd_gap and transport_cost on any model.
 """

@@ -27,6 +27,12 @@ from ..report import project_root, runs_dir as default_runs_dir
 DATASETS = experiment_datasets()
 
 
+# The training overrides of the theory notebooks' trained predictor (ct_cd_gap, transport_cost, toy_flows: their
+# specs' train_overrides default): a short, cheap run on a 2-D toy, nothing evaluated or sampled while training.
+TRAIN_OVERRIDES = {"lr": 1e-3, "ema_decay": 0.999, "ema_every": 1, "s1": 40, "checkpoint_every": 0, "eval_every": 0,
+                   "eval_metrics": [], "sample_every": 0}
+
+
 def check_dataset(dataset: str) -> str:
     """``dataset`` if the experiment notebooks can train on it (``gclib.data.experiment_datasets``, read live: a
     data set a plugin registers counts)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -39,31 +40,64 @@ from .ct_cd_claims import (PAPER, POSITIVE_LEVEL, ROUNDING, WHOLE_TOL, Z_POSITIV
                            _positive, gap_claims, grad_detect, grad_power, limit_n_for_power, limit_power)
 from .ct_cd_proxy import plot_proxy, plugin_proxies, proxy_claims, proxy_guard, ratio_trend  # noqa: F401
 from .inference import mean_lower_bound
-from .params import between, check_rules, each, levels, optional, positive_int
+from .params import between, each, levels, optional, positive_int
+from .spec import Param, Spec, register_spec
 
 
 # --------------------------------------------------------------------------------------------- parameters
-# The allowed values of notebooks/ct_cd_gap.ipynb's parameters (their defaults are the notebook's parameters cell;
-# names and types are checked by ``check_params``). Bounds that depend on the data set's sigma range are checked in
-# ``setup`` once the training configuration is known.
-RULES = dict(
-    dataset=lambda name, v: common.check_dataset(v), train_steps=optional(positive_int), Ns=levels(),
-    n_gap=positive_int, n_limit=positive_int, huber_cs=each(between(0.0, float("inf"))),
-    rel_tol=between(0.0, 1.0), ideal_Ns=levels(), ideal_n=positive_int, ideal_steps=positive_int, grad_Ns=levels(),
-    grad_n=positive_int, grad_tol=between(0.0, 1.0), proxy_n=positive_int, ot_batch=positive_int,
-    ratio_max=between(0.0, 1.0), level=between(0.0, 1.0))
+# notebooks/ct_cd_gap.ipynb's parameters, each declared once (default: the parameters cell spells the same; doc;
+# rule; ``config=True``: a Config field of the trained model). Bounds that depend on the data set's sigma range or
+# on another parameter are checked in ``setup`` once the training configuration is known.
+SPEC = register_spec(Spec("ct_cd_gap", (
+    Param("variant", "default", "results/ct_cd_gap/<variant>/"),
+    Param("dataset", "8gaussians", "the finite training set: a 2-D toy, 'digits' or 'cifar10'",
+          rule=lambda name, v: common.check_dataset(v)),
+    Param("train_steps", 400, "the trained IC model (None: the steps of params/train/<family>.yaml)",
+          rule=optional(positive_int)),
+    Param("train_overrides", common.TRAIN_OVERRIDES, "Config fields of the trained IC model"),
+    Param("seed", 0, "training seed and the draws' seed"),
+    Param("device", "auto", "auto | cpu | cuda"),
+    Param("T", 1.0, "Theorem 1: the gap against N on [sigma_min, T]"),
+    Param("Ns", [10, 160, 2560], "N of the gap curve", rule=levels()),
+    Param("n_gap", 1024, "samples (x, z, u) of the curve, shared by every N and both losses", rule=positive_int),
+    Param("n_limit", 2048, "samples at the largest N and for the limit (a superset of the curve's)",
+          rule=positive_int),
+    Param("huber_cs", [0.1], "pseudo-Huber c values besides squared L2; None means the paper value 0.00054 sqrt(d)",
+          rule=each(between(0.0, float("inf")))),
+    Param("rel_tol", 0.1, "equivalence tolerance of the limit row", rule=between(0.0, 1.0)),
+    Param("ideal_Ns", [2560], "N for the exact flow (slow: a flow map per point)", rule=levels()),
+    Param("ideal_n", 128, "samples of the exact flow's gap", rule=positive_int),
+    Param("ideal_steps", 32, "Heun steps of the exact flow map (its error against 2x as many is printed)",
+          rule=positive_int),
+    Param("grad_Ns", [2560], "Theorem 1 (ii): N for the gradients (the whole gradient, reverse mode)",
+          rule=levels()),
+    Param("grad_n", 1024, "draws; the controls (teacher v 0, one point) use a quarter, at least 256",
+          rule=positive_int),
+    Param("grad_tol", 0.05, "alpha 2: tolerance of (G_CT - G_CD)/G_CD along the CD gradient",
+          rule=between(0.0, 1.0)),
+    Param("proxy_ts", [0.5, 2.0, 5.0], "Fig. 2 and Theorem 2: the levels of the proxy R~_t per coupling"),
+    Param("proxy_n", 512, "shared draws (the same as transport_cost's with the same n and seed)", rule=positive_int),
+    Param("ot_batch", 128, "minibatch-OT batch size", rule=positive_int),
+    Param("ratio_max", 0.5, "Theorem 2's 'well below 1': the last ratio's upper bound must be below this",
+          rule=between(0.0, 1.0)),
+    Param("level", 0.9, "level of every interval", rule=between(0.0, 1.0)),
+)))
+RULES = SPEC.rules()
 
 
-def setup(params):
-    """Check the parameters of notebooks/ct_cd_gap.ipynb (the mapping ``check_params`` returns; ``RULES``, then
-    the bounds that need the training configuration: one clear ValueError naming the parameter, before any work)
-    and return (cfg, device, out): the IC training configuration, the resolved device and the results folder."""
-    p = check_rules("ct_cd_gap", params, RULES)
+def setup(params, spec: Spec = SPEC):
+    """Check the parameters of notebooks/ct_cd_gap.ipynb (the mapping ``check_params`` returns; ``spec``'s
+    defaults fill what it lacks; every rule, one line per bad value, then the bounds that need the training
+    configuration: one clear ValueError naming the parameter, before any work) and return (cfg, device, out): the
+    IC training configuration, the resolved device and the results folder."""
+    v = spec.values(params)
+    p = SimpleNamespace(**v)
     if p.ot_batch > p.proxy_n:
         raise ValueError(f"ct_cd_gap: ot_batch={p.ot_batch!r} is not valid; it must be at most proxy_n={p.proxy_n}")
     if p.n_limit < p.n_gap:
         raise ValueError(f"ct_cd_gap: n_limit={p.n_limit!r} is not valid; it must be at least n_gap={p.n_gap}")
-    cfg = common.train_config(p.dataset, "ic", steps=p.train_steps, seed=p.seed, **p.train_overrides)
+    cfg = common.train_config(p.dataset, "ic", steps=p.train_steps, seed=p.seed,
+                              **spec.with_config(v, p.train_overrides, "train_overrides"))
     if not cfg.sigma_min < float(p.T) <= cfg.sigma_max:
         raise ValueError(f"ct_cd_gap: T={p.T!r} is not valid; it must be in (sigma_min, sigma_max] = "
                          f"({cfg.sigma_min}, {cfg.sigma_max}]")

@@ -246,6 +246,8 @@ def sweep_claims(sw: Sweep, curves: pd.DataFrame, level: float = 0.9, final: pd.
     m, gc = sw.metric, sw.gc_main
     f = lambda x: f"{np.mean(x):.3g}"
     labels = set(curves.label)
+    if gc not in labels or "IC" not in labels:   # the paper's statements compare GC with IC (and OT)
+        return []
     claims = [paired_claim(f"{gc} ends below IC (final {m})", *_pair(curves, m, gc, "IC"), gc, "IC",
                            paper=PAPER["gc_ic"], level=level)]
     if "OT" in labels:
@@ -308,7 +310,7 @@ def write_claims(sw: Sweep, curves: pd.DataFrame, claims: list[dict], final: pd.
     from .. import report
     t = _final_summary(sw, curves, final)
     report.write_metrics(sw.out, {
-        "metric": sw.metric, "dataset": sw.base["dataset"], "steps": int(sw.base["total_steps"]),
+        **sw.columns, "dataset": sw.base["dataset"], "steps": int(sw.base["total_steps"]),
         "batch_size": int(sw.base["batch_size"]), "seeds": list(sw.seeds),
         "final_from": (f"final evaluation: {sw.final_eval['n']} one-step samples x "
                        f"{len(sw.final_eval['sampling_seeds'])} sampling seeds" if final is not None else
@@ -318,7 +320,7 @@ def write_claims(sw: Sweep, curves: pd.DataFrame, claims: list[dict], final: pd.
         "preregistration": sw.preregistration or None,
         "claims": claims})
     cols = ["claim", "paper", "verdict", "measured"] + (["role", "n", "verdict_holm"] if sw.preregistration else [])
-    return pd.DataFrame(claims)[cols]
+    return pd.DataFrame(claims)[cols] if claims else pd.DataFrame(columns=cols)
 
 
 def summary(sw: Sweep, curves: pd.DataFrame, claims: list[dict], final: pd.DataFrame | None = None) -> str:

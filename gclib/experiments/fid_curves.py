@@ -16,9 +16,9 @@ import pandas as pd
 
 from .fid_claims import (PAPER, _final_summary, _pair, budget_claims, endpoint, final_table,  # noqa: F401
                          per_seed, preregistered_claims, steps_to_reach, summary, sweep_claims, write_claims)
-from .fid_sweep import (DIGITS_CLASSIFIER_METRICS, ENDPOINTS, METRIC_LABELS, METRICS, RULES,  # noqa: F401
-                        SWEEP_KEYS, Run, Sweep, _read_committed, flow_label, make_sweep, mu_label, run_config, setup,
-                        sweep_from_params, sweep_runs, tex_label, uses_digits_classifier)
+from .fid_sweep import (DIGITS_CLASSIFIER_METRICS, ENDPOINTS, METRIC_LABELS, METRICS, RULES, SPEC,  # noqa: F401
+                        SWEEP_KEYS, Run, Sweep, _read_committed, curve_flows, flow_label, make_sweep, mu_label,
+                        run_config, setup, sweep_from_params, sweep_runs, tex_label, uses_digits_classifier)
 
 def _train_one(cfg: dict, threads: int | None = None, eval_fns: Sequence[Callable] = ()):
     """Worker and job entry point (module level, so a spawned process or a submitit job can import it); it imports
@@ -218,17 +218,19 @@ def plot_samples(sw: Sweep, n: int = 64, seed: int = 0) -> None:
 
 
 def table1(sw: Sweep, curves: pd.DataFrame, final: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Table 1 for this run: the final metric per flow, mean ± sd over seeds (from the final evaluation when
-    given); also writes final.csv."""
+    """Table 1 for this run: the data set, the spec's ``column`` settings (the metric), then the final metric per
+    flow, mean ± sd over seeds (from the final evaluation when given): IC, each other compared flow (OT, a plugin's
+    coupling by its name), the featured GC run. Also writes final.csv."""
     from .. import report
     table = _final_summary(sw, curves, final).reset_index() if final is not None else \
         final_table(curves, sw.metric, sw.mu_labels + sw.frozen_labels)
     report.save_table(table, sw.out / "final.csv")
     t = table.set_index("label")
     cell = lambda l: f"{t.loc[l, 'mean']:.4g} ± {0 if np.isnan(t.loc[l, 'std']) else t.loc[l, 'std']:.2g}"
-    cols = {"iCT-IC": "IC", **({"iCT-OT": "OT"} if sw.include_ot else {}), f"iCT-{sw.gc_main}": sw.gc_main}
-    return pd.DataFrame({"dataset": [sw.base["dataset"]], "metric": [sw.metric],
-                         **{k: [cell(v)] for k, v in cols.items()}})
+    others = [flow_label(f) for f in sw.curve_flows if f not in ("ic", "gc")]
+    labels = (["IC"] if "IC" in sw.mu_labels else []) + others + ([sw.gc_main] if sw.gc_main else [])
+    return pd.DataFrame({"dataset": [sw.base["dataset"]], **{k: [v] for k, v in sw.columns.items()},
+                         **{f"iCT-{l}": [cell(l)] for l in labels}})
 
 
 # --------------------------------------------------------------------------------------------- final evaluation

@@ -18,7 +18,8 @@ import pandas as pd
 from ..checks import check_choice, check_flow, check_mu
 from ..data import get_dataset
 from ..evaluation import CURVE_NAMES, LABELS
-from .params import check_rules, distinct_ints, int_at_least, nonempty
+from .params import distinct_ints, int_at_least, nonempty
+from .spec import Param, Spec, register_spec
 
 # the metrics a training curve can use and their plot labels: gclib.evaluation's registry (Metric.curve), read
 # live, so a metric registered after this import (a plugin's) is a valid sweep metric
@@ -107,10 +108,84 @@ def run_config(base: dict, run: Run) -> dict:
     return {**base, **run.overrides, "seed": run.seed, "name": f"{base.get('name', 'run')}-{_name(run.label)}-s{run.seed}"}
 
 
+# --------------------------------------------------------------------------------------------- the parameters
+def _flows_rule(name: str, value) -> None:
+    """None (IC, GC and, with include_ot, OT), or a non-empty list of distinct registered couplings (read live: a
+    plugin's coupling counts)."""
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{name}={value!r} is not valid; it must be a non-empty list of registered couplings")
+    for f in value:
+        try:
+            check_flow(f)
+        except ValueError as e:
+            raise ValueError(f"{name}={list(value)!r} is not valid; every element: {e}") from None
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name}={list(value)!r} is not valid; it names a coupling twice")
+
+
+def _per_flow_rule(name: str, value) -> None:
+    """None or a mapping {registered coupling: {Config field: value}}."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a mapping {{flow: {{field: value}}}}")
+    for flow in value:
+        try:
+            check_flow(flow)
+        except ValueError as e:
+            raise ValueError(f"{name}={value!r} is not valid; {e}") from None
+
+
+# notebooks/fid_curves.ipynb's parameters, each declared once: its default (the parameters cell spells the same),
+# its doc line, its rule (what needs the training configuration, such as frozen steps, the final evaluation and
+# the pre-registered endpoints, is checked by ``make_sweep``), and whether it sets a Config field on every run
+# (``config``) or is listed in Table 1 and metrics.json (``column``). ``make_sweep``'s arguments, a profile's keys
+# (``SWEEP_KEYS``), ``RULES`` and the notebook's declared parameters are this list.
+SPEC = register_spec(Spec("fid_curves", positional=13, params=(
+    Param("variant", "default", "results/fid_curves/<variant>/", required=True),
+    Param("base_config", "params/train/toy.yaml", "a preset (IC as written); each run sets its own flow",
+          required=True),
+    Param("overrides", {"dataset": "8gaussians", "total_steps": 300, "lr": 1e-3, "batch_size": 256, "ema_every": 1,
+                        "ema_decay": 0.999, "eval_every": 50, "eval_n": 500, "eval_metrics": ["w2"],
+                        "checkpoint_every": 0, "s1": 40},
+          "Config fields set on the preset for every run", required=True),
+    Param("metric", "w2", "the curves' metric: a registered curve metric (w2, w2sq, fd_digits, kid_digits, fid...)",
+          rule=lambda name, v: check_choice(name, v, METRICS), required=True, column=True),
+    Param("seeds", [0, 1, 2], "training seeds (paired verdicts need 2 or more)", rule=distinct_ints, required=True),
+    Param("mus", [0.5, 1.0], "GC probabilities (IC, mu 0, is always included)",
+          rule=nonempty(lambda name, v: check_mu(v)), required=True),
+    Param("include_ot", True, "sweep OT too (when flows is not given)"),
+    Param("frozen", {}, "{name: step}: GC with a frozen predictor, the IC run's checkpoint at frozen_seed"),
+    Param("frozen_mu", 0.5, "mu of the frozen-predictor runs", rule=lambda name, v: check_mu(v)),
+    Param("frozen_seed", 0, "the seed whose IC run gives the frozen predictors", rule=int_at_least(0)),
+    Param("per_flow", {}, "extra Config fields per flow, e.g. {'gc': {'dropout': 0.0}}", rule=_per_flow_rule),
+    Param("fid", {}, "GPU: {'n': 50000, 'weights_path': None, 'data_root': 'data'}"),
+    Param("workers", 1, "runs trained at a time (processes of one thread each)", rule=int_at_least(1)),
+    Param("executor", {}, "{'kind': 'submitit', ...}: each run a SLURM job (docs/cluster.md)"),
+    Param("final_eval", {}, "{'n': 2000, 'sampling_seeds': [0, 1, 2, 3, 4]}: final-model samples"),
+    Param("preregistration", {}, "endpoints fixed before the runs: {'primary': [...], 'secondary': [...]}"),
+    Param("compare_budget", "", "a profile at another budget (e.g. 'cpu_long'): does the lead change?"),
+    Param("reanalyse", False, "analyse the committed curves.csv and final_eval.csv (no training)"),
+    Param("flows", None, "the couplings to compare, each its own curve: None is ['ic', 'gc'] and 'ot' with "
+          "include_ot; a registered coupling (a plugin's) is labelled by its name", rule=_flows_rule),
+)))
+RULES = SPEC.rules()          # {name: rule} (every Param's rule)
+SWEEP_KEYS = SPEC.sweep_keys  # make_sweep's arguments: the keys a profile params/fid_curves/<variant>.yaml may give
+
+
 # --------------------------------------------------------------------------------------------- a sweep
+def curve_flows(flows, include_ot: bool = True) -> tuple:
+    """The couplings a sweep compares: ``flows`` as given, or IC, GC and (``include_ot``) OT."""
+    return ("ic", "gc") + (("ot",) if include_ot else ()) if flows is None else tuple(flows)
+
+
 @dataclass
 class Sweep:
-    """A notebook's validated sweep: the base training config (a dict), what to run and how to score it."""
+    """A notebook's validated sweep: the base training config (a dict), what to run and how to score it. ``params``
+    holds every parameter's checked value (one without an attribute here, added to ``spec``, is
+    ``sw.setting(name)``)."""
     base: dict
     metric: str
     seeds: list
@@ -129,17 +204,39 @@ class Sweep:
     compare_budget: str = ""       # a profile at another budget whose primary final leads this one's are set against
     reanalyse: bool = False        # analyse the committed curves and final evaluation instead of training
     committed: dict = field(default_factory=dict, repr=False)   # what reanalyse read: {"curves", "final", "samples"}
+    flows: list | None = None      # the couplings compared (None: IC, GC, and OT with include_ot)
+    params: dict = field(default_factory=dict, repr=False)   # every parameter's checked value
+    spec: Spec = field(default=SPEC, repr=False, compare=False)
+
+    def setting(self, name: str):
+        """A parameter's value: the attribute of that name, else ``params[name]``."""
+        return getattr(self, name) if name in self.__dataclass_fields__ else self.params[name]
+
+    @property
+    def columns(self) -> dict:
+        """{name: value} of the spec's ``column`` parameters, as Table 1 and metrics.json list them."""
+        return {p.name: self.setting(p.name) for p in self.spec.params if p.column}
+
+    @property
+    def curve_flows(self) -> tuple:
+        return curve_flows(self.flows, self.include_ot)
 
     @property
     def mu_labels(self) -> list:
-        return [mu_label(m) for m in sorted(set(self.mus) | {0.0})] + (["OT"] if self.include_ot else [])
+        """The labels of the compared runs: IC and GC at each mu (those compared), then each other flow's."""
+        fl = self.curve_flows
+        mus = [m for m in sorted(set(self.mus) | {0.0}) if ("ic" if m == 0 else "gc") in fl]
+        return [mu_label(m) for m in mus] + [flow_label(f) for f in fl if f not in ("ic", "gc")]
 
     @property
     def frozen_labels(self) -> list:
         return [f"GC frozen {n}" for n in self.frozen]
 
     @property
-    def gc_main(self) -> str:
+    def gc_main(self) -> str | None:
+        """The GC run the claims and Table 1 feature (mu = 0.5 when swept); None when GC is not compared."""
+        if "gc" not in self.curve_flows:
+            return None
         return mu_label(0.5) if 0.5 in self.mus else mu_label(self.mus[0])
 
     def frozen_checkpoints(self) -> dict:
@@ -156,27 +253,16 @@ class Sweep:
 
     def runs(self) -> list[Run]:
         return sweep_runs(self.seeds, self.mus, self.include_ot, self.frozen_mu, self.frozen_checkpoints(),
-                          self.per_flow)
+                          self.per_flow, self.flows)
 
 
-# The allowed values of notebooks/fid_curves.ipynb's parameters (defaults: its parameters cell; names and types:
-# ``check_params``); what needs the training configuration (frozen steps, the final evaluation, the pre-registered
-# endpoints) is checked by ``make_sweep``.
-RULES = dict(
-    metric=lambda name, v: check_choice("metric", v, METRICS), seeds=distinct_ints,
-    mus=nonempty(lambda name, v: check_mu(v)), frozen_mu=lambda name, v: check_mu(v),
-    frozen_seed=int_at_least(0), workers=int_at_least(1))
-
-
-def setup(params) -> "Sweep":
-    """Check the parameters of notebooks/fid_curves.ipynb (the mapping ``check_params`` returns: ``RULES``, then
-    ``make_sweep``'s checks; one clear ValueError naming the parameter, before any work) and build its ``Sweep``."""
-    p = check_rules("fid_curves", params, RULES)
-    sw = make_sweep(p.variant, p.base_config, p.overrides, p.metric, p.seeds, p.mus, include_ot=p.include_ot,
-                    frozen=p.frozen, frozen_mu=p.frozen_mu, frozen_seed=p.frozen_seed, per_flow=p.per_flow, fid=p.fid,
-                    workers=p.workers, final_eval=p.final_eval, preregistration=p.preregistration,
-                    executor=p.executor, compare_budget=p.compare_budget, reanalyse=p.reanalyse)
-    return _staged(sw, p.variant)   # reanalyse read the committed results before this
+def setup(params, spec: Spec = SPEC) -> "Sweep":
+    """Check the parameters of notebooks/fid_curves.ipynb (the mapping ``check_params`` returns; ``spec``'s
+    defaults fill what it lacks; every rule, one line per bad value, then ``make_sweep``'s checks: a ValueError
+    naming the parameter, before any work) and build its ``Sweep``."""
+    v = spec.values(params)
+    sw = make_sweep(**{k: v[k] for k in spec.sweep_keys}, spec=spec)
+    return _staged(sw, v["variant"])   # reanalyse read the committed results before this
 
 
 def _staged(sw: Sweep, variant: str) -> Sweep:
@@ -187,29 +273,31 @@ def _staged(sw: Sweep, variant: str) -> Sweep:
     return sw
 
 
-def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, seeds, mus, include_ot: bool = True,
-               frozen: dict | None = None, frozen_mu: float = 0.5, frozen_seed: int = 0, per_flow: dict | None = None,
-               fid: dict | None = None, workers: int = 1, root=None, *, final_eval: dict | None = None,
-               preregistration: dict | None = None, executor: dict | None = None, compare_budget: str = "",
-               reanalyse: bool = False) -> Sweep:
-    """Validate a notebook's parameters and build its ``Sweep`` (nothing is trained here)."""
+def make_sweep(*args, root=None, spec: Spec = SPEC, **kwargs) -> Sweep:
+    """Validate a notebook's parameters and build its ``Sweep`` (nothing is trained here). The arguments are
+    ``spec``'s sweep parameters (``SWEEP_KEYS``; the first 13 may be given positionally: variant, base_config,
+    overrides, metric, seeds, mus, include_ot, frozen, frozen_mu, frozen_seed, per_flow, fid, workers; variant to
+    mus are required); every value rule is checked first (one line per bad value)."""
     from .. import report
     from ..config import load_config
-    check_choice("metric", metric, METRICS)
-    mus = [check_mu(m) for m in mus]
-    check_mu(frozen_mu)
-    if not seeds:
-        raise ValueError("seeds: give at least one seed (paired verdicts need 2 or more)")
-    if metric == "fid" and not fid:
+    from ..plugins import load_plugins
+    load_plugins()    # a plugin's coupling or metric is a valid value
+    v = spec.bind(args, kwargs)
+    spec.check(v)
+    metric, seeds, frozen_seed = v["metric"], list(v["seeds"]), int(v["frozen_seed"])
+    if metric == "fid" and not v["fid"]:
         raise ValueError("metric='fid' needs the fid block (n, weights_path, data_root)")
-    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
-        raise ValueError(f"workers={workers!r} is not valid; it must be a positive integer")
     from ..executors import executor_spec
-    if not executor_spec(executor or None).wait:   # one line naming a bad executor setting, before any work
+    if not executor_spec(v["executor"] or None).wait:   # one line naming a bad executor setting, before any work
         raise ValueError("executor: wait=false is for gclib train; a sweep waits for its runs' curves")
+    flows = curve_flows(v["flows"], bool(v["include_ot"]))
+    if v["flows"] is not None and not v["include_ot"] and "ot" in flows:
+        raise ValueError(f"include_ot=False contradicts flows={list(flows)!r}; leave include_ot out when giving flows")
+    overrides = spec.with_config(v, v["overrides"])   # the config parameters are Config fields of every run
     root = report.project_root(root)
-    base = load_config(root / base_config, {"runs_dir": str(report.runs_dir(root)), **overrides, "progress": False})
-    frozen = dict(frozen or {})
+    base = load_config(root / v["base_config"], {"runs_dir": str(report.runs_dir(root)), **overrides,
+                                                 "progress": False})
+    frozen = dict(v["frozen"] or {})
     for name, step in frozen.items():
         every = base.checkpoint_every
         if not (0 < int(step) <= base.total_steps) or (int(step) != base.total_steps and
@@ -221,24 +309,29 @@ def make_sweep(variant: str, base_config: str, overrides: dict, metric: str, see
             raise ValueError(f"frozen={frozen!r}: the checkpoint at step {step} is rotated away; raise "
                              f"keep_checkpoints to at least {kept}")
     if frozen and frozen_seed not in seeds:
-        raise ValueError(f"frozen_seed={frozen_seed!r} must be one of seeds={list(seeds)} (the frozen predictors are "
+        raise ValueError(f"frozen_seed={frozen_seed!r} must be one of seeds={seeds} (the frozen predictors are "
                          f"checkpoints of that seed's IC run)")
+    if frozen and "ic" not in flows:
+        raise ValueError(f"frozen={frozen!r} needs the IC run (its checkpoints are the frozen predictors); "
+                         f"flows={list(flows)!r} has no 'ic'")
     base = base.to_dict()
-    if per_flow:
-        for flow in per_flow:
-            check_flow(flow)
     if metric == "fid":
         base["eval_metrics"] = []
-    sw = Sweep(base, metric, list(seeds), mus, bool(include_ot), frozen, float(frozen_mu), int(frozen_seed),
-               int(workers), root / "results" / "fid_curves" / str(variant), dict(fid or {}), dict(per_flow or {}),
-               _check_final_eval(final_eval), dict(preregistration or {}), executor=dict(executor or {}),
-               compare_budget=str(compare_budget or ""), reanalyse=bool(reanalyse))
+    sw = Sweep(base, metric, seeds, [check_mu(m) for m in v["mus"]], bool(v["include_ot"]), frozen,
+               float(v["frozen_mu"]), frozen_seed, int(v["workers"]), root / "results" / "fid_curves" / str(v["variant"]),
+               dict(v["fid"] or {}), dict(v["per_flow"] or {}), _check_final_eval(v["final_eval"]),
+               dict(v["preregistration"] or {}), executor=dict(v["executor"] or {}),
+               compare_budget=str(v["compare_budget"] or ""), reanalyse=bool(v["reanalyse"]),
+               flows=None if v["flows"] is None else list(v["flows"]), params=v, spec=spec)
     _check_preregistration(sw)
     if sw.reanalyse:
         sw.committed = _read_committed(sw)   # before anything in sw.out is rewritten
     if sw.compare_budget:
         _check_compare_budget(sw, root)   # one line naming the problem, before any training
     return sw
+
+
+make_sweep.__signature__ = SPEC.signature(root=None, spec=SPEC)   # help(make_sweep) lists the spec's parameters
 
 
 def _read_committed(sw: Sweep) -> dict:
@@ -339,15 +432,10 @@ def _check_preregistration(sw: Sweep) -> None:
             check_choice(f"{where}.expect", e.get("expect", "less"), ("less", "greater"))
 
 
-SWEEP_KEYS = ("variant", "base_config", "overrides", "metric", "seeds", "mus", "include_ot", "frozen", "frozen_mu",
-              "frozen_seed", "per_flow", "fid", "workers", "final_eval", "preregistration", "executor",
-              "compare_budget", "reanalyse")
-
-
-def sweep_from_params(path, root=None) -> Sweep:
+def sweep_from_params(path, root=None, spec: Spec = SPEC) -> Sweep:
     """The ``Sweep`` of a parameter file params/fid_curves/<variant>.yaml (what the notebook builds from it)."""
     import yaml
     p = yaml.safe_load(Path(path).read_text()) or {}
-    kw = {k: p[k] for k in SWEEP_KEYS if k in p}
+    kw = {k: p[k] for k in spec.sweep_keys if k in p}
     kw.setdefault("variant", Path(path).stem)
-    return make_sweep(**kw, root=root)
+    return make_sweep(**kw, root=root, spec=spec)

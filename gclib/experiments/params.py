@@ -53,15 +53,20 @@ def check_project_path(notebook: str, name: str, value) -> str:
 
 
 def notebook_parameters(notebook: str, root=None) -> dict:
-    """{name: default} from the ``parameters`` cell of notebooks/<notebook>.ipynb (literal assignments)."""
+    """{name: default} from the ``parameters`` cell of notebooks/<notebook>.ipynb (literal assignments), then the
+    parameters of the notebook driver's spec (``gclib.experiments.spec``) that the cell does not spell, with the
+    spec's defaults: a parameter added to the spec is a parameter of the notebook, ``-p`` and profiles included."""
     from ..report import project_root
+    from .spec import spec_of
     path = project_root(root) / "notebooks" / f"{notebook}.ipynb"
     if not path.is_file():
         raise ValueError(f"notebook={notebook!r}: {path} does not exist")
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            return _assignments("".join(cell["source"]))
+            declared = _assignments("".join(cell["source"]))
+            spec = spec_of(notebook)
+            return {**declared, **{k: v for k, v in (spec.defaults() if spec else {}).items() if k not in declared}}
     raise ValueError(f"{path} has no cell tagged 'parameters'")
 
 
@@ -118,14 +123,18 @@ def _type_name(default) -> str:
 
 def check_param_values(notebook: str, params: dict, root=None) -> dict:
     """Check names and types of ``params`` against the notebook's declared parameters; returns the declared
-    defaults updated with ``params``. One ValueError naming the first bad parameter."""
+    defaults updated with ``params``. One ValueError naming the first bad parameter. None is the right type for a
+    parameter whose spec rule is ``optional(...)`` (None: "the default", e.g. ``train_steps: null`` in a profile)."""
+    from .spec import spec_of
     declared = notebook_parameters(notebook, root)
+    spec = spec_of(notebook)
+    may_be_none = {p.name for p in spec.params if getattr(p.rule, "accepts_none", False)} if spec else set()
     for name, value in params.items():
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"{notebook}: unknown parameter {name!r}; {hint}valid parameters: {', '.join(declared)}")
-        if not _type_ok(value, declared[name]):
+        if not _type_ok(value, declared[name]) and not (value is None and name in may_be_none):
             raise ValueError(f"{notebook}: parameter {name}={value!r} has the wrong type: expected "
                              f"{_type_name(declared[name])} (default {declared[name]!r})")
         if name == "variant":
@@ -189,8 +198,8 @@ def _say_where(notebook: str, variant, root=None) -> None:
 
 
 # --------------------------------------------------------------------------------------------- value rules
-# A notebook driver declares the allowed values of its parameters ONCE, beside their names, in a ``RULES`` dict
-# {name: rule}; ``check_rules`` applies them to the checked mapping before any work. A rule is a function
+# A notebook driver declares each parameter ONCE, with its rule, as a ``Param`` of its ``Spec``
+# (``gclib.experiments.spec``); ``Spec.values`` applies every rule before any work. A rule is a function
 # (name, value) -> None raising one ValueError that names the parameter, its value and what is allowed.
 def positive_int(name: str, value) -> None:
     from ..checks import check_positive_int
@@ -228,6 +237,7 @@ def optional(rule):
         if value is not None:
             rule(name, value)
     check.__doc__ = f"None or {rule.__doc__ or rule.__name__}"
+    check.accepts_none = True   # ``check_param_values``: None is a value of the right type
     return check
 
 
@@ -263,20 +273,3 @@ def each(rule):
                 except ValueError as e:
                     raise ValueError(f"{name}={list(value)!r} is not valid; every element: {e}") from None
     return check
-
-
-def check_rules(notebook: str, params, rules: dict) -> SimpleNamespace:
-    """The checked parameter mapping (a dict or the namespace ``check_params`` returns) as a namespace, after
-    every rule of ``rules`` passed (one ValueError, prefixed with the notebook's name, for the first that fails).
-    A rule for a name the mapping lacks is a programming error (KeyError). Every driver's ``setup`` starts here,
-    so the user's plugins are imported first (``gclib.plugins``: a registered coupling, metric or data set is a
-    valid parameter value)."""
-    from ..plugins import load_plugins
-    load_plugins()
-    p = dict(vars(params)) if isinstance(params, SimpleNamespace) else dict(params)
-    for name, rule in rules.items():
-        try:
-            rule(name, p[name])
-        except ValueError as e:
-            raise ValueError(f"{notebook}: {e}") from None
-    return SimpleNamespace(**p)

@@ -25,6 +25,7 @@ digits); ``verdicts.judged_row`` applies the controls (a control not rejected ca
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -33,10 +34,11 @@ import torch
 from .. import report
 from ..exact import velocity
 from ..coupling_paths import coupled_endpoints, exact_generator, path_alignment
-from . import references
+from . import common, references
 from .common import combine_verdicts, interval_verdict, paired_verdict
 from .verdicts import judged_row
-from .params import between, check_rules, distinct_ints, int_at_least, levels, nonempty, positive_int
+from .params import between, distinct_ints, int_at_least, levels, nonempty, positive_int
+from .spec import Param, Spec, register_spec
 
 DIRACS = ((0.0, 0.5), (0.0, -0.5))
 PAPER = {
@@ -52,22 +54,41 @@ GC_LABELS = ("ideal", "trained", "collapsed", "untrained", "identity", "shrunk 0
 CONTROLS = ("collapsed", "untrained", "identity", "shrunk 0.5", "shrunk 0.7", "Gaussian fit")
 
 
-# The allowed values of notebooks/toy_flows.ipynb's parameters (defaults: its parameters cell; names and types:
-# ``check_params``); t_pred against the trained model's sigma_max is checked in ``setup``.
-RULES = dict(
-    seeds=distinct_ints, n_samples=int_at_least(2), n_paths=positive_int, t_pred=between(0.0, float("inf")),
-    t_max=between(0.02, float("inf")), n_levels=int_at_least(2), ot_batches=nonempty(int_at_least(2)),
-    eq16_ts=levels(lo=0.002, hi=5.0), eq16_n=int_at_least(2), endpoint_tol=between(0.0, float("inf")),
-    train_steps=positive_int, level=between(0.0, 1.0))
+# notebooks/toy_flows.ipynb's parameters, each declared once (default: the parameters cell spells the same; doc;
+# rule; ``config=True``: a Config field of the trained predictor); t_pred against the trained model's sigma_max
+# is checked in ``setup``.
+SPEC = register_spec(Spec("toy_flows", (
+    Param("variant", "default", "results/toy_flows/<variant>/"),
+    Param("seeds", [0, 1, 2, 3, 4], "each seed draws fresh (x0, z); the claims pair the flows seed by seed",
+          rule=distinct_ints),
+    Param("n_samples", 2000, "pairs per seed used for the alignment measurements", rule=int_at_least(2)),
+    Param("n_paths", 30, "paths drawn per panel (first seed)", rule=positive_int),
+    Param("t_pred", 2.0, "level at which the predictor makes GC endpoints", rule=between(0.0, float("inf"))),
+    Param("t_max", 3.0, "largest level shown and measured", rule=between(0.02, float("inf"))),
+    Param("n_levels", 12, "levels in the alignment curves (log-spaced in [0.02, t_max])", rule=int_at_least(2)),
+    Param("ot_batches", [8, 32, 256], "minibatch sizes of the OT coupling", rule=nonempty(int_at_least(2))),
+    Param("eq16_ts", [0.2, 1.0], "Eq. 16: levels of the intermediate marginals", rule=levels(lo=0.002, hi=5.0)),
+    Param("eq16_n", 300, "draws per seed for the W2 of Eq. 16", rule=int_at_least(2)),
+    Param("endpoint_tol", 0.05, "Eq. 16: the endpoints match when W2(x^, data) exceeds its floor by less than this",
+          rule=between(0.0, float("inf"))),
+    Param("train_steps", 300, "the trained predictor: IC on the two Diracs (params/train/toy.yaml + overrides)",
+          rule=positive_int),
+    Param("train_overrides", common.TRAIN_OVERRIDES,
+          "Config fields of the trained predictor"),
+    Param("level", 0.9, "level of the paired intervals over seeds", rule=between(0.0, 1.0)),
+)))
+RULES = SPEC.rules()
 
 
-def setup(params):
-    """Check the parameters of notebooks/toy_flows.ipynb (the mapping ``check_params`` returns; ``RULES``, then
-    t_pred against the model's sigma_max: one clear ValueError naming the parameter) -> (cfg, out): the training
-    configuration of the trained predictor (an IC model of the two Diracs) and the results folder."""
-    from . import common
-    p = check_rules("toy_flows", params, RULES)
-    cfg = common.train_config("two_diracs", "ic", steps=p.train_steps, seed=0, **p.train_overrides)
+def setup(params, spec: Spec = SPEC):
+    """Check the parameters of notebooks/toy_flows.ipynb (the mapping ``check_params`` returns; ``spec``'s defaults
+    fill what it lacks; every rule, one line per bad value, then t_pred against the model's sigma_max: one clear
+    ValueError naming the parameter) -> (cfg, out): the training configuration of the trained predictor (an IC model
+    of the two Diracs) and the results folder."""
+    v = spec.values(params)
+    p = SimpleNamespace(**v)
+    cfg = common.train_config("two_diracs", "ic", steps=p.train_steps, seed=0,
+                              **spec.with_config(v, p.train_overrides, "train_overrides"))
     if not p.t_pred <= cfg.sigma_max:
         raise ValueError(f"toy_flows: t_pred={p.t_pred!r} is not valid; it must be at most sigma_max={cfg.sigma_max}")
     return cfg, report.results_dir("toy_flows", p.variant)

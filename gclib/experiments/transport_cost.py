@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,8 @@ from ..metrics.transport import exact_ot_cost, minibatch_ot_cost
 from ..precond import as_batch_sigma
 from . import common, references
 from .common import combine_verdicts, diff_verdict, paired_verdict
-from .params import between, check_rules, int_at_least, levels, nonempty, optional, positive_int
+from .params import between, int_at_least, levels, nonempty, optional, positive_int
+from .spec import Param, Spec, register_spec
 from .verdicts import interval_power, judged_row
 
 PAPER = {
@@ -58,21 +60,38 @@ FIG3_CONTROLS = ("untrained", "collapsed", "identity", "shrunk 0.5", "shrunk 0.7
 
 
 # --------------------------------------------------------------------------------------------- parameters
-# The allowed values of notebooks/transport_cost.ipynb's parameters (defaults: its parameters cell; names and types:
-# ``check_params``); the bounds that need the data set's sigma range or another parameter are checked in ``setup``.
-RULES = dict(
-    flow=lambda name, v: check_flow(v), mu=lambda name, v: check_mu(v),
-    dataset=lambda name, v: common.check_dataset(v), train_steps=optional(positive_int), ts=levels(), n=positive_int,
-    ot_batch_sizes=nonempty(int_at_least(2)), n_near=positive_int, ot_n=positive_int, ideal_steps=positive_int,
-    level=between(0.0, 1.0))
+# notebooks/transport_cost.ipynb's parameters, each declared once (default: the parameters cell spells the same; doc;
+# rule; ``config=True``: a Config field of the trained model). The bounds that need the data set's sigma range or
+# another parameter are checked in ``setup``.
+SPEC = register_spec(Spec("transport_cost", (
+    Param("variant", "default", "results/transport_cost/<variant>/"),
+    Param("flow", "ic", "flow of the trained predictor: a registered coupling (ic, ot, gc, a plugin's)",
+          rule=lambda name, v: check_flow(v)),
+    Param("mu", 0.5, "probability of a GC sample (a coupling that reads mu)", rule=lambda name, v: check_mu(v)),
+    Param("dataset", "8gaussians", "a 2-D toy, 'digits' or 'cifar10'", rule=lambda name, v: common.check_dataset(v)),
+    Param("train_steps", 400, "None: the steps of params/train/<family>.yaml", rule=optional(positive_int)),
+    Param("train_overrides", common.TRAIN_OVERRIDES,
+          "Config fields of the trained predictor"),
+    Param("seed", 0, "training seed and the draws' seed"),
+    Param("device", "auto", "auto | cpu | cuda"),
+    Param("ts", [0.02, 0.1, 0.5, 2.0, 5.0], "levels of the predictor; 0 (IC) and sigma_min are added", rule=levels()),
+    Param("n", 512, "draws (x, z)", rule=positive_int),
+    Param("ot_n", 256, "draws used in the exact OT computations (W2 to the data, GC's bound)", rule=positive_int),
+    Param("ot_batch_sizes", [16, 64, 256], "minibatch-OT batch sizes", rule=nonempty(int_at_least(2))),
+    Param("n_near", 2, "Corollary 1: the first n_near levels above sigma_min", rule=positive_int),
+    Param("ideal_steps", 32, "Heun steps of the exact flow map", rule=positive_int),
+    Param("level", 0.9, "level of every interval", rule=between(0.0, 1.0)),
+)))
+RULES = SPEC.rules()
 
 
-def setup(params):
-    """Check the parameters of notebooks/transport_cost.ipynb (the mapping ``check_params`` returns: ``RULES``,
-    then the bounds that need the training configuration or another parameter; one clear ValueError naming the
-    parameter, before any work) and return (cfg, device, out): the training configuration, the resolved device and
-    the results folder."""
-    p = check_rules("transport_cost", params, RULES)
+def setup(params, spec: Spec = SPEC):
+    """Check the parameters of notebooks/transport_cost.ipynb (the mapping ``check_params`` returns; ``spec``'s
+    defaults fill what it lacks; every rule, one line per bad value, then the bounds that need the training
+    configuration or another parameter: one clear ValueError naming the parameter, before any work) and return
+    (cfg, device, out): the training configuration, the resolved device and the results folder."""
+    v = spec.values(params)
+    p = SimpleNamespace(**v)
 
     def bad(name, what):
         raise ValueError(f"transport_cost: {name}={getattr(p, name)!r} is not valid; {what}")
@@ -80,7 +99,8 @@ def setup(params):
         bad("ot_n", f"it must be at most n={p.n}")
     if any(b > p.n for b in p.ot_batch_sizes):
         bad("ot_batch_sizes", f"each must be an integer in [2, n={p.n}]")
-    cfg = common.train_config(p.dataset, p.flow, mu=p.mu, steps=p.train_steps, seed=p.seed, **p.train_overrides)
+    cfg = common.train_config(p.dataset, p.flow, mu=p.mu, steps=p.train_steps, seed=p.seed,
+                              **spec.with_config(v, p.train_overrides, "train_overrides"))
     levels(lo=cfg.sigma_min, hi=cfg.sigma_max)("ts", p.ts)
     if len(p.ts) < p.n_near:
         bad("n_near", f"ts has only {len(p.ts)} levels")
