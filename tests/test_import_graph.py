@@ -19,7 +19,8 @@ LAYERS = {
     "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "coupling_paths", "optim",
              "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],
-    "training": ["config_checks", "config_schema", "config", "models", "distributed", "train", "stack", "executors"],
+    "training": ["config_checks", "config_schema", "config", "models", "distributed", "train_state", "train_resume",
+                 "train", "stack", "executors"],
     "experiments": ["experiments", "experiments.*", "claims"],
     "cli": ["reproduce", "compare", "cli", "__main__"],
 }
