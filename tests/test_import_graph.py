@@ -22,7 +22,7 @@ LAYERS = {
     "training": ["config_checks", "config_schema", "config", "models", "distributed", "train_state", "train_resume",
                  "train", "stack", "executors"],
     "experiments": ["experiments", "experiments.*", "claims"],
-    "cli": ["reproduce", "compare", "cli", "__main__"],
+    "cli": ["reproduce", "compare", "cli_errors", "cli_train", "cli_sample", "cli", "__main__"],
 }
 FACE = "gclib"
 
