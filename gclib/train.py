@@ -6,7 +6,10 @@
 Stages: ``_setup`` (data, model, EMA, optimiser, predictor, random streams), ``_resume`` (newest valid
 checkpoint of this configuration), ``_train_step`` (one optimiser step and its metrics row), ``_side_tasks``
 (sample grid and evaluation), ``_checkpoint`` and ``_finish`` (done.json). Model building and loading live in
-``gclib.models``, torchrun set-up in ``gclib.distributed``, the run directory's files and lock in ``gclib.rundir``.
+``gclib.models``, torchrun set-up in ``gclib.distributed``, the run directory's files and lock in ``gclib.rundir``,
+the ``RunState`` / ``TrainResult`` and each step's metrics row in ``gclib.train_state``, and where a run starts and
+ends (done.json, the lock, ``_resume``, a stop on a signal, ``_finish``) in ``gclib.train_resume``; this module
+re-exports their names.
 
 Run directory ``<runs_dir>/<name>-<config_hash>`` (or ``run_dir``): ``config.yaml``, ``metrics.csv`` (one row per
 step: step, loss, num_points, lr, gc_fraction, seconds, samples_per_s[, ot_batch]), ``eval.csv`` (one row per
@@ -44,132 +47,39 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from . import distributed, signals
-from .checkpoint import (CheckpointError, atomic_save, ckpt_path, list_checkpoints, load_checkpoint, newest_valid,
-                         preserve_rng, rng_state, rotate, set_rng_state)
+from .checkpoint import CheckpointError, atomic_save, ckpt_path, load_checkpoint, preserve_rng, rng_state, rotate
 from .config import Config, ConfigError, as_config, config_hash, part, preflight, run_dir_for
 from .couplings import REGISTRY as COUPLINGS, make_coupling
 from .data import BatchIterator, load_dataset
 from .ema import EMA
 from .images import save_samples
-from .io import explain
 from .models import build_model, data_shape, load_model, load_weights
 from .optim import make_optimizer
 from .prefetch import OTPrefetcher
 from .runlog import RunLog
 from .rng import Streams
-from .rundir import (RunLock, RunLockedError, RunPaths, check_run_dir, done_checkpoint, read_eval, read_json_guarded,
-                     start_metrics, truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
-from .objectives import Loss, make_loss, prefetches_ot
+from .rundir import (RunLockedError, RunPaths, check_run_dir, read_eval, start_metrics, truncate_metrics,
+                     write_config, write_eval)  # RunPaths: the run directory's layout
+from .objectives import make_loss, prefetches_ot
 from .step import NonFiniteLossError, train_step
+# the bookkeeping around the loop, in rooms of its own (the loop's stages whose names tests patch stay here);
+# re-exported, so `from gclib.train import ...` finds every name it found before (gclib.stack's stages among them)
+from .train_resume import _finish, _finished, _lock, _resume, _stop, _stop_signal
+from .train_state import (METRIC_COLUMNS, EvalFn, RunState, TrainResult, _checkpoint_due, _close_logs,
+                          _record_step, _side_tasks_due)
 
 __all__ = ["train", "TrainResult", "RunState", "load_model", "build_model", "data_shape", "save_samples",
            "NonFiniteLossError", "RunLockedError", "METRIC_COLUMNS"]
 
-METRIC_COLUMNS = ("step", "loss", "num_points", "lr", "gc_fraction", "seconds", "samples_per_s")
-EvalFn = Callable[[int, torch.nn.Module], dict]
-
-
-@dataclass
-class TrainResult:
-    """Where a run's outputs are. ``checkpoint`` is the final checkpoint (load it with ``load``)."""
-    run_dir: Path
-    step: int
-    checkpoint: Path | None
-    metrics_csv: Path
-    eval_csv: Path
-    config: Config
-    skipped: bool = False
-    extra: dict = field(default_factory=dict)
-
-    def load(self, device="cpu"):
-        """(model, ema_model, config) of the final checkpoint."""
-        return load_model(self.checkpoint, device)
-
-
-@dataclass
-class RunState:
-    """Everything one training process holds; the stages below read and update it."""
-    cfg: Config
-    chash: str
-    paths: RunPaths
-    dist: distributed.Dist
-    device: torch.device
-    eval_fns: Sequence[EvalFn]
-    flags: dict = field(default_factory=dict)
-    data: torch.Tensor | None = None
-    shape: tuple = ()
-    raw_model: torch.nn.Module | None = None
-    model: torch.nn.Module | None = None           # DDP- and/or compile-wrapped raw_model
-    ema: EMA | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    predictor: object = "ema"
-    loss: Loss | None = None                       # gclib.objectives: the objective and its schedule
-    batches: BatchIterator | None = None
-    streams: Streams | None = None
-    step: int = 0
-    elapsed: float = 0.0
-    last_ckpt: Path | None = None
-    eval_rows: list = field(default_factory=list)
-    fixed_noise: torch.Tensor | None = None
-    columns: list = field(default_factory=list)
-    log: object = None
-    writer: object = None
-    last_loss: float = float("nan")
-    last_n: int = 0
-    prefetch: object = None                        # gclib.prefetch.OTPrefetcher (flow ot, ot_prefetch)
-    runlog: object = None                          # gclib.runlog.RunLog (rank 0): stdout, log.jsonl, TensorBoard
-    done_extra: dict = field(default_factory=dict)  # more fields for done.json (gclib.stack: stack_size)
-    off_schedule: list = field(default_factory=list)  # checkpoints saved on a signal (``_stop_checkpoint``)
-
-    @property
-    def per_rank_batch(self) -> int:
-        return self.cfg.batch_size // self.dist.world_size
-
 
 # --------------------------------------------------------------------------------------------- stages
-def _finished(cfg: Config, chash: str, paths: RunPaths, world_size: int = 1) -> TrainResult | None:
-    """The finished run's result when done.json says this configuration finished (and its checkpoint exists).
-    A run of this configuration finished on another number of processes where that changes the experiment
-    (``gclib.config.pairs_per_rank``) is refused (CheckpointError), not reused or trained over."""
-    if not cfg.resume:
-        return None
-    done = read_json_guarded(paths.done_json)
-    if not done:
-        return None
-    _check_world_size(cfg, chash, done.get("config_hash"), done.get("world_size"), f"run {paths.run_dir}",
-                      "finished", world_size)
-    final = done_checkpoint(paths.run_dir, done)
-    if done.get("config_hash") == chash and done.get("step") == cfg.total_steps and final.is_file():
-        return TrainResult(paths.run_dir, cfg.total_steps, final, paths.metrics_csv, paths.eval_csv, cfg, skipped=True)
-    return None
-
-
-def _check_world_size(cfg: Config, chash: str, their_hash, their_world, what: str, state: str,
-                      world_size: int) -> None:
-    """CheckpointError when ``what`` (a run or a checkpoint) is this configuration on another number of processes
-    and the flow pairs per rank, so that it is another experiment (its hash is ours at its world size)."""
-    try:
-        their_world = int(their_world or 1)
-    except (TypeError, ValueError):
-        return
-    if their_hash == chash or their_world == world_size or their_hash != config_hash(cfg, world_size=their_world):
-        return
-    procs = lambda n: f"{n} process{'es' * (n != 1)}"
-    raise CheckpointError(f"{what} {state} with {procs(their_world)}; this is {procs(world_size)}, and flow "
-                          f"{cfg.flow!r} pairs each rank's share of the batch, so it is another experiment (OT batch "
-                          f"{cfg.batch_size // their_world} there, {cfg.batch_size // world_size} here): leave "
-                          f"run_dir / --run-dir out (each number of processes gets its own run directory) or give "
-                          f"another one")
-
-
 def _gpu_flags(cfg: Config, device: torch.device) -> dict:
     flags = {"bf16": cfg.bf16, "channels_last": cfg.channels_last, "compile": cfg.compile}
     if device.type != "cuda":
@@ -240,48 +150,6 @@ def _coupling_columns(st: RunState) -> tuple:
     return tuple(coupling.log_columns) if coupling is not None else ()
 
 
-def _start_fresh(st: RunState) -> None:
-    """resume: false — the run directory's old checkpoints, evaluations and done.json go (the user asked)."""
-    if not st.dist.main:
-        return
-    for p in list_checkpoints(st.paths.ckpt_dir):
-        p.unlink()
-    st.paths.done_json.unlink(missing_ok=True)
-    st.paths.eval_csv.unlink(missing_ok=True)
-
-
-def _resume(st: RunState) -> None:
-    """Load the newest valid checkpoint of this configuration into the state (nothing when there is none)."""
-    cfg, d = st.cfg, st.dist
-    if not cfg.resume:
-        _start_fresh(st)
-        return
-    path, ckpt = newest_valid(st.paths.ckpt_dir)
-    if ckpt is None:
-        return
-    _check_world_size(cfg, st.chash, ckpt.get("config_hash"), ckpt.get("world_size"), f"checkpoint {path}",
-                      "was written", d.world_size)
-    if ckpt.get("config_hash") != st.chash:
-        raise CheckpointError(
-            f"checkpoint {path} was written by another configuration (hash {ckpt.get('config_hash')}, this run "
-            f"{st.chash}); use another run directory, or start afresh here with resume: false (--set resume=false)")
-    load_weights(st.raw_model, ckpt["model"], path, "model")
-    st.ema.load_state_dict(ckpt["ema"])
-    st.optimizer.load_state_dict(ckpt["optimizer"])
-    st.batches.load_state_dict(ckpt["data"])
-    states = ckpt["rng"]
-    if len(states) == d.world_size:
-        set_rng_state(states[d.rank], st.streams, st.device)
-    else:
-        if d.main:  # said once, not by every rank
-            warnings.warn(f"checkpoint {path} holds RNG states of {len(states)} processes, this run has "
-                          f"{d.world_size}: continuing with fresh per-rank seeds (not bit-identical)", RuntimeWarning)
-        st.streams = Streams.from_seed(cfg.seed + 100_003 * d.rank + 1 + int(ckpt["step"]))
-    st.step, st.elapsed, st.last_ckpt = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0)), path
-    if ckpt.get("off_schedule"):
-        st.off_schedule.append(path)
-
-
 def _wrap_model(st: RunState) -> None:
     st.model = st.raw_model
     if st.dist.world_size > 1:
@@ -344,34 +212,6 @@ def _train_step(st: RunState, step: int, autocast) -> None:
     _record_step(st, step, n, res.loss, res.gc_fraction, time.perf_counter() - t0)
 
 
-def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, dt: float) -> None:
-    """Step ``step``'s metrics row, status line and state (its loss, GC fraction, grid size and seconds)."""
-    cfg = st.cfg
-    st.elapsed += dt
-    loss, gc_frac = distributed.all_mean([loss, gc_frac], st.dist, st.device)
-    if st.writer:
-        row = [step, repr(loss), n, repr(float(st.optimizer.param_groups[0]["lr"])), repr(gc_frac),
-               f"{st.elapsed:.4f}", f"{cfg.batch_size / max(dt, 1e-9):.1f}"]
-        if st.loss.coupling is not None:
-            row.extend(st.loss.coupling.log_values(batch=st.per_rank_batch))
-        try:
-            st.writer.writerow(row)
-            st.log.flush()
-        except OSError as e:   # a full disk or quota: name the file (the checkpoints written so far stay)
-            raise explain(e, st.paths.metrics_csv) from None
-    if st.runlog is not None:
-        st.runlog.step(step, loss, float(st.optimizer.param_groups[0]["lr"]), gc_frac, n, st.elapsed)
-    st.step = step
-    st.last_loss, st.last_n = loss, n
-
-
-def _side_tasks_due(st: RunState, step: int, final: bool) -> tuple[bool, bool]:
-    """(evaluation due, sample grid due) at ``step``."""
-    cfg = st.cfg
-    do_eval = bool(st.eval_fns or cfg.eval_metrics) and bool((cfg.eval_every and step % cfg.eval_every == 0) or final)
-    return do_eval, bool((cfg.sample_every and step % cfg.sample_every == 0) or final)
-
-
 def _side_tasks(st: RunState, step: int, final: bool) -> None:
     """The sample grid and the evaluation of ``step`` (rank 0), before its checkpoint."""
     cfg = st.cfg
@@ -429,22 +269,6 @@ def _checkpoint(st: RunState, step: int, scheduled: bool = True) -> None:
     st.last_ckpt = path
 
 
-def _stop_signal(st: RunState) -> int:
-    """The signal that asks this run to stop at the step just done (``gclib.signals``), or 0; under torchrun the
-    largest over the ranks, so that every rank stops at the same step."""
-    signum = signals.requested()
-    if st.dist.world_size > 1:
-        signum = int(distributed.all_max(signum, st.dist, st.device))
-    return signum
-
-
-def _stop(states: list, step: int, signum: int) -> None:
-    """After the checkpoints of ``step`` (saved by the caller): raise ``TrainingStopped`` naming them."""
-    signals.clear()
-    raise signals.TrainingStopped(signum, [st.paths.run_dir for st in states], step,
-                                  [ckpt_path(st.paths.ckpt_dir, step) for st in states])
-
-
 def _loop(st: RunState) -> None:
     cfg = st.cfg
     show = cfg.progress if isinstance(cfg.progress, bool) else sys.stderr.isatty()
@@ -477,57 +301,6 @@ def _loop(st: RunState) -> None:
             st.prefetch.close()
             st.prefetch = None
         _close_logs(st)
-
-
-def _checkpoint_due(st: RunState, step: int, final: bool) -> bool:
-    return bool(final or (st.cfg.checkpoint_every and step % st.cfg.checkpoint_every == 0))
-
-
-def _close_logs(st: RunState) -> None:
-    """Close the run's status log and metrics.csv (the loop's end, also when it stops on an error); a file that
-    cannot be flushed (a full disk) is named."""
-    errors = []
-    if st.runlog is not None:
-        runlog, st.runlog = st.runlog, None
-        try:
-            runlog.close()
-        except OSError as e:
-            errors.append(e)
-    if st.log:
-        log, st.log, st.writer = st.log, None, None
-        try:
-            log.close()
-        except OSError as e:
-            errors.append(explain(e, st.paths.metrics_csv))
-    if errors:
-        raise errors[0]
-
-
-def _finish(st: RunState) -> TrainResult:
-    cfg, d = st.cfg, st.dist
-    final_ckpt = ckpt_path(st.paths.ckpt_dir, cfg.total_steps)  # written by the loop's last step
-    checksums = distributed.gather(float(sum(p.detach().double().sum().item() for p in st.raw_model.parameters())), d)
-    if d.main:
-        write_done(st.paths.done_json, {"config_hash": st.chash, "step": cfg.total_steps, "checkpoint": str(final_ckpt),
-                                        "world_size": d.world_size, "param_checksums": checksums,
-                                        "device": st.device.type, "seconds": st.elapsed, **st.done_extra})
-    distributed.barrier(d)
-    return TrainResult(st.paths.run_dir, cfg.total_steps, final_ckpt, st.paths.metrics_csv, st.paths.eval_csv, cfg,
-                       extra={"world_size": d.world_size, "param_checksums": checksums})
-
-
-def _lock(paths: RunPaths, d: distributed.Dist) -> RunLock | None:
-    """Rank 0 takes the run lock; every rank learns whether it got it (all stop together if not)."""
-    lock, problem = None, None
-    if d.main:
-        try:
-            lock = RunLock(paths.run_dir).acquire()
-        except RunLockedError as e:
-            problem = str(e)
-    problem = distributed.broadcast(problem, d)
-    if problem:
-        raise RunLockedError(problem)
-    return lock
 
 
 # --------------------------------------------------------------------------------------------- entry point

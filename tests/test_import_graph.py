@@ -4,7 +4,8 @@ gclib's modules are parsed with ``ast`` (nothing is imported); every ``import`` 
 module level or inside a function. A module may import modules of its own layer or of a lower one, and the
 graph of imports has no cycle. The layers, lowest first, are declared once, in ``LAYERS``: a new module must be
 placed in one (the test says which module is missing). ``gclib/__init__.py`` (the package's face, importing
-the core names for users) is left out: importing ``gclib.x`` loads it whatever the layers say.
+the core names for users) is left out: importing ``gclib.x`` loads it whatever the layers say. No module is over
+``MAX_LINES`` lines (a longer one is split along its seams, its names re-exported where they were).
 """
 import ast
 from pathlib import Path
@@ -19,11 +20,13 @@ LAYERS = {
     "core": ["schedules", "precond", "ema", "sampling", "couplings", "losses", "exact", "coupling_paths", "optim",
              "imagesets", "data", "images", "checkpoint", "rundir", "runlog", "objectives", "step", "prefetch"],
     "metrics": ["metrics", "metrics.*", "evaluation"],
-    "training": ["config_checks", "config_schema", "config", "models", "distributed", "train", "stack", "executors"],
+    "training": ["config_checks", "config_schema", "config", "models", "distributed", "train_state", "train_resume",
+                 "train", "stack", "executors"],
     "experiments": ["experiments", "experiments.*", "claims"],
-    "cli": ["reproduce", "compare", "cli", "__main__"],
+    "cli": ["reproduce", "compare", "cli_errors", "cli_train", "cli_sample", "cli", "__main__"],
 }
 FACE = "gclib"
+MAX_LINES = 500   # issue 32, item 6: rooms that say what they hold
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -130,6 +133,12 @@ def unplaced(graph: dict, layers=LAYERS, face: str = FACE) -> list:
     return sorted(m for m in graph if m != face and layer_of(m, layers, face) is None)
 
 
+def long_modules(root: Path = PACKAGE, limit: int = MAX_LINES) -> list:
+    """(module, number of lines) of every .py file under ``root`` longer than ``limit`` lines, longest first."""
+    sizes = [(module_name(p, root), len(p.read_text(encoding="utf-8").splitlines())) for p in sorted(root.rglob("*.py"))]
+    return sorted(((m, n) for m, n in sizes if n > limit), key=lambda mn: (-mn[1], mn[0]))
+
+
 # ------------------------------------------------------------------------------------------------------ the tests
 def test_the_graph_is_read():
     g = import_graph()
@@ -152,6 +161,30 @@ def test_no_import_from_a_higher_layer():
     bad = upward_imports(import_graph())
     assert not bad, "imports back up the layers: " + "; ".join(f"{a} ({la}) imports {b} ({lb})"
                                                                for a, b, la, lb in bad)
+
+
+def test_no_module_is_over_the_line_limit():
+    long = long_modules()
+    assert not long, (f"modules over {MAX_LINES} lines (split each along its seams): "
+                      + ", ".join(f"{m} ({n} lines)" for m, n in long))
+
+
+def test_the_line_limit_names_a_module_made_too_long(tmp_path):
+    """A copy of gclib's modules with one of them made too long fails, naming it; the copy as it is passes."""
+    root = tmp_path / "gclib"
+    for p in PACKAGE.rglob("*.py"):
+        (root / p.relative_to(PACKAGE)).parent.mkdir(parents=True, exist_ok=True)
+        (root / p.relative_to(PACKAGE)).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
+    assert long_modules(root) == []
+    train = root / "train.py"
+    n = len(train.read_text(encoding="utf-8").splitlines())
+    train.write_text(train.read_text(encoding="utf-8") + "\n" * (MAX_LINES - n), encoding="utf-8")
+    assert long_modules(root) == []                       # exactly at the limit: allowed
+    train.write_text(train.read_text(encoding="utf-8") + "# one line too many\n", encoding="utf-8")
+    assert long_modules(root) == [("gclib.train", MAX_LINES + 1)]
+    (root / "experiments" / "fid_curves.py").write_text("x = 1\n" * 900, encoding="utf-8")
+    assert long_modules(root) == [("gclib.experiments.fid_curves", 900), ("gclib.train", MAX_LINES + 1)]
+    assert [m for m, _ in long_modules(root, limit=400)][:2] == ["gclib.experiments.fid_curves", "gclib.train"]
 
 
 def test_the_checks_catch_a_cycle_and_an_upward_import():
