@@ -67,6 +67,7 @@ from .runlog import RunLog
 from .rng import Streams
 from .rundir import (RunLock, RunLockedError, RunPaths, check_run_dir, done_checkpoint, read_eval, read_json_guarded,
                      start_metrics, truncate_metrics, write_config, write_done, write_eval)  # RunPaths: the run directory's layout
+from .evaluation import Evaluation, make_evaluation
 from .objectives import Loss, make_loss, prefetches_ot
 from .step import NonFiniteLossError, train_step
 
@@ -112,6 +113,7 @@ class RunState:
     optimizer: torch.optim.Optimizer | None = None
     predictor: object = "ema"
     loss: Loss | None = None                       # gclib.objectives: the objective and its schedule
+    evaluation: Evaluation | None = None           # gclib.evaluation: the metrics logged during training
     batches: BatchIterator | None = None
     streams: Streams | None = None
     step: int = 0
@@ -225,6 +227,7 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     st.predictor = _resolve_predictor(cfg, st.raw_model, st.device)
     # the coupling built from its section (name and settings), the registered loss around it
     st.loss = make_loss(cfg, make_coupling(**part(cfg, "coupling")), predictor=st.predictor)
+    st.evaluation = make_evaluation(**part(cfg, "eval"), seed=cfg.seed, sigma_max=cfg.sigma_max)   # from its section
     st.batches = BatchIterator(data, st.per_rank_batch, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
     rank_seed = cfg.seed + 100_003 * d.rank
     torch.manual_seed(rank_seed)
@@ -368,7 +371,7 @@ def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, d
 def _side_tasks_due(st: RunState, step: int, final: bool) -> tuple[bool, bool]:
     """(evaluation due, sample grid due) at ``step``."""
     cfg = st.cfg
-    do_eval = bool(st.eval_fns or cfg.eval_metrics) and bool((cfg.eval_every and step % cfg.eval_every == 0) or final)
+    do_eval = st.evaluation.due(step, final, extra=bool(st.eval_fns))
     return do_eval, bool((cfg.sample_every and step % cfg.sample_every == 0) or final)
 
 
@@ -390,10 +393,7 @@ def _side_tasks(st: RunState, step: int, final: bool) -> None:
                 st.runlog.samples(step, x, png)   # TensorBoard's sample picture (tensorboard: true)
         if do_eval:
             row = {"step": step}
-            if cfg.eval_metrics:
-                from .evaluation import evaluate_model
-                row.update(evaluate_model(st.ema.model, st.data, cfg.eval_metrics, n=cfg.eval_n, seed=cfg.seed,
-                                          sigma_max=cfg.sigma_max))
+            row.update(st.evaluation(st.ema.model, st.data))
             for fn in st.eval_fns:
                 out = fn(step, st.ema.model)
                 if not isinstance(out, dict):
