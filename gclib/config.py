@@ -17,7 +17,10 @@ which re-exports the names of the other two, so ``from gclib.config import ...``
 Parts (EDM-style). ``name`` in a section names its part (``PART_NAME``: ``coupling: {name: gc, mu: 0.5}`` is ``flow:
 gc, mu: 0.5``, the same config and hash), and ``part(cfg, section)`` gives the part's builder its section's settings:
 ``make_coupling(**part(cfg, "coupling"))``, ``make_optimizer(params=..., **part(cfg, "optim"))``,
-``build_network(shape, **part(cfg, "network"))``, ``load_dataset(**part(cfg, "data"), seed=cfg.seed)``.
+``build_network(shape, **part(cfg, "network"))``, ``load_dataset(**part(cfg, "data"), seed=cfg.seed)``,
+``build_loss(**part(cfg, "loss"), coupling=..., predictor=..., total_steps=cfg.total_steps)`` (``loss: {name: ect}``
+is the consistency objective with schedule ect; a key of the loss section that is no field is the loss's own
+setting, ``loss_options``) and ``make_evaluation(**part(cfg, "eval"), seed=cfg.seed, sigma_max=cfg.sigma_max)``.
 
 Composition (params/train/). A preset (``digits.yaml``, ``cifar10.yaml``, ...) is the complete configuration of
 one data set with its own flow (IC). ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
