@@ -211,3 +211,17 @@ def test_the_evaluation_part_is_what_train_built_before():
     assert make_evaluation(seed=1)(model, data) == {}
     with pytest.raises(ValueError, match="metric='nope'"):
         make_evaluation(metrics=["nope"])
+
+
+def test_the_ect_preset_written_with_loss_name_ect_is_the_same_run(tmp_path):
+    from gclib.config import PRESETS_DIR
+    text = (PRESETS_DIR / "cifar10_ect.yaml").read_text()
+    assert "\n  schedule: ect\n" in text
+    (tmp_path / "flows").symlink_to(PRESETS_DIR / "flows")
+    (tmp_path / "named.yaml").write_text(text.replace("\n  schedule: ect\n", "\n  name: ect\n"))
+    for flow in ("ic", "gc"):
+        preset = load_config("cifar10_ect", flow=flow)
+        assert load_config(tmp_path / "named.yaml", flow=flow) == preset
+        assert load_config("cifar10_ect", ["loss.name=ect"], flow=flow) == preset
+        assert config_hash(load_config(tmp_path / "named.yaml", flow=flow)) == config_hash(preset)
+        assert part(preset, "loss")["name"] == "ect" and type(make_loss(preset)) is ECTLoss
