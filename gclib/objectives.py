@@ -41,7 +41,8 @@ from .schedules import (denoising_sigmas, denoising_weights, ect_pairs, karras_s
                         sample_intervals)
 
 __all__ = ["Loss", "ConsistencyLoss", "ECTLoss", "DenoisingLoss", "StepResult", "LOSSES", "register_loss",
-           "loss_name", "make_loss", "build_loss", "loss_settings", "FROM_PARTS", "prefetches_ot", "resolve_predictor", "data_at_level_zero", "draw_noise"]
+           "loss_name", "make_loss", "build_loss", "loss_settings", "FROM_PARTS", "prefetches_ot", "resolve_predictor",
+           "data_at_level_zero", "draw_noise"]
 
 
 @dataclass
@@ -137,11 +138,14 @@ class Loss:
 
     @classmethod
     def own_settings(cls) -> tuple | None:
-        """The names of its own settings (given in the loss section, the config's ``loss_options``): ``OWN_SETTINGS``
-        if the class sets it, else the keywords of its ``__init__`` that are neither ``config_settings`` nor parts of
-        other sections (``FROM_PARTS``); None: any name (an ``__init__`` taking any keyword)."""
-        if cls.OWN_SETTINGS is not None:
-            return tuple(cls.OWN_SETTINGS)
+        """The names of its own settings (given in the loss section, the config's ``loss_options``), from the
+        nearest class of its MRO that sets ``OWN_SETTINGS`` or defines ``__init__``: that ``OWN_SETTINGS`` if set
+        (not None), else the keywords of its ``__init__`` that are neither ``config_settings`` nor parts of other
+        sections (``FROM_PARTS``); None: any name (an ``__init__`` taking any keyword). So a subclass that adds a
+        keyword to its ``__init__`` has it as its own setting without restating ``OWN_SETTINGS``."""
+        owner = next(c for c in cls.__mro__ if "OWN_SETTINGS" in vars(c) or "__init__" in vars(c))
+        if vars(owner).get("OWN_SETTINGS") is not None:
+            return tuple(owner.OWN_SETTINGS)
         params = inspect.signature(cls.__init__).parameters
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return None

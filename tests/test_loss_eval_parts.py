@@ -99,6 +99,19 @@ def test_built_in_losses_are_built_from_their_declared_settings_as_before():
     assert ConsistencyLoss.own_settings() == () and ConsistencyLoss.takes() == ("coupling", "predictor", "total_steps")
     assert DenoisingLoss.takes() == ()
 
+    class Scaled(ConsistencyLoss):   # a subclass adding a keyword has it as its own setting
+        def __init__(self, coupling="ic", *, scale: float = 1.0, **settings):
+            super().__init__(coupling, **settings)
+            self.scale = scale
+
+    class Restated(Scaled):
+        OWN_SETTINGS = ("scale",)
+
+    class Same(ConsistencyLoss):
+        pass
+    assert Scaled.own_settings() is None and Restated.own_settings() == ("scale",) and Same.own_settings() == ()
+    assert Restated.build(scale=2.0, **Restated.settings_of(g)).scale == 2.0
+
 
 class GammaLoss(Loss):
     """A plugin loss: the iCT loss times its own setting ``gamma``; reads sigma_max from the loss section."""
