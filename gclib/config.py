@@ -17,7 +17,10 @@ which re-exports the names of the other two, so ``from gclib.config import ...``
 Parts (EDM-style). ``name`` in a section names its part (``PART_NAME``: ``coupling: {name: gc, mu: 0.5}`` is ``flow:
 gc, mu: 0.5``, the same config and hash), and ``part(cfg, section)`` gives the part's builder its section's settings:
 ``make_coupling(**part(cfg, "coupling"))``, ``make_optimizer(params=..., **part(cfg, "optim"))``,
-``build_network(shape, **part(cfg, "network"))``, ``load_dataset(**part(cfg, "data"), seed=cfg.seed)``.
+``build_network(shape, **part(cfg, "network"))``, ``load_dataset(**part(cfg, "data"), seed=cfg.seed)``,
+``build_loss(**part(cfg, "loss"), coupling=..., predictor=..., total_steps=cfg.total_steps)`` (``loss: {name: ect}``
+is the consistency objective with schedule ect; a key of the loss section that is no field is the loss's own
+setting, ``loss_options``) and ``make_evaluation(**part(cfg, "eval"), seed=cfg.seed, sigma_max=cfg.sigma_max)``.
 
 Composition (params/train/). A preset (``digits.yaml``, ``cifar10.yaml``, ...) is the complete configuration of
 one data set with its own flow (IC). ``flow="gc"`` (``gclib train PRESET --flow gc``) applies, in this order: the
@@ -58,10 +61,12 @@ from .config_checks import (ARCHITECTURE, DEVICES, MAX_EVAL_ELEMENTS, MAX_EVAL_N
 from .config_schema import (ECT_ONLY, FIELD_NAMES, HASH_NEUTRAL, LIST_ITEMS, NOT_HASHED, OWN_SETTINGS, PART_NAME,
                             PER_FLOW_KEY, SECTION_DOCS,
                             SECTION_OF, SECTIONS, Config, _copy, _from_text, _HINTS, _in_hash, _in_section,
-                            _unknown, _unknown_section, fields_of, flatten, from_dict)
+                            _unknown, _unknown_section, fields_of, flatten, from_dict, schedule_loss)
 from .couplings import REGISTRY as COUPLING_REGISTRY, coupling_settings
 from .data import DATASETS, IMAGE_SHAPES, SETTINGS as DATA_SETTINGS, TOYS  # DATASETS, IMAGE_SHAPES, TOYS: older imports
+from .evaluation import SETTINGS as EVAL_SETTINGS
 from .nets import MODELS, SETTINGS as NETWORK_SETTINGS
+from .objectives import loss_settings
 from .optim import OPTIMIZERS, SETTINGS as OPTIMIZER_SETTINGS
 from .yamlconf import DuplicateKeyError, loads as _yaml, read_yaml as _read_yaml
 
@@ -100,8 +105,8 @@ def parse_overrides(items) -> dict:
     for item in items or ():
         if not isinstance(item, str) or "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        key = _override_key(key)
+        given, value = item.split("=", 1)
+        key = _override_key(given)
         if key in PATH_KEYS:
             out[key] = path_value(key, value)
             continue
@@ -111,6 +116,8 @@ def parse_overrides(items) -> dict:
             raise ConfigError(f"--set {key}={value}: the value is not valid YAML ({_yaml_problem(e)}); quote it, or "
                               f"write a list as [a, b]") from None
         out[key] = _from_text(key, v)
+        if given.strip() == "loss.name" and out[key] in SCHEDULES:   # --set loss.name=ect: the ect loss
+            out.update(schedule_loss(out.pop(key)))
     return out
 
 
@@ -280,21 +287,25 @@ def as_config(config) -> Config:
 
 # ------------------------------------------------------------------------------------------------ parts
 def _settings(section: str, names) -> Callable[[Config], dict]:
-    """The builder settings of ``section``: ``name`` and the fields ``names`` (a dict: field -> builder keyword)."""
+    """The builder settings of ``section``: ``name`` (a section with a ``PART_NAME``) and the fields ``names`` (a
+    dict: field -> builder keyword)."""
     names = names if isinstance(names, dict) else {k: k for k in names}
 
     def of(cfg: Config) -> dict:
-        return {"name": getattr(cfg, PART_NAME[section]), **{kw: _copy(getattr(cfg, k)) for k, kw in names.items()}}
+        named = {"name": getattr(cfg, PART_NAME[section])} if section in PART_NAME else {}
+        return {**named, **{kw: _copy(getattr(cfg, k)) for k, kw in names.items()}}
     return of
 
 
 # The sections whose part is built from its own settings, EDM-style: section -> its builder's settings, each declared
 # beside its builder. coupling: ``make_coupling(**part)``; optim: ``make_optimizer(params=..., **part)``; network:
 # ``models.build_network(shape, **part)`` (the data's shape; ``build_model`` wraps it with the loss section's sigmas);
-# data: ``load_dataset(**part, seed=cfg.seed)``. The loss reads several sections (the schedule's total_steps, the
-# resolved predictor, the coupling) and is built from the Config around its coupling (``make_loss``).
+# data: ``load_dataset(**part, seed=cfg.seed)``; loss: ``build_loss(**part, coupling=..., predictor=...,
+# total_steps=cfg.total_steps)`` (the registered loss's ``config_settings`` and own settings; the parts it takes from
+# other sections given explicitly); eval: ``make_evaluation(**part, seed=cfg.seed, sigma_max=cfg.sigma_max)``.
 PARTS = {"data": _settings("data", DATA_SETTINGS), "network": _settings("network", NETWORK_SETTINGS),
-         "coupling": coupling_settings, "optim": _settings("optim", OPTIMIZER_SETTINGS)}
+         "coupling": coupling_settings, "loss": loss_settings, "optim": _settings("optim", OPTIMIZER_SETTINGS),
+         "eval": _settings("eval", EVAL_SETTINGS)}
 
 
 def part(config, section: str) -> dict:
@@ -302,7 +313,9 @@ def part(config, section: str) -> dict:
     its builder's settings from that section (``PARTS``). ``part(cfg, "coupling")`` is ``{name: flow, mu, ot_solver,
     predict_all, **coupling_options}`` (``make_coupling(**part(cfg, "coupling"))``), ``part(cfg, "optim")``
     ``{name: optimizer, lr, betas, weight_decay, eps}``, ``part(cfg, "data")`` ``{name: dataset, root, download,
-    n}``, ``part(cfg, "network")`` ``{name: model, hidden, ..., dropout}``. Another section is one ConfigError."""
+    n}``, ``part(cfg, "network")`` ``{name: model, hidden, ..., dropout}``, ``part(cfg, "loss")`` ``{name: ict,
+    distance, p_mean, ..., **loss_options}`` (the registered loss's keywords: ``objectives.loss_settings``),
+    ``part(cfg, "eval")`` ``{metrics, n, every}`` (``evaluation.SETTINGS``). Another section is one ConfigError."""
     cfg = as_config(config)
     if section not in PARTS:
         raise ConfigError(f"section {section!r} has no part built from its settings alone; those that do: "

@@ -23,7 +23,7 @@ from .data import IMAGE_SHAPES, REGISTRY as DATA_REGISTRY
 from .evaluation import METRICS, REGISTRY as METRIC_REGISTRY
 from .losses import DISTANCES
 from .nets import MODELS
-from .objectives import LOSSES
+from .objectives import LOSSES, loss_name, make_loss
 from .optim import OPTIMIZERS
 from .precond import TRAIN_BOUNDARIES
 from .schedules import ECT_R_CLIPS
@@ -70,8 +70,9 @@ def _validate(cfg) -> None:
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("device", cfg.device, DEVICES)
     check_choice("ot_solver", cfg.ot_solver, OT_SOLVERS)
-    check_choice("objective", cfg.objective, objectives())
+    _check_objective(cfg.objective)
     check_choice("schedule", cfg.schedule, SCHEDULES)
+    _check_loss_options(cfg)
     check_choice("train_boundary", cfg.train_boundary, TRAIN_BOUNDARIES)
     if cfg.objective == "denoising" and cfg.flow != "ic":
         raise ConfigError(f"objective='denoising' trains a denoiser on independent pairs: flow must be 'ic', "
@@ -131,6 +132,7 @@ def _validate(cfg) -> None:
     if cfg.model != "mlp" and cfg.dataset not in IMAGE_SHAPES:
         raise ConfigError(f"model={cfg.model!r} needs an image dataset; dataset={cfg.dataset!r} is 2-D: use model='mlp'")
     _check_coupling(cfg)
+    _check_loss(cfg)
     _check_limits(cfg)
 
 
@@ -148,6 +150,61 @@ def _check_coupling_options(cfg) -> None:
                               + (f"did you mean {close[0]!r}? " if close else "") +
                               f"its own settings: {', '.join(own) or 'none'}" +
                               (f" (config fields it reads: {', '.join(fields)})" if fields else ""))
+
+
+def _check_objective(objective) -> None:
+    """``objective`` (``loss: {name: ...}``) is a registered loss: one line naming the closest and the names a loss
+    section takes (``loss: {name: ict}`` / ``{name: ect}`` are the consistency objective with that schedule)."""
+    valid = objectives()
+    if isinstance(objective, str) and objective in valid:
+        return
+    names = valid + SCHEDULES
+    close = difflib.get_close_matches(str(objective), names, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    if objective in SCHEDULES:
+        hint = f"{objective!r} is a schedule of the consistency objective: write loss: {{name: {objective}}} or " \
+               f"schedule: {objective}; "
+    raise ConfigError(f"objective={objective!r} (loss: {{name: ...}}) is not a registered loss; {hint}allowed "
+                      f"values: {', '.join(map(repr, valid))}, and in the loss section also "
+                      f"{', '.join(map(repr, SCHEDULES))} (the consistency objective's schedules)")
+
+
+def _check_loss_options(cfg) -> None:
+    """``loss_options`` names only the loss's own settings (``Loss.own_settings``); a loss built by its own
+    ``from_config`` reads none."""
+    if not cfg.loss_options:
+        return
+    name = loss_name(cfg)
+    cls = LOSSES[name]
+    if cls.builds_itself():
+        raise ConfigError(f"loss_options={cfg.loss_options!r}: loss {name!r} is built by its own from_config, which "
+                          f"reads no settings of the loss section; declare them (Loss.config_settings, its __init__'s "
+                          f"keywords) instead of overriding from_config")
+    own = cls.own_settings()
+    if own is None:
+        return
+    for key in cfg.loss_options:
+        if key not in own:
+            fields = tuple(dict.fromkeys(f for v in cls.config_settings.values()
+                                         for f in ((v,) if isinstance(v, str) else v)))
+            section = tuple(k for k in getattr(type(cfg), "SECTIONS", {}).get("loss", ()) if k not in fields)
+            close = difflib.get_close_matches(str(key), own + fields + section, n=1, cutoff=0.5)
+            raise ConfigError(f"loss_options={cfg.loss_options!r}: loss {name!r} has no setting {key!r}; "
+                              + (f"did you mean {close[0]!r}? " if close else "") +
+                              f"its own settings: {', '.join(own) or 'none'}" +
+                              (f" (config fields it reads: {', '.join(fields)})" if fields else ""))
+
+
+def _check_loss(cfg) -> None:
+    """A loss with its own settings builds from the configuration (its own checks of their values, as one
+    ConfigError); the built-in losses' settings are config fields, checked above."""
+    if not cfg.loss_options:
+        return
+    try:
+        make_loss(cfg)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"loss {loss_name(cfg)!r} does not build from this configuration "
+                          f"(loss_options={cfg.loss_options!r}): {' '.join(str(e).split())}") from None
 
 
 def _check_coupling(cfg) -> None:

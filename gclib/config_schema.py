@@ -21,7 +21,7 @@ from typing import Optional, Union
 import yaml
 
 from .checks import ConfigError
-from .config_checks import SEED_RANGE, validate
+from .config_checks import SCHEDULES, SEED_RANGE, validate
 from .yamlconf import loads as _yaml
 
 # The sections, in the order they are listed; each field names its own (see _field).
@@ -108,6 +108,9 @@ class Config:
     objective: str = _field("loss", "consistency", neutral="consistency")
     # ict (discrete curriculum N(k)) | ect (continuous t, shrinking t - r)
     schedule: str = _field("loss", "ict", neutral="ict")
+    # the loss's own settings (gclib.objectives.Loss.own_settings), e.g. {width: 3} for a registered loss whose
+    # __init__ takes width; the built-in losses have none
+    loss_options: dict = _field("loss", factory=dict, neutral={})
     # ECT's settings: their defaults are ECT's own choices, their neutral values gclib's earlier ones (docs/method.md,
     # Table 2); the last three act only with schedule 'ect' and are hashed only then
     ect_q: float = _field("loss", 2.0, neutral=2.0)        # ect: t - r = t n(t) / q^a at stage a (ECT's CIFAR-10)
@@ -332,10 +335,11 @@ PER_FLOW_KEY = "flows"   # a preset's per-flow settings: flows: {gc: {dropout: 0
 # field given here (``coupling: {name: gc, mu: 0.5}`` is ``flow: gc, mu: 0.5``: one config, one hash). The one place
 # that maps it; the run section's ``name`` stays the run's name.
 PART_NAME = {"data": "dataset", "network": "model", "coupling": "flow", "loss": "objective", "optim": "optimizer"}
-# A key of the coupling section that is no config field is the coupling's own setting: it goes to this field
-# (``coupling: {name: wide, width: 3}`` is ``flow: wide, coupling_options: {width: 3}``), checked against the
-# coupling's ``own_settings`` when the Config is built.
-OWN_SETTINGS = ("coupling", "coupling_options")
+# A key of the coupling or the loss section that is no config field is that part's own setting: it goes to the
+# section's field given here (``coupling: {name: wide, width: 3}`` is ``flow: wide, coupling_options: {width: 3}``,
+# ``loss: {name: mine, gamma: 2}`` is ``objective: mine, loss_options: {gamma: 2}``), checked against the part's
+# ``own_settings`` (``gclib.couplings.Coupling``, ``gclib.objectives.Loss``) when the Config is built.
+OWN_SETTINGS = {"coupling": "coupling_options", "loss": "loss_options"}
 
 
 def _unknown_section(name) -> ConfigError:
@@ -388,10 +392,15 @@ def flatten(d: dict | None) -> dict:
                 raise ConfigError(f"section {key!r} must hold a mapping of key: value (keys of {key}: "
                                   f"{', '.join(SECTIONS[key])}), not {value!r}")
             for k, v in value.items():
-                if key == OWN_SETTINGS[0] and k != "name" and k not in _HINTS:   # the coupling's own setting
-                    put((OWN_SETTINGS[1], k), v, f"in section {key!r}")
+                if key in OWN_SETTINGS and k != "name" and k not in _HINTS:   # the part's own setting
+                    put((OWN_SETTINGS[key], k), v, f"in section {key!r}")
                     continue
-                put(_in_section(k, key), v, f"in section {key!r}" + (" (as name)" if k == "name" else ""))
+                place = f"in section {key!r}" + (" (as name)" if k == "name" else "")
+                if key == "loss" and k == "name" and v in SCHEDULES:   # loss: {name: ect}: the ect loss
+                    for field_name, field_value in schedule_loss(v).items():
+                        put(field_name, field_value, place)
+                    continue
+                put(_in_section(k, key), v, place)
         elif key in _HINTS:
             if isinstance(value, dict) and _HINTS[key] is not dict:
                 raise ConfigError(f"{key!r} is a key of section {SECTION_OF[key]!r}, not a section: give "
@@ -407,23 +416,30 @@ def flatten(d: dict | None) -> dict:
     return _gather_own(out, where)
 
 
+def schedule_loss(name: str) -> dict:
+    """The fields that ``loss: {name: ict}`` or ``{name: ect}`` sets: the consistency objective with that schedule
+    (the registered losses "ict" and "ect" are the consistency objective's two schedules; ``objective: consistency,
+    schedule: ect`` is the flat form, the same config and hash)."""
+    return {"objective": "consistency", "schedule": name}
+
+
 def _gather_own(out: dict, where: dict) -> dict:
-    """The coupling's own settings given one by one in its section (keys (coupling_options, name) of ``flatten``)
-    gathered into coupling_options; one also given at the top level is a key given twice."""
-    field_name = OWN_SETTINGS[1]
-    own = {k[1]: v for k, v in out.items() if isinstance(k, tuple)}
-    if not own:
-        return out
+    """A part's own settings given one by one in its section (keys (coupling_options, name) and (loss_options,
+    name) of ``flatten``) gathered into that field; one also given at the top level is a key given twice."""
     flat = {k: v for k, v in out.items() if not isinstance(k, tuple)}
-    given = flat.get(field_name, {})
-    if isinstance(given, dict):
-        for name in own:
-            if name in given:
-                raise ConfigError(f"the coupling's setting {name!r} is given twice, {where[field_name]} (in "
-                                  f"{field_name}) and {where[(field_name, name)]}; keep one")
-        flat[field_name] = {**given, **own}
-    elif field_name in flat:   # not a mapping: the Config names the wrong type
-        raise ConfigError(f"{field_name}={given!r} has the wrong type; expected a mapping of name: value")
+    for section, field_name in OWN_SETTINGS.items():
+        own = {k[1]: v for k, v in out.items() if isinstance(k, tuple) and k[0] == field_name}
+        if not own:
+            continue
+        given = flat.get(field_name, {})
+        if isinstance(given, dict):
+            for name in own:
+                if name in given:
+                    raise ConfigError(f"the {section}'s setting {name!r} is given twice, {where[field_name]} (in "
+                                      f"{field_name}) and {where[(field_name, name)]}; keep one")
+            flat[field_name] = {**given, **own}
+        elif field_name in flat:   # not a mapping: the Config names the wrong type
+            raise ConfigError(f"{field_name}={given!r} has the wrong type; expected a mapping of name: value")
     return flat
 
 

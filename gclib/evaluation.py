@@ -334,3 +334,41 @@ def evaluate_model(ema_model, data: torch.Tensor, names, n: int = 1000, seed: in
     s = generate(ema_model, n, tuple(data.shape[1:]), sigma_max or ema_model.sigma_max, steps, seed=seed,
                  device=str(device))
     return evaluate_samples(s, data, names, n_ref=max(n, 10_000), seed=seed)
+
+
+# The evaluation logged during training, built from its config section (``gclib.config.part(cfg, "eval")``):
+# config field -> ``make_evaluation`` keyword.
+SETTINGS = {"eval_metrics": "metrics", "eval_n": "n", "eval_every": "every"}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The in-training evaluation: the metrics ``metrics`` of ``n`` one-step samples (``evaluate_model``, seeded
+    by ``seed``, from noise at ``sigma_max``; None: the model's) every ``every`` steps and at the last step
+    (``every`` 0: only at the last step)."""
+    metrics: tuple = ()
+    n: int = 1000
+    every: int = 0
+    seed: int = 0
+    sigma_max: float | None = None
+
+    def due(self, step: int, final: bool = False, extra: bool = False) -> bool:
+        """Whether step ``step`` evaluates: something to evaluate (its metrics, or ``extra`` evaluation functions)
+        and a step of its schedule."""
+        return bool(self.metrics or extra) and bool((self.every and step % self.every == 0) or final)
+
+    def __call__(self, ema_model, data: torch.Tensor) -> dict:
+        """{metric: value} of the model against ``data`` ({} without metrics)."""
+        if not self.metrics:
+            return {}
+        return evaluate_model(ema_model, data, list(self.metrics), n=self.n, seed=self.seed, sigma_max=self.sigma_max)
+
+
+def make_evaluation(metrics=(), n: int = 1000, every: int = 0, *, seed: int = 0,
+                    sigma_max: float | None = None) -> Evaluation:
+    """The in-training evaluation from its section's settings (``metrics``, ``n``, ``every``: ``SETTINGS``) and what
+    it takes from other sections, given explicitly: the run's ``seed`` and the loss section's ``sigma_max``, e.g.
+    ``make_evaluation(**part(cfg, "eval"), seed=cfg.seed, sigma_max=cfg.sigma_max)``. Metric names are checked."""
+    for name in metrics:
+        check_choice("metric", name, METRICS)
+    return Evaluation(tuple(metrics), int(n), int(every), int(seed), sigma_max)

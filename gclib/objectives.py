@@ -24,8 +24,9 @@ depends on k only (no history), so a resumed run sets the same schedule as an un
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -40,7 +41,8 @@ from .schedules import (denoising_sigmas, denoising_weights, ect_pairs, karras_s
                         sample_intervals)
 
 __all__ = ["Loss", "ConsistencyLoss", "ECTLoss", "DenoisingLoss", "StepResult", "LOSSES", "register_loss",
-           "loss_name", "make_loss", "prefetches_ot", "resolve_predictor", "data_at_level_zero", "draw_noise"]
+           "loss_name", "make_loss", "build_loss", "loss_settings", "FROM_PARTS", "prefetches_ot", "resolve_predictor",
+           "data_at_level_zero", "draw_noise"]
 
 
 @dataclass
@@ -101,10 +103,19 @@ class Loss:
 
     Subclasses implement ``__call__``; those with a schedule override ``update_schedule(step)`` (called by the
     training loop before each step, with the 0-based step k) and ``num_points`` (the grid size it logs). ``coupling``
-    is the pairing the loss trains on (None for objectives without one). ``from_config(cfg, coupling, predictor)``
-    builds one from a configuration's fields (``make_loss``).
+    is the pairing the loss trains on (None for objectives without one).
+
+    Its settings, EDM-style (``build``, ``make_loss``): ``config_settings`` maps a constructor keyword to the config
+    field of the loss section it is filled from (a tuple of fields: the first that is not null); its own settings
+    (``own_settings``: not config fields) come from the loss section too, as ``loss: {name: mine, width: 3}`` (the
+    config's ``loss_options``). What it takes from other parts is passed explicitly, when its ``__init__`` names it
+    (``FROM_PARTS``): the coupling object, the resolved predictor and the optimiser section's ``total_steps``.
+    ``from_config(cfg, coupling, predictor)`` builds one from a whole configuration; its default is built from the
+    declared settings, and a subclass that overrides it (a plugin written before the sections) is still called.
     """
     coupling: Coupling | None = None
+    config_settings: ClassVar[dict] = {}      # constructor keyword -> config field (or fields: the first not null)
+    OWN_SETTINGS: ClassVar[tuple | None] = None   # None: its __init__'s other keywords (see own_settings)
 
     def update_schedule(self, step: int) -> None:
         """Set the schedule for 0-based training step ``step`` (a function of the step alone)."""
@@ -118,8 +129,61 @@ class Loss:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(model, x, *, generator, ema, ...)")
 
     @classmethod
+    def takes(cls) -> tuple:
+        """The parts of other sections it is built around (``FROM_PARTS`` that its ``__init__`` names)."""
+        params = inspect.signature(cls.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return FROM_PARTS
+        return tuple(k for k in FROM_PARTS if k in params)
+
+    @classmethod
+    def own_settings(cls) -> tuple | None:
+        """The names of its own settings (given in the loss section, the config's ``loss_options``), from the
+        nearest class of its MRO that sets ``OWN_SETTINGS`` or defines ``__init__``: that ``OWN_SETTINGS`` if set
+        (not None), else the keywords of its ``__init__`` that are neither ``config_settings`` nor parts of other
+        sections (``FROM_PARTS``); None: any name (an ``__init__`` taking any keyword). So a subclass that adds a
+        keyword to its ``__init__`` has it as its own setting without restating ``OWN_SETTINGS``."""
+        owner = next(c for c in cls.__mro__ if "OWN_SETTINGS" in vars(c) or "__init__" in vars(c))
+        if vars(owner).get("OWN_SETTINGS") is not None:
+            return tuple(owner.OWN_SETTINGS)
+        params = inspect.signature(cls.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        return tuple(k for k, p in params.items() if k != "self" and p.kind is not p.VAR_POSITIONAL
+                     and k not in cls.config_settings and k not in FROM_PARTS)
+
+    @classmethod
+    def settings_of(cls, cfg) -> dict:
+        """{keyword: value} of its ``config_settings`` read from the configuration ``cfg``."""
+        out = {}
+        for keyword, names in cls.config_settings.items():
+            names = (names,) if isinstance(names, str) else tuple(names)
+            values = [getattr(cfg, n) for n in names]
+            out[keyword] = next((v for v in values if v is not None), values[-1])
+        return out
+
+    @classmethod
+    def build(cls, *, coupling: Coupling | None = None, predictor=None, total_steps: int | None = None,
+              **settings) -> "Loss":
+        """An instance from its section's settings (keywords of its ``__init__``) and the parts of other sections it
+        takes (``takes``; those given as None are left at the constructor's defaults)."""
+        parts = {"coupling": coupling, "predictor": predictor, "total_steps": total_steps}
+        return cls(**{k: parts[k] for k in cls.takes() if parts[k] is not None}, **settings)
+
+    @classmethod
     def from_config(cls, cfg, coupling: Coupling | None = None, predictor=None) -> "Loss":
-        raise NotImplementedError(f"{cls.__name__} has no from_config")
+        """The loss of configuration ``cfg`` (a ``gclib.config.Config`` or anything with its fields), built from its
+        declared settings (``loss_settings``) around ``coupling`` (default: the config's) and ``predictor``
+        (default: ``cfg.predictor``), with the optimiser section's ``total_steps``."""
+        settings = {k: v for k, v in loss_settings(cfg, cls).items() if k != "name"}
+        return cls.build(**settings, coupling=_coupling_of(cfg, coupling), predictor=_predictor_of(cfg, predictor),
+                         total_steps=getattr(cfg, "total_steps", None))
+
+    @classmethod
+    def builds_itself(cls) -> bool:
+        """Whether it overrides ``from_config`` (a loss written before the sections): ``make_loss`` then calls it,
+        and it reads no ``loss_options``."""
+        return cls.from_config.__func__ is not Loss.from_config.__func__
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k[0] != '_')})"
@@ -175,11 +239,9 @@ class ConsistencyLoss(_PairLoss):
         if not self._fixed:
             self.update_schedule(0)
 
-    @classmethod
-    def from_config(cls, cfg, coupling=None, predictor=None) -> "ConsistencyLoss":
-        return cls(_coupling_of(cfg, coupling), predictor=_predictor_of(cfg, predictor), distance=cfg.distance,
-                   p_mean=cfg.p_mean, p_std=cfg.p_std, total_steps=cfg.total_steps, s0=cfg.s0, s1=cfg.s1,
-                   sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho)
+    config_settings = {"distance": "distance", "p_mean": "p_mean", "p_std": "p_std", "s0": "s0", "s1": "s1",
+                       "sigma_min": "sigma_min", "sigma_max": "sigma_max", "rho": "rho"}
+    OWN_SETTINGS = ()   # sigmas and velocity are given in code (a fixed grid, consistency distillation)
 
     def update_schedule(self, step: int) -> None:
         """The iCT curriculum: the grid of N(step) points (cached per N); nothing for a fixed grid."""
@@ -229,12 +291,11 @@ class ECTLoss(_PairLoss):
         self.r_floor = 0.0 if check_choice("r_clip", r_clip, ("zero", "sigma_min")) == "zero" else sigma_min
         self.step = 0
 
-    @classmethod
-    def from_config(cls, cfg, coupling=None, predictor=None) -> "ECTLoss":
-        return cls(_coupling_of(cfg, coupling), predictor=_predictor_of(cfg, predictor),
-                   distance=cfg.ect_distance or cfg.distance, total_steps=cfg.total_steps, sigma_min=cfg.sigma_min,
-                   sigma_max=cfg.sigma_max, p_mean=cfg.p_mean, p_std=cfg.p_std, q=cfg.ect_q, stages=cfg.ect_stages,
-                   k=cfg.ect_k, b=cfg.ect_b, stage_offset=cfg.ect_stage_offset, r_clip=cfg.ect_r_clip)
+    # distance: ect_distance, or `distance` where it is null
+    config_settings = {"distance": ("ect_distance", "distance"), "sigma_min": "sigma_min", "sigma_max": "sigma_max",
+                       "p_mean": "p_mean", "p_std": "p_std", "q": "ect_q", "stages": "ect_stages", "k": "ect_k",
+                       "b": "ect_b", "stage_offset": "ect_stage_offset", "r_clip": "ect_r_clip"}
+    OWN_SETTINGS = ()   # velocity is given in code
 
     def update_schedule(self, step: int) -> None:
         """ECT's stage schedule: the pairs of later calls are those of 0-based step ``step``."""
@@ -273,9 +334,7 @@ class DenoisingLoss(Loss):
     def __init__(self, *, sigma_data: float = 0.5, p_mean: float = -1.1, p_std: float = 2.0):
         self.sigma_data, self.p_mean, self.p_std = sigma_data, p_mean, p_std
 
-    @classmethod
-    def from_config(cls, cfg, coupling=None, predictor=None) -> "DenoisingLoss":
-        return cls(sigma_data=cfg.sigma_data, p_mean=cfg.p_mean, p_std=cfg.p_std)
+    config_settings = {"sigma_data": "sigma_data", "p_mean": "p_mean", "p_std": "p_std"}
 
     def __call__(self, model: nn.Module, x: torch.Tensor, *, generator=None, ema: EMA | None = None,
                  z: torch.Tensor | None = None, ot_perm: torch.Tensor | None = None):
@@ -300,11 +359,17 @@ def _predictor_of(cfg, predictor):
     return cfg.predictor if predictor is None else predictor
 
 
+# What a loss may take from the parts of other sections (``Loss.takes``): the coupling object (the coupling section's
+# part), the resolved predictor (the coupling section's ``predictor``: "ema", the online network or a loaded frozen
+# model) and the optimiser section's ``total_steps`` (the length of its schedule).
+FROM_PARTS = ("coupling", "predictor", "total_steps")
 LOSSES: dict[str, type[Loss]] = {}
 
 
 def register_loss(name: str, cls: type[Loss], *, replace: bool = False) -> type[Loss]:
-    """Register the ``Loss`` subclass ``cls`` (with ``from_config``) under ``name`` (``loss_name``)."""
+    """Register the ``Loss`` subclass ``cls`` under ``name`` (``loss_name``; ``loss: {name: ...}`` in a config): built
+    from its declared settings (``Loss.config_settings``, its own settings from the loss section) or, for a class
+    that overrides it, by its ``from_config``."""
     if not (isinstance(cls, type) and issubclass(cls, Loss)):
         raise TypeError(f"register_loss takes a subclass of gclib.objectives.Loss, not {cls!r}")
     if name in LOSSES and LOSSES[name] is not cls and not replace:
@@ -324,16 +389,40 @@ def loss_name(cfg) -> str:
     return cfg.schedule if cfg.objective == "consistency" else cfg.objective
 
 
-def make_loss(cfg, coupling: Coupling | None = None, *, predictor=None) -> Loss:
-    """The loss object of configuration ``cfg`` (a ``gclib.config.Config`` or anything with its fields):
-    ``LOSSES[loss_name(cfg)].from_config(cfg, coupling, predictor)``. ``coupling``: default the registered
-    ``cfg.flow`` built from the config (``gclib.couplings.coupling_of``: the fields it reads and its
-    ``coupling_options``); ``predictor``: default ``cfg.predictor`` (the
-    training loop passes the resolved one: "ema", the online network or a loaded frozen model)."""
-    name = loss_name(cfg)
+def _registered(name: str) -> type[Loss]:
     if name not in LOSSES:
         raise ValueError(f"no loss is registered for {name!r}; registered: {sorted(LOSSES)}")
-    return LOSSES[name].from_config(cfg, coupling, predictor)
+    return LOSSES[name]
+
+
+def loss_settings(cfg, cls: type[Loss] | None = None) -> dict:
+    """The settings a configuration's loss is built from (the loss section, EDM-style; ``gclib.config.part(cfg,
+    "loss")`` gives the same): ``name`` (``loss_name``), the registered loss's ``config_settings`` read from the
+    config and its own settings, the config's ``loss_options``. ``cls``: the loss class (default: the registered
+    one)."""
+    name = loss_name(cfg)
+    cls = _registered(name) if cls is None else cls
+    return {"name": name, **cls.settings_of(cfg), **dict(getattr(cfg, "loss_options", None) or {})}
+
+
+def build_loss(name: str, *, coupling: Coupling | None = None, predictor=None, total_steps: int | None = None,
+               **settings) -> Loss:
+    """The loss registered as ``name`` built from its section's settings and the parts of other sections it takes
+    (``Loss.build``), e.g. ``build_loss(**part(cfg, "loss"), coupling=..., predictor=..., total_steps=...)``."""
+    return _registered(name).build(coupling=coupling, predictor=predictor, total_steps=total_steps, **settings)
+
+
+def make_loss(cfg, coupling: Coupling | None = None, *, predictor=None) -> Loss:
+    """The loss object of configuration ``cfg`` (a ``gclib.config.Config`` or anything with its fields): the
+    registered ``loss_name(cfg)`` built from its section (``loss_settings``) around ``coupling`` (default: the
+    registered ``cfg.flow`` built from its section, ``gclib.couplings.coupling_of``) and ``predictor`` (default:
+    ``cfg.predictor``; the training loop passes the resolved one: "ema", the online network or a loaded frozen
+    model), with the optimiser section's ``total_steps``. A loss that overrides ``from_config`` is built by it."""
+    cls = _registered(loss_name(cfg))
+    if cls.builds_itself():
+        return cls.from_config(cfg, coupling, predictor)
+    return build_loss(**loss_settings(cfg, cls), coupling=_coupling_of(cfg, coupling),
+                      predictor=_predictor_of(cfg, predictor), total_steps=getattr(cfg, "total_steps", None))
 
 
 def prefetches_ot(loss: Loss) -> bool:

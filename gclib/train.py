@@ -59,6 +59,7 @@ from .config import Config, ConfigError, as_config, config_hash, part, preflight
 from .couplings import REGISTRY as COUPLINGS, make_coupling
 from .data import BatchIterator, load_dataset
 from .ema import EMA
+from .evaluation import make_evaluation
 from .images import save_samples
 from .models import build_model, data_shape, load_model, load_weights
 from .optim import make_optimizer
@@ -135,6 +136,7 @@ def _setup(st: RunState, data: torch.Tensor | None) -> None:
     st.predictor = _resolve_predictor(cfg, st.raw_model, st.device)
     # the coupling built from its section (name and settings), the registered loss around it
     st.loss = make_loss(cfg, make_coupling(**part(cfg, "coupling")), predictor=st.predictor)
+    st.evaluation = make_evaluation(**part(cfg, "eval"), seed=cfg.seed, sigma_max=cfg.sigma_max)   # from its section
     st.batches = BatchIterator(data, st.per_rank_batch, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
     rank_seed = cfg.seed + 100_003 * d.rank
     torch.manual_seed(rank_seed)
@@ -230,10 +232,7 @@ def _side_tasks(st: RunState, step: int, final: bool) -> None:
                 st.runlog.samples(step, x, png)   # TensorBoard's sample picture (tensorboard: true)
         if do_eval:
             row = {"step": step}
-            if cfg.eval_metrics:
-                from .evaluation import evaluate_model
-                row.update(evaluate_model(st.ema.model, st.data, cfg.eval_metrics, n=cfg.eval_n, seed=cfg.seed,
-                                          sigma_max=cfg.sigma_max))
+            row.update(st.evaluation(st.ema.model, st.data))
             for fn in st.eval_fns:
                 out = fn(step, st.ema.model)
                 if not isinstance(out, dict):

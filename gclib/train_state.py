@@ -18,6 +18,7 @@ from . import distributed
 from .config import Config
 from .data import BatchIterator
 from .ema import EMA
+from .evaluation import Evaluation
 from .io import explain
 from .models import load_model
 from .objectives import Loss
@@ -63,6 +64,7 @@ class RunState:
     optimizer: torch.optim.Optimizer | None = None
     predictor: object = "ema"
     loss: Loss | None = None                       # gclib.objectives: the objective and its schedule
+    evaluation: Evaluation | None = None           # gclib.evaluation: the metrics logged during training
     batches: BatchIterator | None = None
     streams: Streams | None = None
     step: int = 0
@@ -109,7 +111,7 @@ def _record_step(st: RunState, step: int, n: int, loss: float, gc_frac: float, d
 def _side_tasks_due(st: RunState, step: int, final: bool) -> tuple[bool, bool]:
     """(evaluation due, sample grid due) at ``step``."""
     cfg = st.cfg
-    do_eval = bool(st.eval_fns or cfg.eval_metrics) and bool((cfg.eval_every and step % cfg.eval_every == 0) or final)
+    do_eval = st.evaluation.due(step, final, extra=bool(st.eval_fns))
     return do_eval, bool((cfg.sample_every and step % cfg.sample_every == 0) or final)
 
 

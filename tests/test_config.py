@@ -398,7 +398,7 @@ def test_hash_status_is_marked_on_the_fields():
     assert HASH_NEUTRAL == {"objective": "consistency", "schedule": "ict", "init_checkpoint": None, "ect_q": 2.0,
                             "ect_stages": 8, "ect_k": 8.0, "ect_b": 1.0, "ect_stage_offset": 0,
                             "ect_r_clip": "sigma_min", "ect_distance": None,
-                            "train_boundary": "shifted", "coupling_options": {}}
+                            "train_boundary": "shifted", "coupling_options": {}, "loss_options": {}}
     assert set(ECT_ONLY) == {"ect_stage_offset", "ect_r_clip", "ect_distance"}
     assert LIST_ITEMS == {"channel_mult": int, "attn_resolutions": int, "betas": float, "eval_metrics": str}
     assert all(not meta[k]["hashed"] for k in NOT_HASHED) and all(meta[k]["ect_only"] for k in ECT_ONLY)
