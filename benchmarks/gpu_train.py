@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import signal
 import statistics
 import sys
 import time
@@ -29,7 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gclib import signals  # noqa: E402
 from gclib.config import ConfigError, as_config, config_hash  # noqa: E402
+from gclib.executors import WAKE_S, stop_pool, worker_init  # noqa: E402
 from gclib.experiments.fid_curves import (_finished, _train_one, final_evaluation, run_config,  # noqa: E402
                                           sweep_from_params)
 from gclib.stack import check_stackable, train_stack_job  # noqa: E402
@@ -106,36 +109,46 @@ def main(argv=None) -> int:
           f"{a.workers} workers", flush=True)
     per_step: list[float] = []
     running: dict = {}
-    with ProcessPoolExecutor(max_workers=a.workers, mp_context=mp.get_context("spawn")) as pool:
-        while todo or running:
-            ready = [t for t in todo if t[2] <= done]
-            while ready and len(running) < a.workers:
-                task = ready.pop(0)
-                keys, cfgs, _ = task
-                todo.remove(task)
-                names = cfgs[0]["name"] + (f" and {len(cfgs) - 1} more" if len(cfgs) > 1 else "")
-                expected = cfgs[0]["total_steps"] * (statistics.median(per_step) if per_step else 0.0)
-                if time.time() - t0 + expected > a.deadline:
-                    for cfg in cfgs:
-                        print(f"[gpu_train] deadline: {cfg['name']} not started (expected {expected:.0f} s)",
-                              flush=True)
-                    continue
-                job = pool.submit(_train_one, cfgs[0], 1) if a.stack == 1 else pool.submit(train_stack_job, cfgs, 1)
-                running[job] = (keys, cfgs, names, time.time())
-            if not running:
-                break   # what is left waits for a predictor run that was not started
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                keys, cfgs, names, start = running.pop(fut)
-                fut.result()   # a failed run stops the whole script with its error
-                done.update(keys)
-                per_step.append((time.time() - start) / cfgs[0]["total_steps"])
-                print(f"[gpu_train] {time.time() - t0:6.0f} s  {names} finished in {time.time() - start:.0f} s "
-                      f"({len(done)}/{len(tasks)})", flush=True)
-            if time.time() - t0 > a.deadline and not running:
-                break
-        if running:
-            print(f"[gpu_train] deadline: waiting for {len(running)} started stack(s)", flush=True)
+    # a stop signal (SIGTERM, SIGUSR1, Ctrl-C) to this script: the stacks not started are dropped, each running
+    # worker gets it and saves a checkpoint at its current step (worker_init), then the script stops in one line
+    with signals.handle(), ProcessPoolExecutor(max_workers=a.workers, mp_context=mp.get_context("spawn"),
+                                               initializer=worker_init) as pool:
+        try:
+            while todo or running:
+                ready = [t for t in todo if t[2] <= done]
+                while ready and len(running) < a.workers:
+                    task = ready.pop(0)
+                    keys, cfgs, _ = task
+                    todo.remove(task)
+                    names = cfgs[0]["name"] + (f" and {len(cfgs) - 1} more" if len(cfgs) > 1 else "")
+                    expected = cfgs[0]["total_steps"] * (statistics.median(per_step) if per_step else 0.0)
+                    if time.time() - t0 + expected > a.deadline:
+                        for cfg in cfgs:
+                            print(f"[gpu_train] deadline: {cfg['name']} not started (expected {expected:.0f} s)",
+                                  flush=True)
+                        continue
+                    job = (pool.submit(_train_one, cfgs[0], 1) if a.stack == 1 else
+                           pool.submit(train_stack_job, cfgs, 1))
+                    running[job] = (keys, cfgs, names, time.time())
+                if not running:
+                    break   # what is left waits for a predictor run that was not started
+                # bounded: a stop signal that the kernel hands to another thread is acted on within WAKE_S
+                finished, _ = wait(running, timeout=WAKE_S, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    keys, cfgs, names, start = running.pop(fut)
+                    fut.result()   # a failed run stops the whole script with its error
+                    done.update(keys)
+                    per_step.append((time.time() - start) / cfgs[0]["total_steps"])
+                    print(f"[gpu_train] {time.time() - t0:6.0f} s  {names} finished in {time.time() - start:.0f} s "
+                          f"({len(done)}/{len(tasks)})", flush=True)
+                if time.time() - t0 > a.deadline and not running:
+                    break
+            if running:
+                print(f"[gpu_train] deadline: waiting for {len(running)} started stack(s)", flush=True)
+        except KeyboardInterrupt as e:   # signals.Terminated among them
+            stop_pool(pool, getattr(e, "signum", signal.SIGTERM))
+            raise
+
     status = 0
     for name, sw in sweeps:
         missing = [r for r in sw.runs() if not _finished(run_config(sw.base, r))]
@@ -152,4 +165,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except signals.Terminated as e:   # one line: where each run stopped is in its own log and checkpoint
+        print(f"gpu_train.py: {e}", file=sys.stderr)
+        sys.exit(e.exit_status)

@@ -37,6 +37,7 @@ The results do not depend on where a run executes: every run is seeded by its co
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -212,8 +213,37 @@ class InProcess:
             yield i, fn(*args)
 
 
+WAKE_S = 0.5   # the longest a pool's parent waits before it looks at a signal again
+
+
+def worker_init() -> None:
+    """What a spawned worker process does first (``LocalPool``'s initializer; benchmarks/gpu_train.py's too): import
+    the user's plugins, then take gclib's stop signals for its whole life (``signals.install``), so a training run
+    in it saves a checkpoint at the step it is on when SIGTERM or SIGUSR1 arrives, whether from the scheduler (it
+    signals every process of a job) or forwarded by its pool, or both."""
+    from . import signals
+    from .plugins import load_plugins
+    load_plugins()
+    signals.install(repeat_aborts=False)
+
+
+def stop_pool(pool, signum: int) -> None:
+    """Stop a ``concurrent.futures.ProcessPoolExecutor``: the calls not started are dropped and ``signum`` goes to
+    each live worker process (its ``_processes``, read before the shutdown empties it: the standard library keeps
+    no public list), so each training run saves its step and stops; the caller's ``with`` waits for them."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signum)
+
+
 class LocalPool:
-    """``workers`` calls at a time in spawned worker processes; results as they finish."""
+    """``workers`` calls at a time in spawned worker processes (``worker_init``); results as they finish. When the
+    caller stops (a stop signal, Ctrl-C, or it stops reading the results), the calls not started are dropped and
+    every running one gets the stop signal, so each training run saves a checkpoint at its current step and the same
+    command resumes it; an error of one call leaves the others running to their end, as before."""
     kind = "local"
 
     def __init__(self, workers: int):
@@ -221,13 +251,22 @@ class LocalPool:
 
     def run(self, fn: Callable, calls: Sequence[tuple], names: Sequence[str] | None = None) -> Iterator[tuple[int, Any]]:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from .plugins import load_plugins   # each spawned worker imports the user's plugins first
+        import signal
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                 initializer=load_plugins) as pool:
+                                 initializer=worker_init) as pool:
             futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
-            for fut in as_completed(futures):
-                yield futures[fut], fut.result()
+            pending = set(futures)
+            try:
+                while pending:
+                    # a bounded wait: a signal the kernel hands to another thread of this process runs its Python
+                    # handler only when the main thread wakes, and an unbounded wait would last until a call ends
+                    done, pending = wait(pending, timeout=WAKE_S, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield futures[fut], fut.result()
+            except (KeyboardInterrupt, GeneratorExit) as e:   # signals.Terminated is a KeyboardInterrupt
+                stop_pool(pool, getattr(e, "signum", signal.SIGTERM))
+                raise
 
 
 class Job:

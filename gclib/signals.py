@@ -2,7 +2,8 @@
 pre-emption) and SIGUSR1 (a common ``--signal=USR1@<seconds>`` choice).
 
 ``handle()`` installs the handler (``gclib.cli`` does, around every command; ``gclib.executors.Job`` does for
-submitit's pre-emption signal). By default a signal raises ``Terminated`` at once: the command stops where it is,
+submitit's pre-emption signal; ``install()`` does for the life of a local pool's worker process, whose pool forwards
+its own stop to it). By default a signal raises ``Terminated`` at once: the command stops where it is,
 and since every file gclib writes for the user is written atomically (``gclib.io``), nothing is half-written; the
 command's error boundary prints one line and exits with 128 + the signal number, as a shell reports a process
 killed by that signal. While a training loop runs (``at_step_boundaries()``), the signal only records a request:
@@ -31,6 +32,9 @@ class Terminated(KeyboardInterrupt):
     def exit_status(self) -> int:
         return 128 + self.signum
 
+    def __reduce__(self):   # rebuilt from its own arguments when a worker process sends it back to its pool
+        return (type(self), (self.signum, str(self)))
+
 
 class TrainingStopped(Terminated):
     """``gclib.train.train`` stopped on a signal at a step boundary, after saving the checkpoint of that step."""
@@ -41,6 +45,9 @@ class TrainingStopped(Terminated):
                  f"{len(self.checkpoints)} checkpoints (the first: {self.checkpoints[0]})")
         super().__init__(signum, f"stopped by {signal_name(signum)} at step {step}: saved {where}; to resume, run "
                                  f"the same command again (it continues from step {step})")
+
+    def __reduce__(self):
+        return (type(self), (self.signum, self.run_dirs, self.step, self.checkpoints))
 
 
 def signal_name(signum: int) -> str:
@@ -53,14 +60,15 @@ def signal_name(signum: int) -> str:
 class _State:
     requested: int | None = None   # a signal that waits for the next step boundary
     deferring: int = 0             # > 0 while a training loop reads requested() at its step boundaries
+    repeat_aborts: bool = True     # a second signal while one waits for its step stops at once (``install``)
 
 
 _state = _State()
 
 
 def _on_signal(signum, frame) -> None:
-    if _state.deferring and _state.requested is None:
-        _state.requested = int(signum)
+    if _state.deferring and (_state.requested is None or not _state.repeat_aborts):
+        _state.requested = _state.requested or int(signum)
         return
     raise Terminated(signum)
 
@@ -82,6 +90,18 @@ def handle(signums=STOP_SIGNALS):
         for s, h in old.items():
             signal.signal(s, h)
         _state.requested = None
+
+
+def install(signums=STOP_SIGNALS, *, repeat_aborts: bool = True) -> None:
+    """``handle``'s handler for the rest of the process's life (a pool's worker process: it has no command around
+    it to restore anything for). ``repeat_aborts=False``: a signal that arrives while another waits for its step
+    waits too (a worker may get the same stop twice, from the scheduler, which signals every process of a job, and
+    from its pool, which forwards its own stop). Outside the main thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in signums:
+        signal.signal(s, _on_signal)
+    _state.repeat_aborts = bool(repeat_aborts)
 
 
 @contextlib.contextmanager

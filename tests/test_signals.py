@@ -248,3 +248,104 @@ def test_torchrun_ranks_agree_on_the_step(tmp_path):
     assert json.loads((tmp_path / "runs" / other[0] / "done.json").read_text())["world_size"] == 2
     assert r.stderr.count("holds RNG states of 1 processes, this run has 2") == 1   # one warning, not one per rank
     assert json.loads((gc1 / "done.json").read_text())["world_size"] == 2
+
+
+def test_the_stop_exceptions_cross_a_process_boundary():
+    """A worker process sends its TrainingStopped (or Terminated) back to its pool pickled: rebuilt whole."""
+    import pickle
+    e = signals.TrainingStopped(signal.SIGTERM, ["runs/a"], 17, ["runs/a/checkpoints/ckpt-00000017.pt"])
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is signals.TrainingStopped and str(back) == str(e)
+    assert (back.signum, back.run_dirs, back.step, back.checkpoints) == (e.signum, e.run_dirs, e.step, e.checkpoints)
+    t = pickle.loads(pickle.dumps(signals.Terminated(signal.SIGUSR1, "stopped by SIGUSR1 while loading")))
+    assert t.exit_status == 128 + signal.SIGUSR1 and str(t) == "stopped by SIGUSR1 while loading"
+
+
+def test_a_pool_worker_waits_for_its_step_when_stopped_twice():
+    """``install(repeat_aborts=False)`` (a pool's worker: the scheduler and the pool may both stop it): a second
+    signal while the first waits for its step waits too; outside a training loop a signal still stops at once."""
+    old = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    try:
+        signals.install(repeat_aborts=False)
+        with signals.at_step_boundaries():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGUSR1)          # no Terminated: the first request stands
+            assert signals.requested() == signal.SIGTERM
+        signals.clear()
+        with pytest.raises(signals.Terminated):
+            signal.raise_signal(signal.SIGTERM)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        signals._state.repeat_aborts = True
+        signals.clear()
+
+
+# a plugin module that slows each training step by 5 ms in the pool's workers (worker_init imports the plugins), so
+# both runs are surely mid-way when the stop comes; the bits trained are the same
+SLOW_PLUGIN = textwrap.dedent("""
+    import time
+    import gclib.train as gt
+    _real = gt.train_step
+    def _slow(*a, **k):
+        time.sleep(0.005)
+        return _real(*a, **k)
+    gt.train_step = _slow
+""")
+# a sweep's two runs in a LocalPool of 2 workers; this process (the pool's parent, under gclib's handler as the CLI
+# is) is sent SIGTERM once both runs have trained 20 steps: nothing else is signalled
+POOL_STOPPER = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    from pathlib import Path
+    import yaml
+    from gclib import signals
+    from gclib.executors import LocalPool
+    from gclib.train import train
+    cfgs = [yaml.safe_load(Path(p).read_text()) for p in sys.argv[1:] if p.endswith(".yaml")]
+    def rows(c):
+        f = Path(c["run_dir"]) / "metrics.csv"
+        return len(f.read_text().splitlines()) - 1 if f.exists() else 0
+    def watch():
+        while min(rows(c) for c in cfgs) < 20:
+            time.sleep(0.01)
+        print("stopping at", [rows(c) for c in cfgs], file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+    if __name__ == "__main__":   # the spawned workers import this file as their main module
+        with signals.handle():
+            threading.Thread(target=watch, daemon=True).start()
+            try:
+                for i, res in LocalPool(2).run(train, [(c,) for c in cfgs]):
+                    print("finished", i, flush=True)
+            except signals.Terminated as e:
+                print(f"stopped: {e}", file=sys.stderr)
+                sys.exit(e.exit_status)
+""")
+
+
+def test_a_stopped_pool_saves_each_running_run_at_its_step(tmp_path):
+    """SIGTERM to a LocalPool's parent only (a user's kill, a scheduler that signals the batch step): the pool
+    forwards it, each worker saves a checkpoint at the step it is on and stops, the parent exits 143; the two runs
+    resumed end identical to uninterrupted ones. Before, a worker had no handler: killed where it was, it lost every
+    step since its last scheduled checkpoint."""
+    cfgs = [tiny(tmp_path / name, seed=seed, total_steps=300, checkpoint_every=150, eval_every=100, sample_every=150)
+            for name, seed in (("a", 0), ("b", 1))]
+    refs = [outputs(train({**c, "run_dir": str(tmp_path / f"ref_{i}")}).run_dir) for i, c in enumerate(cfgs)]
+    for i, c in enumerate(cfgs):
+        (tmp_path / f"c{i}.yaml").write_text(yaml.safe_dump(c))
+    (tmp_path / "slowstep.py").write_text(SLOW_PLUGIN)
+    (tmp_path / "stop.py").write_text(POOL_STOPPER)
+    env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}", "GCLIB_PLUGINS": "slowstep"}
+    r = subprocess.run([sys.executable, str(tmp_path / "stop.py"), str(tmp_path / "c0.yaml"), str(tmp_path / "c1.yaml")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 143, r.stderr[-3000:]
+    assert "finished" not in r.stdout and "SIGTERM" in r.stderr
+    for c, ref in zip(cfgs, refs):
+        run = Path(c["run_dir"])
+        assert not (run / "done.json").exists()
+        done = len(pd.read_csv(run / "metrics.csv"))
+        assert 20 <= done < 300
+        saved = torch.load(run / "checkpoints" / f"ckpt-{done:08d}.pt", weights_only=True)
+        assert saved["step"] == done and saved["off_schedule"] is True   # saved where it stopped, not at 150
+        train(c)                                                         # resumes from that step
+        assert [e["step"] for e in read_log(run / "log.jsonl") if e["event"] == "resume"] == [done]
+        assert_same(ref, outputs(run))
