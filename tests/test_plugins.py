@@ -120,12 +120,34 @@ def test_a_plugin_file_path_and_an_entry_point_are_loaded(plugin_dir, monkeypatc
             sys.modules.pop(name, None)
 
 
-def test_a_plugin_gets_its_own_sweep_curve_in_two_workers(loaded, tmp_path):
-    """fid_curves with 2 spawned workers: the OT run re-routed to the plugin's coupling (per_flow), every run on the
-    plugin's data set and scored by the plugin's metric (its value recomputed here against that data set)."""
+def _scored_on_the_plugins_data(sw, curves) -> dict:
+    """Every run of the sweep trained on the plugin's data set ("ring"), and each curve's last value is the plugin's
+    metric recomputed against that data set from the run's checkpoint (against another data set it would differ).
+    Returns {label: Config}."""
     from gclib.config import as_config, run_dir_for
     from gclib.data import load_dataset
     from gclib.evaluation import evaluate_model
+    from gclib.experiments import fid_curves
+    from gclib.models import load_model
+    from gclib.rundir import RunPaths
+    runs = {r.label: as_config(fid_curves.run_config(sw.base, r)) for r in sw.runs()}
+    assert {c.dataset for c in runs.values()} == {"ring"}
+    data, other = load_dataset("ring", n=256, seed=0), load_dataset("two_gaussians", n=256, seed=0)
+    for label, cfg in runs.items():
+        final = curves[(curves.label == label) & (curves.step == 4)].energy
+        assert len(final) == 1
+        _, ema, _ = load_model(RunPaths(run_dir_for(cfg)).checkpoint(4))
+        again = evaluate_model(ema, data, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
+        assert float(final.iloc[0]) == pytest.approx(again, rel=1e-9, abs=1e-12)
+        wrong = evaluate_model(ema, other, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
+        assert abs(wrong - again) > 0.05
+    return runs
+
+
+def test_a_plugin_gets_its_own_sweep_curve_in_two_workers(loaded, tmp_path):
+    """fid_curves with 2 spawned workers: the OT run re-routed to the plugin's coupling (per_flow), every run on the
+    plugin's data set and scored by the plugin's metric (its value recomputed here against that data set)."""
+    from gclib.config import run_dir_for
     from gclib.experiments import fid_curves
     from gclib.models import load_model
     from gclib.rundir import RunPaths
@@ -137,18 +159,8 @@ def test_a_plugin_gets_its_own_sweep_curve_in_two_workers(loaded, tmp_path):
     sw.out = tmp_path / "out"
     curves = fid_curves.run_sweep(sw)
     assert sorted(curves.label.unique()) == ["GC mu=0.5", "IC", "OT"]
-    runs = {r.label: as_config(fid_curves.run_config(sw.base, r)) for r in sw.runs()}
-    assert runs["OT"].flow == "reverse_ot" and {c.dataset for c in runs.values()} == {"ring"}
-    data = load_dataset("ring", n=256, seed=0)
-    other = load_dataset("two_gaussians", n=256, seed=0)
-    for label, cfg in runs.items():
-        final = curves[(curves.label == label) & (curves.step == 4)].energy
-        assert len(final) == 1
-        _, ema, _ = load_model(RunPaths(run_dir_for(cfg)).checkpoint(4))
-        again = evaluate_model(ema, data, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
-        assert float(final.iloc[0]) == pytest.approx(again, rel=1e-9, abs=1e-12)
-        wrong = evaluate_model(ema, other, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
-        assert abs(wrong - again) > 0.05    # scored against another data set, the value would differ
+    runs = _scored_on_the_plugins_data(sw, curves)
+    assert runs["OT"].flow == "reverse_ot"
     # the plugin's coupling trained differently from the runs that do not use it
     w = {label: load_model(RunPaths(run_dir_for(cfg)).checkpoint(4))[0].state_dict() for label, cfg in runs.items()}
     assert not all(torch.equal(w["OT"][k], w["IC"][k]) for k in w["IC"])
@@ -160,13 +172,8 @@ def test_flows_give_a_plugin_coupling_its_own_curve_in_two_workers(loaded, tmp_p
     """``flows=["ic", "reverse_ot"]``, as a notebook gives it (fid_curves.setup from the notebook's declared
     parameters): the plugin's coupling is its own run and curve, labelled by its name, trained by 2 spawned workers
     on the plugin's data set and scored by the plugin's metric (the values recomputed here); Table 1 has its column."""
-    from gclib.config import as_config, run_dir_for
-    from gclib.data import load_dataset
-    from gclib.evaluation import evaluate_model
     from gclib.experiments import fid_curves
     from gclib.experiments.params import check_param_values
-    from gclib.models import load_model
-    from gclib.rundir import RunPaths
     monkeypatch.setattr("gclib.report.results_dir", lambda *a, **k: tmp_path / "out")
     overrides = {k: int(v) for k, v in (t.split("=") for t in TINY)}
     overrides.update(ema_decay=0.5, dataset="ring", eval_metrics=["energy"], runs_dir=str(tmp_path / "runs"))
@@ -177,17 +184,8 @@ def test_flows_give_a_plugin_coupling_its_own_curve_in_two_workers(loaded, tmp_p
                                                            ("reverse_ot", {"flow": "reverse_ot"})]
     curves = fid_curves.run_sweep(sw)
     assert sorted(curves.label.unique()) == ["IC", "reverse_ot"]
-    runs = {r.label: as_config(fid_curves.run_config(sw.base, r)) for r in sw.runs()}
-    assert runs["reverse_ot"].flow == "reverse_ot" and {c.dataset for c in runs.values()} == {"ring"}
-    data, other = load_dataset("ring", n=256, seed=0), load_dataset("two_gaussians", n=256, seed=0)
-    for label, cfg in runs.items():
-        final = curves[(curves.label == label) & (curves.step == 4)].energy
-        assert len(final) == 1
-        _, ema, _ = load_model(RunPaths(run_dir_for(cfg)).checkpoint(4))
-        again = evaluate_model(ema, data, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
-        assert float(final.iloc[0]) == pytest.approx(again, rel=1e-9, abs=1e-12)
-        wrong = evaluate_model(ema, other, ["energy"], n=64, seed=0, sigma_max=cfg.sigma_max)["energy"]
-        assert abs(wrong - again) > 0.05
+    runs = _scored_on_the_plugins_data(sw, curves)
+    assert runs["reverse_ot"].flow == "reverse_ot"
     t = fid_curves.table1(sw, curves)
     assert list(t.columns) == ["dataset", "metric", "iCT-IC", "iCT-reverse_ot"] and t.metric.iloc[0] == "energy"
     # without the plugin loaded, the same flows are one line naming the coupling, before any work

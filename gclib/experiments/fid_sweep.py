@@ -109,18 +109,23 @@ def run_config(base: dict, run: Run) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- the parameters
+def _registered(flows, problem: str) -> None:
+    """Each of ``flows`` a registered coupling (read live: a plugin's coupling counts), else ``problem`` followed by
+    check_flow's own words."""
+    for f in flows:
+        try:
+            check_flow(f)
+        except ValueError as e:
+            raise ValueError(f"{problem}{e}") from None
+
+
 def _flows_rule(name: str, value) -> None:
-    """None (IC, GC and, with include_ot, OT), or a non-empty list of distinct registered couplings (read live: a
-    plugin's coupling counts)."""
+    """None (IC, GC and, with include_ot, OT), or a non-empty list of distinct registered couplings."""
     if value is None:
         return
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f"{name}={value!r} is not valid; it must be a non-empty list of registered couplings")
-    for f in value:
-        try:
-            check_flow(f)
-        except ValueError as e:
-            raise ValueError(f"{name}={list(value)!r} is not valid; every element: {e}") from None
+    _registered(value, f"{name}={list(value)!r} is not valid; every element: ")
     if len(set(value)) != len(value):
         raise ValueError(f"{name}={list(value)!r} is not valid; it names a coupling twice")
 
@@ -131,11 +136,7 @@ def _per_flow_rule(name: str, value) -> None:
         return
     if not isinstance(value, dict):
         raise ValueError(f"{name}={value!r} is not valid; it must be a mapping {{flow: {{field: value}}}}")
-    for flow in value:
-        try:
-            check_flow(flow)
-        except ValueError as e:
-            raise ValueError(f"{name}={value!r} is not valid; {e}") from None
+    _registered(value, f"{name}={value!r} is not valid; ")
 
 
 # notebooks/fid_curves.ipynb's parameters, each declared once: its default (the parameters cell spells the same),
