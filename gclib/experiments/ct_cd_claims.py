@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .inference import dkw_eps
 from .transport_cost import equivalence_verdict
 from .verdicts import interval_power, judged_row
 
@@ -156,7 +157,7 @@ def _positive_power(r) -> str:
     against the share measured."""
     from scipy import stats
     if _nonnegative(r):
-        eps = float(np.sqrt(np.log(2.0 / (1.0 - POSITIVE_LEVEL)) / (2.0 * int(r.n))))
+        eps = dkw_eps(int(r.n), POSITIVE_LEVEL)
         return (f"distribution-free bound at n = {int(r.n)}: positive once about {eps:.1%} of the draws are above 0 "
                 f"({r.gap_pos:.0%} are)")
     z = float(r.gap_z_at_N_max)

@@ -113,6 +113,12 @@ def censored_sign_test(a, b, expect: str = "less", level: float = 0.9) -> SignTe
                     level)
 
 
+def dkw_eps(n: int, level: float = 0.9) -> float:
+    """The one-sided DKW band's half-width for n draws at one-sided confidence (1 + level) / 2 (Massart's constant):
+    sqrt(ln(2 / (1 - level)) / (2 n))."""
+    return float(np.sqrt(np.log(2.0 / (1.0 - level)) / (2.0 * n)))
+
+
 def mean_lower_bound(x, level: float = 0.9) -> float:
     """A distribution-free lower confidence bound for the mean of the variable that ``x`` samples, at one-sided
     confidence (1 + level) / 2 (the lower end of a two-sided ``level`` interval), for a variable bounded below by
@@ -131,6 +137,6 @@ def mean_lower_bound(x, level: float = 0.9) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level={level} must be in (0, 1)")
     n = v.size
-    eps = float(np.sqrt(np.log(2.0 / (1.0 - level)) / (2.0 * n)))
+    eps = dkw_eps(n, level)
     above = (n - np.arange(1, n)) / n   # S_n on [v_(i), v_(i+1)): the share of draws above it
     return float(v[0] + np.sum(np.diff(v) * np.clip(above - eps, 0.0, None)))
