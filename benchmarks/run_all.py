@@ -164,10 +164,11 @@ def thread_share_section(out_dir: Path) -> str:
     processes and takes long), or '' when there is none."""
     for p, res in _json_files(out_dir, "thread_share.json"):
         return "\n".join([
-            "How much slower a training run gets beside busy processes, per thread setting. gclib's default keeps "
-            "torch's thread count (one per core: the bits of the committed results) and sets OpenMP's waiting to "
-            "passive (`OMP_WAIT_POLICY=PASSIVE` at `import gclib`, unless the user set it, `GOMP_SPINCOUNT` or "
-            "`KMP_BLOCKTIME`): a thread that spins while it waits takes the core from the thread it waits for. "
+            "How much slower a training run gets beside busy processes, per thread setting. gclib's default runs its "
+            "own CPU work on half the usable CPUs, at least one (`gclib.machine.gclib_threads`; `GCLIB_THREADS`, "
+            "`OMP_NUM_THREADS` and `torch.set_num_threads` win) and sets OpenMP's waiting to passive "
+            "(`OMP_WAIT_POLICY=PASSIVE` at `import gclib`, unless the user set it, `GOMP_SPINCOUNT` or `KMP_BLOCKTIME`): "
+            "threads that work in lock-step wait at every parallel region for the one the other work has descheduled. "
             "Run: `python benchmarks/thread_share.py` (`--steps`, `--repeats`, `--busy`).", "",
             thread_share.table(res), "", thread_share.summary(res), "", *res.get("notes", [])])
     return ""

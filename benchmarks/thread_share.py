@@ -4,10 +4,11 @@ One measurement is one fresh process running ``gclib.train.train`` on a preset (
 ``--steps`` steps, timed from its start to its exit (imports, data, model and training: what a user's ``gclib train``
 or a notebook's run costs). Settings, each a set of environment variables for that process:
 - ``1 thread``: OMP_NUM_THREADS=1;
-- ``2 threads``: OMP_NUM_THREADS=2 (gclib's waiting: passive);
-- ``default``: nothing set, gclib's default (torch's thread count, OpenMP threads that sleep when they wait);
-- ``default, spinning (before)``: the default before gclib set the waiting: libgomp's own, its threads spin 300,000
-  times before they sleep (GOMP_SPINCOUNT=300000, what libgomp does when nothing is set).
+- ``2 threads``: OMP_NUM_THREADS=2 (gclib's waiting: passive; gclib's default before it set the thread count);
+- ``default``: nothing set, gclib's default (``gclib.machine.gclib_threads``: half the usable CPUs, at least one;
+  OpenMP threads that sleep when they wait);
+- ``2 threads, spinning (before)``: gclib's default before it set either: torch's thread count (2 here) and
+  libgomp's own waiting, 300,000 spins before a thread sleeps (GOMP_SPINCOUNT=300000).
 Phases: ``idle`` (nothing added) and ``loaded``: ``--busy`` processes that the benchmark starts itself (Python busy
 loops, one core each) run beside the measurement and are stopped after it. Every round measures each setting idle,
 then each loaded (the order rotated every round); a setting's slowdown is its loaded time over its idle time, as the
@@ -39,21 +40,24 @@ SETTINGS = {
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "2 threads": {"OMP_NUM_THREADS": "2"},
     "default": {},
-    "default, spinning (before)": {"GOMP_SPINCOUNT": "300000"},
+    "2 threads, spinning (before)": {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "300000"},
 }
 # environment variables the settings decide: removed from the child's environment first, so the caller's shell
 # (e.g. OMP_NUM_THREADS=1 for the tests) does not leak into a setting
-CONTROLLED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+CONTROLLED = ("GCLIB_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+              "KMP_BLOCKTIME")
 TARGET = ("default", 2.2)   # issue 34: the default's loaded time within 2.2x of its idle time
 CHILD = """
 import json, os, sys, time
 t0 = time.perf_counter()
+from gclib import machine
 from gclib.config import load_config
 from gclib.train import train
 import torch
 cfg = load_config(sys.argv[1], sys.argv[3:], flow=sys.argv[2] or None)
+threads = machine.gclib_threads() or torch.get_num_threads()   # what train runs on (it puts the caller's back)
 res = train(cfg)
-print(json.dumps({"threads": torch.get_num_threads(), "wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+print(json.dumps({"threads": threads, "wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
                   "spincount": os.environ.get("GOMP_SPINCOUNT", ""), "step": res.step,
                   "in_process_s": time.perf_counter() - t0}))
 """

@@ -14,6 +14,10 @@ from .ema import EMA
 from .precond import ConsistencyModel
 from .step import NonFiniteLossError, StepResult, step_loss, train_step
 
+from .machine import note_torch_threads as _note_torch_threads
+
+_note_torch_threads()   # torch's thread count now: a later torch.set_num_threads is the user's choice (gclib.machine)
+
 __version__ = "0.1.0"
 __all__ = ["couplings", "exact", "losses", "nets", "precond", "sampling", "schedules", "Coupling", "couple",
            "EMA", "ConsistencyModel", "NonFiniteLossError", "StepResult", "step_loss", "train_step"]

@@ -8,13 +8,22 @@ amplifies. The pinned training tests compare absolute digests only where the fin
 
 ``share_cpus()`` sets gclib's default CPU threading before torch loads its OpenMP runtime (``gclib/__init__.py`` calls
 it first): OpenMP threads that sleep when they wait (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning for a while,
-because a thread that spins on a busy machine takes the core from the thread it waits for, and a run beside other
-work slows down many times more than its share (benchmarks/thread_share.py). A setting the user made (any
-``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``) is left as it is; so is the number of threads
-(``OMP_NUM_THREADS``, ``torch.set_num_threads``), which this module never sets.
+because a thread that spins on a busy machine takes the core from the thread it waits for. A setting the user made
+(any ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``) is left as it is.
+
+``gclib_threads()`` is the number of torch threads gclib's own CPU work runs on (``train`` while it trains on the CPU,
+restored afterwards; the notebooks' processes from their ``setup``): the user's choice where there is one
+(``GCLIB_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or a ``torch.set_num_threads`` call), otherwise half the
+usable CPUs, at least one (``default_threads``). Threads that work in lock-step wait at every parallel region for the
+slowest of them; beside other busy processes one of them is always descheduled, and a 2-thread run on 2 cores beside
+2 busy processes took 2.5-7x its idle time against 1.5x for one thread, which on those 2 cores is as fast idle
+(benchmarks/thread_share.py, results/bench/README.md). Half the CPUs leaves room for as many other busy processes and
+is the physical core count on 2-way SMT machines (what torch itself picks there). The thread count is part of what a
+run's last bits depend on (more threads sum in another order), so it is never chosen from the momentary load.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -30,6 +39,8 @@ KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MKL
               "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE", "TORCH_MKLDNN_MATMUL_MIN_DIM")
 # OpenMP waiting set by the user: any of these keeps gclib's default away.
 WAIT_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+# Thread counts set by the user: any of these is honoured (GCLIB_THREADS sets gclib's own CPU work only).
+THREAD_ENV = ("GCLIB_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict:
@@ -107,3 +118,77 @@ def share_cpus(environ=None) -> dict:
         return {}
     environ["OMP_WAIT_POLICY"] = "PASSIVE"
     return {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+# torch's thread count when gclib was imported (gclib/__init__.py records it once torch is loaded): a different count
+# later means the user called torch.set_num_threads.
+_threads_at_import: int | None = None
+
+
+def note_torch_threads() -> None:
+    """Record torch's thread count at ``import gclib`` (called once, after gclib's modules loaded torch)."""
+    global _threads_at_import
+    import torch
+    if _threads_at_import is None:
+        _threads_at_import = torch.get_num_threads()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_threads(cpus: int | None = None) -> int:
+    """gclib's default torch thread count on ``cpus`` usable CPUs (this process's): half of them, at least one."""
+    return max(1, (usable_cpus() if cpus is None else int(cpus)) // 2)
+
+
+def gclib_threads(environ=None) -> int | None:
+    """The torch thread count gclib's CPU work should run on, or None where the user chose one that torch already
+    follows (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, or a ``torch.set_num_threads`` call: torch's count is not what
+    it was at ``import gclib``, or was not its plain default, one per usable CPU, then). ``GCLIB_THREADS`` (a positive
+    integer) is gclib's own; a bad value is one ValueError naming it. Otherwise ``default_threads()``."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("GCLIB_THREADS")
+    if raw is not None:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"GCLIB_THREADS={raw!r} is not valid; it must be a positive integer (torch threads)")
+        return n
+    if any(environ.get(k) for k in THREAD_ENV):
+        return None
+    import torch
+    now = torch.get_num_threads()
+    at_import = now if _threads_at_import is None else _threads_at_import
+    if now != at_import or at_import != usable_cpus():
+        return None
+    return default_threads()
+
+
+def share_threads(environ=None) -> int:
+    """Put this process on ``gclib_threads()`` torch threads (a notebook's or the CLI's own process); returns the
+    count it runs on now."""
+    import torch
+    n = gclib_threads(environ)
+    if n is not None and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def cpu_threads(device=None, environ=None):
+    """Run the block on ``gclib_threads()`` torch threads when ``device`` is the CPU (or None), and put back the
+    count the caller had afterwards: a library call leaves the caller's process as it found it."""
+    import torch
+    before = torch.get_num_threads()
+    n = gclib_threads(environ) if device is None or torch.device(device).type == "cpu" else None
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

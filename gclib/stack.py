@@ -43,7 +43,7 @@ from typing import Sequence
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import distributed
+from . import distributed, machine
 from .config import Config, ConfigError, as_config, config_hash, part, preflight, run_dir_for
 from .couplings import GC, REGISTRY as COUPLINGS, gc_mask
 from .ema import blend
@@ -352,9 +352,11 @@ def train_stack(configs: Sequence, data: torch.Tensor | None = None) -> list[Tra
         groups = defaultdict(list)
         for i, st in states.items():
             groups[st.step].append(i)
-        for step in sorted(groups):
-            out = _train_group([states[i] for i in groups[step]])
-            results.update(zip(groups[step], out))
+        device = next(iter(states.values())).device if states else None
+        with machine.cpu_threads(device):   # gclib's thread count on the CPU, as train; the caller's put back after
+            for step in sorted(groups):
+                out = _train_group([states[i] for i in groups[step]])
+                results.update(zip(groups[step], out))
     finally:
         for lock in locks:
             if lock:

@@ -53,7 +53,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import distributed, signals
+from . import distributed, machine, signals
 from .checkpoint import CheckpointError, atomic_save, ckpt_path, load_checkpoint, preserve_rng, rng_state, rotate
 from .config import Config, ConfigError, as_config, config_hash, part, preflight, run_dir_for
 from .couplings import REGISTRY as COUPLINGS, make_coupling
@@ -330,13 +330,14 @@ def train(config, eval_fns: Sequence[EvalFn] = (), data: torch.Tensor | None = N
         done = _finished(cfg, chash, paths, world)  # another process may have finished it while we waited
         if done:
             return done
-        st = RunState(cfg, chash, paths, d, device, tuple(eval_fns))
-        _setup(st, data)
-        _resume(st)
-        _wrap_model(st)
-        _open_logs(st)
-        _loop(st)
-        return _finish(st)
+        with machine.cpu_threads(device):   # gclib's thread count on the CPU, the caller's put back after
+            st = RunState(cfg, chash, paths, d, device, tuple(eval_fns))
+            _setup(st, data)
+            _resume(st)
+            _wrap_model(st)
+            _open_logs(st)
+            _loop(st)
+            return _finish(st)
     finally:
         if lock:
             lock.release()

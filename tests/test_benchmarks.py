@@ -181,6 +181,8 @@ def test_thread_share_tiny_measures_idle_and_loaded_and_stops_its_busy_processes
     assert len(started) == 1 and started[0].poll() is not None       # the busy loop ran only while measured
     d, one = res["settings"]["default"], res["settings"]["1 thread"]
     assert d["idle"]["n"] == d["loaded"]["n"] == 1 and d["wait_policy"] == "PASSIVE" and one["threads"] == 1
+    from gclib.machine import default_threads
+    assert d["threads"] == default_threads()     # the child reports what train ran on, not the count it put back
     assert d["ratio_of_medians"] == d["loaded"]["median"] / d["idle"]["median"]
     t = res["target"]
     assert t["setting"] == "default" and t["met"] == ((t["ratio"] <= 2.2) if t["quiet"] else None)

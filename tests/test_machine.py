@@ -1,8 +1,12 @@
-"""gclib.machine: the platform fingerprint (what decides the last bits of a CPU run) and the default OpenMP waiting."""
+"""gclib.machine: the platform fingerprint (what decides the last bits of a CPU run), the default OpenMP waiting and
+gclib's default CPU thread count."""
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from gclib import machine
 
@@ -65,7 +69,7 @@ def test_share_cpus_sets_passive_waiting_unless_the_user_chose():
 
 
 def _in_fresh_python(code: str, **env) -> str:
-    base = {k: v for k, v in os.environ.items() if k not in machine.WAIT_ENV + ("OMP_NUM_THREADS",)}
+    base = {k: v for k, v in os.environ.items() if k not in machine.WAIT_ENV + machine.THREAD_ENV}
     out = subprocess.run([sys.executable, "-c", code], env={**base, "PYTHONPATH": str(ROOT), **env}, check=True,
                          capture_output=True, text=True)
     return out.stdout.strip()
@@ -88,3 +92,83 @@ def test_importing_gclib_sets_the_policy_before_torch_loads_and_keeps_the_users_
                              "import gclib\n"
                              "print(os.environ['SEEN'])")
     assert first == "PASSIVE"
+
+
+def test_the_default_is_half_the_usable_cpus_and_at_least_one():
+    assert [machine.default_threads(c) for c in (1, 2, 3, 4, 16, 64)] == [1, 1, 1, 2, 8, 32]
+    assert machine.default_threads() == max(1, machine.usable_cpus() // 2)
+
+
+def test_gclib_threads_honours_the_users_choice():
+    assert machine.gclib_threads({"GCLIB_THREADS": "3"}) == 3
+    for bad in ("0", "-2", "two", ""):
+        with pytest.raises(ValueError, match="GCLIB_THREADS=.* positive integer"):
+            machine.gclib_threads({"GCLIB_THREADS": bad})
+    assert machine.gclib_threads({"OMP_NUM_THREADS": "2"}) is None       # torch follows it already
+    assert machine.gclib_threads({"MKL_NUM_THREADS": "2"}) is None
+    assert machine.gclib_threads({"GCLIB_THREADS": "2", "OMP_NUM_THREADS": "1"}) == 2   # gclib's own wins for gclib
+
+
+# In a fresh interpreter: torch's thread count before, inside and after gclib's CPU work (and inside a CUDA one).
+PROBE = """
+import json
+{before}
+import torch
+from gclib import machine
+{after}
+seen = {{"start": torch.get_num_threads(), "want": machine.gclib_threads()}}
+with machine.cpu_threads("cpu"):
+    seen["cpu"] = torch.get_num_threads()
+with machine.cpu_threads("cuda"):
+    seen["cuda"] = torch.get_num_threads()
+seen["after"] = torch.get_num_threads()
+print(json.dumps(seen))
+"""
+
+
+def _probe(before="", after="", **env):
+    return json.loads(_in_fresh_python(PROBE.format(before=before, after=after), **env).splitlines()[-1])
+
+
+def test_gclib_work_runs_on_the_default_and_leaves_the_callers_count():
+    n, default = machine.usable_cpus(), machine.default_threads()
+    for before in ("import gclib", "import torch"):   # whichever the user imports first
+        seen = _probe(before)
+        assert seen == {"start": n, "want": default, "cpu": default, "cuda": n, "after": n}, before
+
+
+def test_a_thread_count_the_user_chose_is_honoured():
+    k = machine.usable_cpus() + 1    # neither torch's own count nor gclib's default
+    chosen = {"start": k, "want": None, "cpu": k, "cuda": k, "after": k}
+    assert _probe(before=f"import torch; torch.set_num_threads({k})") == chosen     # before import gclib
+    assert _probe(after=f"torch.set_num_threads({k})") == chosen                     # after it
+    env = _probe(OMP_NUM_THREADS=str(k))   # torch may cap it at its own count: whatever it runs on stays
+    assert env["want"] is None and env["start"] == env["cpu"] == env["cuda"] == env["after"]
+    start = machine.usable_cpus()
+    assert _probe(GCLIB_THREADS=str(k)) == {"start": start, "want": k, "cpu": k, "cuda": start, "after": start}
+
+
+TRAIN_PROBE = """
+import json, sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from gclib.train import train
+from gclib.experiments import toy_flows
+seen = {{"start": torch.get_num_threads()}}
+cfg = tiny_config(__import__("pathlib").Path({tmp!r}), eval_every=10)
+train(cfg, eval_fns=[lambda step, model: seen.setdefault("training", torch.get_num_threads()) and {{}}])
+seen["after_train"] = torch.get_num_threads()
+toy_flows.setup({{}})   # a notebook's process: its setup puts the whole process on gclib's count
+seen["notebook"] = torch.get_num_threads()
+print(json.dumps(seen))
+"""
+
+
+def test_train_and_the_notebooks_run_on_gclibs_count(tmp_path):
+    out = _in_fresh_python(TRAIN_PROBE.format(tests=str(ROOT / "tests"), tmp=str(tmp_path)))
+    seen = json.loads(out.splitlines()[-1])
+    n, default = machine.usable_cpus(), machine.default_threads()
+    assert seen == {"start": n, "training": default, "after_train": n, "notebook": default}
+    # the user's count wins in both
+    out = _in_fresh_python(TRAIN_PROBE.format(tests=str(ROOT / "tests"), tmp=str(tmp_path / "b")), GCLIB_THREADS="2")
+    assert json.loads(out.splitlines()[-1]) == {"start": n, "training": 2, "after_train": n, "notebook": 2}
