@@ -132,8 +132,9 @@ def test_exact_flow_of_two_points_jumps_so_its_gap_grows_like_n():
     """The exact flow of a finite set jumps across the boundary between two points' basins (Theorem 1's smooth f
     fails there): the CT step crosses it with a chance ~ h, and such a draw's scaled gap is N jump^2 / h, so
     E[N (L_CT - L_CD)] grows like N, as (T - s)^-1 Phi(-1) jump^2 N (a closed form; quadrature, no sampling), and
-    the plain limit's integrand, restricted to |y| > eps, grows like 1 / eps (the derivative near the jump is ~ 1 / |y|) down to float rounding:
-    Theorem 1's limit is infinite for this f, and a sample of the plain terms sees only its draws' closest approach.
+    the plain limit's integrand, restricted to |y| > eps, grows like 1 / eps (the derivative near the jump is about
+    1 / |y|) down to float rounding: Theorem 1's limit is infinite for this f, and a sample of the plain terms sees
+    only its draws' closest approach.
     A smooth f's gap converges instead (the control), and ct_cd_gap's Monte Carlo estimate agrees with the
     quadrature (the code against an exact computation, at an N where crossings are common enough to sample)."""
     from scipy import stats
