@@ -199,3 +199,16 @@ def test_thread_share_tiny_measures_idle_and_loaded_and_stops_its_busy_processes
     assert "beside 1 busy processes" in thread_share.summary(res)
     import run_all
     assert "## 7." not in run_all.thread_share_section(tmp_path) and "| 1 thread |" in run_all.thread_share_section(tmp_path)
+
+
+def test_ideal_gap_tail_tiny(tmp_path):
+    """benchmarks/ideal_gap_tail.py on 8 draws of one seed: every N reported with its verdict, and the exact flow of
+    two points jumps across their basins' boundary (the difference quotient grows like 1 / eps)."""
+    import ideal_gap_tail
+    res = ideal_gap_tail.main(["--seeds", "0", "--n", "8", "--Ns", "640", "2560", "--out", str(tmp_path / "t.json")])
+    assert json.loads((tmp_path / "t.json").read_text())["benchmark"] == "ideal_gap_tail"
+    row = res["rows"][0]
+    assert [q["N"] for q in row["per_N"]] == [640, 2560] and 1.0 <= row["limit_ess"] <= 8.0
+    assert all(q["verdict"] in ("holds", "inconclusive", "refuted") for q in row["per_N"])
+    for j in res["jump"]:
+        assert 0.9 < j["f_eps"] < 1.0 and j["quotient"] > 0.4 / j["eps"]

@@ -299,7 +299,11 @@ def test_judge_rejects_every_named_control(exact_judged):
     seen = set()
     for r in exact_judged.rows:
         if r["controls"]:
-            assert r["unrejected"] == [], (r["claim"], r["controls"])
+            # the limit row's wrong teacher shares the judged model's limit; the exact flow's rests on a few draws
+            # near the basins' boundary (Kish's count below LIMIT_ESS_MIN), so no interval is used, for the model
+            # and for its control alike: not rejected, and the row says why (issue 30)
+            few = r["claim"].startswith("N (L_CT - L_CD) converges") and "effective draws of" in r["measured"]
+            assert r["unrejected"] == (["wrong teacher (v = 0)"] if few else []), (r["claim"], r["controls"])
             seen |= set(r["controls"])
     assert named <= seen, named - seen
     for start in ("GC paths follow", "R~_GC", "Theorem 2", "GC's transport cost"):

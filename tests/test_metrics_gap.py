@@ -94,3 +94,74 @@ def test_curve_on_fewer_samples_and_a_second_teacher_without_limit(model_and_dat
     assert nolim.table.equals(full.table) and np.isnan(nolim.limit) and np.isnan(nolim.per_sample["plain"]).all()
     with pytest.raises(ValueError, match="n_curve"):
         ct_cd_gap(model, data, n=10, n_curve=11)
+
+
+# ------------------------------------------------------------------ the exact flow of a finite set (issue 30)
+TWO = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)   # two points in 1-D: the basins' boundary is y = 0
+
+
+def _gl(a: float, b: float, m: int):
+    x, w = np.polynomial.legendre.leggauss(m)
+    return torch.tensor((a + b) / 2 + (b - a) / 2 * x), torch.tensor((b - a) / 2 * w)
+
+
+def _phi(z):
+    return torch.exp(-z ** 2 / 2) / np.sqrt(2 * np.pi)
+
+
+def _exact_scaled_gap(f, N: int, s: float, T: float = 1.0, m: int = 48) -> float:
+    """E[N (L_CT - L_CD)] (iCT weights 1/h, squared L2) of the flow map ``f`` of TWO by quadrature: the draws x = +-1
+    are symmetric, so x = 1; per interval i the integral over z is cut where the CT point 1 + t_i z or the upper
+    point 1 + t_{i+1} z crosses the boundary (z = -1 / t_i, -1 / t_{i+1}) and done by Gauss-Legendre on each piece."""
+    from gclib.exact import velocity
+    h, tot = (T - s) / N, 0.0
+    for i in range(N):
+        lo, hi = s + i * h, s + (i + 1) * h
+        cuts = sorted(c for c in (-1 / lo, -1 / hi) if -12 < c < 12)
+        edges = [-12.0, *cuts, 12.0]
+        z, w = (torch.cat(q) for q in zip(*[_gl(a, b, m) for a, b in zip(edges[:-1], edges[1:])]))
+        y = (1 + hi * z)[:, None]
+        f_hi = f(y, hi)
+        cd = y - h * velocity(y, TWO, torch.full((len(z),), hi, dtype=torch.float64))
+        d_ct, d_cd = (f_hi - f(1 + lo * z[:, None], lo)) ** 2, (f_hi - f(cd, lo)) ** 2
+        tot += float((w * _phi(z) * (d_ct - d_cd)[:, 0]).sum()) / h
+    return tot
+
+
+def test_exact_flow_of_two_points_jumps_so_its_gap_grows_like_n():
+    """The exact flow of a finite set jumps across the boundary between two points' basins (Theorem 1's smooth f
+    fails there): the CT step crosses it with a chance ~ h, and such a draw's scaled gap is N jump^2 / h, so
+    E[N (L_CT - L_CD)] grows like N, as (T - s)^-1 Phi(-1) jump^2 N (a closed form; quadrature, no sampling), and
+    the plain limit's integrand, restricted to |y| > eps, grows like 1 / eps (the derivative near the jump is about
+    1 / |y|) down to float rounding: Theorem 1's limit is infinite for this f, and a sample of the plain terms sees
+    only its draws' closest approach.
+    A smooth f's gap converges instead (the control), and ct_cd_gap's Monte Carlo estimate agrees with the
+    quadrature (the code against an exact computation, at an N where crossings are common enough to sample)."""
+    from scipy import stats
+    from torch.func import jvp
+    from gclib.experiments.references import IdealFlow, Untrained
+    ideal = IdealFlow(TWO, 32)   # the digits profile's solver
+    s = ideal.sigma_min
+    f = lambda y, t: ideal(y, torch.full((len(y),), t, dtype=torch.float64))  # noqa: E731
+    g10, g40 = _exact_scaled_gap(f, 10, s), _exact_scaled_gap(f, 40, s)
+    assert 3.8 < g40 / g10 < 4.2
+    jump = float(f(torch.tensor([[1e-3]]), 0.5) - f(torch.tensor([[-1e-3]]), 0.5))
+    closed = stats.norm.cdf(-1.0) * jump ** 2 / (1 - s)
+    assert g10 / 10 == pytest.approx(closed, rel=0.08) and g40 / 40 == pytest.approx(closed, rel=0.08)
+    # control: a smooth f (the untrained consistency model c_skip(t) y) has a gap that converges, not one that grows
+    smooth = Untrained()
+    fs = lambda y, t: smooth(y, torch.full((len(y),), t, dtype=torch.float64))  # noqa: E731
+    assert _exact_scaled_gap(fs, 40, s) / _exact_scaled_gap(fs, 10, s) < 1.5  # (0.74: converging from above)
+
+    def r_eps(eps, t=1.0):  # int_{|y| > eps} J^2 ((D - x) / t)^2 p(y | x = 1) dy, J by forward AD through the solver
+        edges = np.r_[np.logspace(np.log10(eps), 0, 40), np.linspace(1, 1 + 10 * t, 12)[1:]]
+        y, w = (torch.cat(q) for q in zip(*[_gl(a, b, 16) for a, b in zip(edges[:-1], edges[1:])]))
+        y, w = torch.cat([y, -y]), torch.cat([w, w])
+        _, J = jvp(lambda a: f(a[:, None], t)[:, 0], (y,), (torch.ones_like(y),))
+        return float((w * J ** 2 * ((torch.tanh(y / t ** 2) - 1) / t) ** 2 * _phi((y - 1) / t) / t).sum())
+    r = [r_eps(e) for e in (1e-3, 1e-5, 1e-7, 1e-9)]
+    assert all(b > 20 * a for a, b in zip(r, r[1:])), r  # ~ 100 per factor 100 in eps
+
+    res = ct_cd_gap(ideal, TWO, T=1.0, Ns=[10], n=20000, seed=3, limit=False)
+    est, se = float(res.table.scaled_gap.iloc[0]), float(res.table.scaled_gap_stderr.iloc[0])
+    assert abs(est - g10) < 4 * se and se < 0.15 * g10

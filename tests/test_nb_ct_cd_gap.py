@@ -242,3 +242,61 @@ def test_the_bound_has_the_z_rules_error():
     """The distribution-free bound decides at the one-sided error of z > 3 (P(Z > 3) = 0.00135), not at a laxer one."""
     from scipy import stats
     assert gap.POSITIVE_LEVEL == pytest.approx(1 - 2 * stats.norm.sf(gap.Z_POSITIVE), abs=1e-15)
+
+
+def test_limit_ess_is_kish_effective_sample_size():
+    """limit_ess (from the count, mean and standard error the limits table holds) against Kish's (sum p)^2 / sum p^2
+    computed on the draws themselves, and its two extremes: equal draws give n, one nonzero draw gives 1."""
+    from gclib.experiments.ct_cd_claims import limit_ess
+    rng = np.random.default_rng(1)
+    for p in (rng.pareto(1.2, 2560), rng.random(500), np.r_[np.zeros(99), 3.0], np.full(64, 2.0)):
+        n, m, se = p.size, p.mean(), p.std(ddof=1) / np.sqrt(p.size)
+        assert limit_ess(n, m, se) == pytest.approx(p.sum() ** 2 / (p ** 2).sum(), rel=1e-10)
+    assert limit_ess(64, 2.0, 0.0) == 64 and limit_ess(100, 0.03, 0.03) == pytest.approx(1.0)
+    assert np.isnan(limit_ess(10, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("who, limit_stderr, expected, ctl", [
+    ("ideal", 0.01, "holds", "refuted"),            # many effective draws: the interval decides
+    ("ideal", 0.7, "inconclusive", "refuted"),      # the limit rests on ~2 draws: the interval inside +-10% is not used
+    ("wrong teacher", 0.7, "inconclusive", "inconclusive"),  # a control on few draws is not rejected either
+    ("trained", 0.7, "inconclusive", "refuted"),    # the rule reads the draws, not the subject's name
+])
+def test_limit_row_needs_enough_effective_draws(who, limit_stderr, expected, ctl):
+    """The limit row uses a subject's equivalence interval only when its limit rests on at least LIMIT_ESS_MIN
+    effective draws (the exact flow of digits: one draw of 2560 carries 75% of the limit, Kish's count 1.76); below
+    that the subject (or control) is inconclusive whatever its interval, and the row says why."""
+    from gclib.experiments.ct_cd_claims import LIMIT_ESS_MIN, limit_ess
+    L = _limits(ideal=(-0.01, -0.03, 0.01))
+    L.loc[L.model == who, ["n", "limit_stderr"]] = [2560, limit_stderr]
+    assert (limit_ess(2560, 1.0, limit_stderr) < LIMIT_ESS_MIN) == (limit_stderr > 0.1)
+    row = gap.gap_claims(L, None, _det(), rel_tol=0.1)[1]
+    assert row["verdict"] == expected and row["control_verdict"] == ctl, row["measured"]
+    few = limit_stderr > 0.1
+    assert ("effective draws of 2560 (Kish)" in row["measured"]) == few
+    assert ("rule added after the exact flow's inconclusive result" in row["measured"]) == few
+
+
+def test_exact_flow_of_three_points_rests_on_few_draws_and_rejects_a_wrong_teacher():
+    """On the exact flow of 3 points in 2-D (a computation, not a synthetic table) the limit's plain terms are
+    heavy-tailed, as on digits: a few draws near the boundaries between the points' basins, where the flow map is
+    steep, carry its sum (Kish's count below LIMIT_ESS_MIN of 1024), so the row does not judge it by its interval;
+    and the same flow with CD's teacher v = 0 (a broken input) is not judged to hold."""
+    import torch
+    from gclib.experiments import references
+    from gclib.experiments.ct_cd_claims import LIMIT_ESS_MIN, limit_ess
+    pts = torch.tensor([[-0.5, 0.0], [0.5, 0.0], [0.0, 0.8]], dtype=torch.float64)
+    ideal = references.IdealFlow(pts, 8)
+    st = gap.gap_settings(2, [])
+    r = gap._gaps(ideal, pts, st, 1.0, [640], 1024, 0)["squared L2"]
+    w = gap._gaps(ideal, pts, st, 1.0, [640], 1024, 0, teacher=references.zero_velocity, limit=False)["squared L2"]
+    rows = [gap.summarise_gap(r, "s", "ideal"), gap.summarise_gap(gap._with_limit(w, r), "s", "wrong teacher")]
+    assert limit_ess(rows[0]["n"], rows[0]["limit"], rows[0]["limit_stderr"]) < LIMIT_ESS_MIN
+    assert rows[1]["rel_hi"] < -0.1  # v = 0 misses the limit by far more than the tolerance
+    L = _limits()
+    L = pd.concat([L[L.model == "trained"], pd.DataFrame(rows)], ignore_index=True)
+    row = gap.gap_claims(L, None, _det(), rel_tol=0.1)[1]
+    assert row["subjects"]["ideal"] == "inconclusive" and row["verdict"] != "holds"
+    assert row["controls"]["wrong teacher (v = 0)"] != "refuted"  # on few draws a control is not rejected either
+    broken = pd.concat([L[L.model == "trained"], pd.DataFrame([{**rows[1], "model": "ideal"}])], ignore_index=True)
+    assert gap.gap_claims(broken, None, _det(), rel_tol=0.1)[1]["subjects"]["ideal"] != "holds"
