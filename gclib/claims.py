@@ -3,8 +3,8 @@ r"""Does a consistency model satisfy the paper's theory? ``judge`` answers for a
 ``judge(model, data, quick=False, teacher=None)`` runs every theory row of the notebooks toy_flows (Fig. 1, the
 comparison with minibatch OT, Eq. 16), ct_cd_gap (Theorem 1 (i) and (ii), the deterministic coupling, Fig. 2,
 Theorem 2) and transport_cost (Corollary 1, Fig. 3, minibatch OT against its batch size) on ``model``, beside the
-exact reference of the data (its exact flow map; for Corollary 1 the exact flow of a continuous Gaussian mixture)
-and the negative controls each row must reject (docs/method.md section 7):
+exact reference of the data (its exact flow map; for Corollary 1 and Theorem 1's limit the exact flow of a continuous
+Gaussian mixture) and the negative controls each row must reject (docs/method.md section 7):
 
 - ``model``: a consistency function ``model(y, t) -> x^`` (a torch module or any callable; y batch-first, t a
   (batch,) tensor of levels), acting row by row. Its ``sigma_min`` / ``sigma_max`` attributes are used when
@@ -40,9 +40,9 @@ FULL = {
                       ot_batches=[8, 32, 256], eq16_ts=[0.2, 1.0], eq16_n=1000, endpoint_tol=0.05, level=0.9,
                       ideal_steps=64),
     "ct_cd_gap": dict(T=1.0, Ns=[10, 40, 160, 640, 2560, 10240], n_gap=8192, n_limit=49152, huber_cs=[None],
-                      rel_tol=0.1, ideal_Ns=[10240], ideal_n=2560, ideal_steps=32, grad_Ns=[10240], grad_n=2048,
-                      grad_tol=0.05, proxy_ts=[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0], proxy_n=2048, ot_batch=256,
-                      ratio_max=0.5, level=0.9, seed=0),
+                      rel_tol=0.1, ideal_Ns=[10240], ideal_n=2560, mixture_n=2048, ideal_steps=32, grad_Ns=[10240],
+                      grad_n=2048, grad_tol=0.05, proxy_ts=[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0], proxy_n=2048,
+                      ot_batch=256, ratio_max=0.5, level=0.9, seed=0),
     "transport_cost": dict(ts=[0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0], n=2048, ot_n=1024,
                            ot_batch_sizes=[64, 256, 1024], n_near=2, ideal_steps=32, level=0.9, seed=0),
 }
@@ -51,8 +51,9 @@ QUICK = {
     "toy_flows": dict(seeds=[0, 1, 2], n_samples=256, t_pred=2.0, t_max=3.0, n_levels=6, ot_batches=[8, 64],
                       eq16_ts=[0.2, 1.0], eq16_n=128, endpoint_tol=0.05, level=0.9, ideal_steps=16),
     "ct_cd_gap": dict(T=1.0, Ns=[10, 160, 2560], n_gap=512, n_limit=1024, huber_cs=[], rel_tol=0.1,
-                      ideal_Ns=[2560], ideal_n=128, ideal_steps=16, grad_Ns=[2560], grad_n=512, grad_tol=0.05,
-                      proxy_ts=[0.5, 5.0, 80.0], proxy_n=512, ot_batch=128, ratio_max=0.5, level=0.9, seed=0),
+                      ideal_Ns=[2560], ideal_n=128, mixture_n=1024, ideal_steps=16, grad_Ns=[2560], grad_n=512,
+                      grad_tol=0.05, proxy_ts=[0.5, 5.0, 80.0], proxy_n=512, ot_batch=128, ratio_max=0.5, level=0.9,
+                      seed=0),
     "transport_cost": dict(ts=[0.02, 0.05, 1.0, 80.0], n=512, ot_n=256, ot_batch_sizes=[16, 64, 256], n_near=2,
                            ideal_steps=16, level=0.9, seed=0),
 }
@@ -170,8 +171,9 @@ def judge(model, data, quick: bool = False, teacher=None, *, rows=None, settings
     ``joint``: a row holds only when the model AND the exact reference hold (the notebooks' tables; default: the
     model alone, the reference reported); ``metric``: the quality metric of a tensor data set; ``mixture``: the
     continuous density of Corollary 1's reference (a name of ``references.MIXTURES``; default the data set's own
-    when it is one of them, else the paper's toy, two_gaussians); ``out``: a folder
-    for the CSV tables; ``cache``: the run cache of the exact flow's outputs (``references.ideal_outputs``)."""
+    when it is one of them, else the paper's toy, two_gaussians; Theorem 1's limit row always uses
+    ``references.SMOOTH_MIXTURE``, whose flow is differentiable at that row's scale); ``out``: a folder for the CSV
+    tables; ``cache``: the run cache of the exact flow's outputs (``references.ideal_outputs``)."""
     groups = list(GROUPS) if rows is None else ([rows] if isinstance(rows, str) else list(rows))
     bad = [g for g in groups if g not in GROUPS]
     if bad:
@@ -230,7 +232,8 @@ def _gap(model, data, metric, name, teacher, s, label, require, out, cache):
     table, limits, gaps = gap.gap_curves({label: model, "ideal": ideal}, data, settings, T=s["T"], Ns=s["Ns"],
                                          n=s["n_gap"], n_limit=s["n_limit"], ideal_Ns=s["ideal_Ns"],
                                          ideal_n=s["ideal_n"], seed=s["seed"], level=s["level"], out=out,
-                                         label=label, teacher=teacher)
+                                         label=label, teacher=teacher, mixture_n=s["mixture_n"],
+                                         mixture=references.GaussianMixtureFlow.smooth(sigma_min=smin, sigma_max=smax))
     has_params = any(True for _ in model.parameters())
     grads = gap.gradient_rows(model, data, T=s["T"], Ns=s["grad_Ns"], n=s["grad_n"], seed=s["seed"], out=out,
                               teacher=teacher, level=s["level"]) if has_params else None

@@ -287,6 +287,7 @@ def test_judge_exact_flow_holds_the_theory_rows(exact_judged):
     assert "not used)" in pos["measured"] and "draws are above 0" in pos["power"]
     r = _row(j, "N (L_CT - L_CD) converges")
     assert r["verdict"] != "refuted" and "refuted" not in r["subjects"].values() and "% test" in r["power"]
+    assert r["subjects"]["ideal"] == "holds"   # the exact flow of the continuous mixture (issue 30)
     # Fig. 2's order compares upper bounds with each other: at most inconclusive, never refuted by a bound
     assert _row(j, "R~_GC < R~_OT < R~_IC")["verdict"] == "inconclusive"
     # Theorem 1 (ii) needs parameters: the exact flow has none
@@ -294,18 +295,24 @@ def test_judge_exact_flow_holds_the_theory_rows(exact_judged):
 
 
 def test_judge_rejects_every_named_control(exact_judged):
-    named = {"collapsed", "untrained", "identity", "shrunk 0.5", "shrunk 0.7", "Gaussian fit", "wrong teacher (v = 0)",
+    """Every control of every row is rejected when judging the exact flow. The limit row's wrong teacher on the model
+    shares the model's limit, which for the exact flow of a finite set rests on a few draws near the basins'
+    boundary: that control is n/a (named so in the row, ct_cd_claims.limit_subjects), not left unrejected; the row's
+    wrong teacher on the mixture's exact flow is judged and rejected (issue 30)."""
+    from gclib.experiments.ct_cd_claims import WRONG_MIXTURE
+    named = {"collapsed", "untrained", "identity", "shrunk 0.5", "shrunk 0.7", "Gaussian fit", WRONG_MIXTURE,
              "deterministic coupling (one data point)", "the data set (independent coupling)", "unmatched batches"}
     seen = set()
     for r in exact_judged.rows:
+        assert r["unrejected"] == [], (r["claim"], r["controls"])
         if r["controls"]:
-            # the limit row's wrong teacher shares the judged model's limit; the exact flow's rests on a few draws
-            # near the basins' boundary (Kish's count below LIMIT_ESS_MIN), so no interval is used, for the model
-            # and for its control alike: not rejected, and the row says why (issue 30)
-            few = r["claim"].startswith("N (L_CT - L_CD) converges") and "effective draws of" in r["measured"]
-            assert r["unrejected"] == (["wrong teacher (v = 0)"] if few else []), (r["claim"], r["controls"])
+            assert r["control_verdict"] == "refuted", (r["claim"], r["controls"])
             seen |= set(r["controls"])
     assert named <= seen, named - seen
+    lim = _row(exact_judged, "N (L_CT - L_CD) converges")
+    assert lim["subjects"] == {"model": "inconclusive", "ideal": "holds", "exact flow of the data set": "inconclusive"}
+    assert "exact flow of the data set: inconclusive (n/a, not judged" in lim["measured"]
+    assert "wrong teacher (v = 0) on model: n/a" in lim["measured"] and list(lim["controls"]) == [WRONG_MIXTURE]
     for start in ("GC paths follow", "R~_GC", "Theorem 2", "GC's transport cost"):
         assert {"shrunk 0.5", "shrunk 0.7", "Gaussian fit"} <= set(_row(exact_judged, start)["controls"])
 

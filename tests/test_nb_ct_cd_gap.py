@@ -24,8 +24,11 @@ def defaults(tmp_path_factory):
 
 def test_defaults_rows_and_controls(defaults):
     lims = pd.DataFrame(defaults["limits"])
-    assert set(lims.model) == {"trained", "ideal", "wrong teacher"}
-    assert (lims[lims.model != "wrong teacher"].limit > 0).all()
+    assert set(lims.model) == {"trained", "ideal", "wrong teacher", "mixture", "mixture wrong teacher"}
+    assert (lims[lims.model.isin(["trained", "mixture"])].limit > 0).all()
+    assert lims[lims.model == "ideal"].limit.isna().all()  # the finite set's flow: no limit (not differentiable)
+    lim_row = next(c for c in defaults["claims"] if c["claim"].startswith("N (L_CT - L_CD) converges"))
+    assert lim_row["subjects"]["ideal"] == "holds", lim_row["measured"]   # the continuous mixture's exact flow
     claims = defaults["claims"]
     texts = " ".join(c["claim"] for c in claims)
     for key in ("Theorem 1 (ii), alpha = 2", "Theorem 1 (ii), alpha = 1", "deterministic coupling",
@@ -260,7 +263,8 @@ def test_limit_ess_is_kish_effective_sample_size():
     ("ideal", 0.01, "holds", "refuted"),            # many effective draws: the interval decides
     ("ideal", 0.7, "inconclusive", "refuted"),      # the limit rests on ~2 draws: the interval inside +-10% is not used
     ("wrong teacher", 0.7, "inconclusive", "inconclusive"),  # a control on few draws is not rejected either
-    ("trained", 0.7, "inconclusive", "refuted"),    # the rule reads the draws, not the subject's name
+    ("trained", 0.7, "inconclusive", "inconclusive"),  # the rule reads the draws, not the subject's name; the
+    # model's own control shares its limit: n/a, and no mixture's control here
 ])
 def test_limit_row_needs_enough_effective_draws(who, limit_stderr, expected, ctl):
     """The limit row uses a subject's equivalence interval only when its limit rests on at least LIMIT_ESS_MIN
@@ -300,3 +304,85 @@ def test_exact_flow_of_three_points_rests_on_few_draws_and_rejects_a_wrong_teach
     assert row["controls"]["wrong teacher (v = 0)"] != "refuted"  # on few draws a control is not rejected either
     broken = pd.concat([L[L.model == "trained"], pd.DataFrame([{**rows[1], "model": "ideal"}])], ignore_index=True)
     assert gap.gap_claims(broken, None, _det(), rel_tol=0.1)[1]["subjects"]["ideal"] != "holds"
+
+
+# ------------------------------------------------------------------ the limit row's ideal: a continuous mixture
+def _mixture_rows(flow, N=2560, n=2048, seed=0):
+    """summarise_gap rows "mixture" and "mixture wrong teacher" (v = 0, judged against the mixture's limit) of
+    ``flow`` (a model of the smooth mixture's draws, with that mixture's velocity) on n draws of the mixture."""
+    from gclib.experiments import references
+    mix = references.GaussianMixtureFlow.smooth()
+    kw = dict(velocity=mix.velocity, sampler=mix.sample)
+    st = gap.gap_settings(2, [])
+    r = gap._gaps(flow, mix.means, st, 1.0, [N], n, seed, **kw)["squared L2"]
+    w = gap._gaps(flow, mix.means, st, 1.0, [N], n, seed, teacher=references.zero_velocity, limit=False,
+                  **kw)["squared L2"]
+    return [gap.summarise_gap(r, "s", "mixture"), gap.summarise_gap(gap._with_limit(w, r), "s", "mixture wrong teacher")]
+
+
+def _limit_row(rows, trained=None):
+    L = pd.concat([_limits(), pd.DataFrame(rows)], ignore_index=True)
+    if trained:
+        L.loc[L.model.isin(["trained", "wrong teacher"]), list(trained)] = list(trained.values())
+    return gap.gap_claims(L, None, _det(), rel_tol=0.1)[1]
+
+
+def test_limit_row_holds_on_the_mixtures_exact_flow_and_refutes_its_wrong_teacher():
+    """The limit row's ideal is the exact flow of the continuous mixture (references.SMOOTH_MIXTURE; computed, not a
+    synthetic table): its N gap equals the limit within 10%, on at least LIMIT_ESS_MIN effective draws; the same flow
+    with CD's teacher v = 0 is refuted; the finite set's exact flow is shown n/a with its reason, not judged."""
+    from gclib.experiments import references
+    from gclib.experiments.ct_cd_claims import FINITE_NA, LIMIT_ESS_MIN, WRONG, WRONG_MIXTURE, limit_ess
+    rows = _mixture_rows(references.GaussianMixtureFlow.smooth(n_steps=32))
+    assert limit_ess(rows[0]["n"], rows[0]["limit"], rows[0]["limit_stderr"]) > 3 * LIMIT_ESS_MIN
+    row = _limit_row(rows)
+    assert row["subjects"]["ideal"] == "holds" and row["verdict"] == "holds", row["measured"]
+    assert row["controls"] == {WRONG: "refuted", WRONG_MIXTURE: "refuted"} and row["unrejected"] == []
+    assert rows[1]["rel_hi"] < -0.2   # v = 0 misses the mixture's limit by a third
+    assert f"exact flow of the data set: inconclusive ({FINITE_NA})" in row["measured"]
+    assert "changed to the exact flow of a continuous density after the finite set's" in row["measured"]
+
+
+def test_limit_row_on_broken_mixture_flows():
+    """A flow with a jump (the mixture's exact flow plus 0.5 across its mid-line: not differentiable) is refuted:
+    a CT step across the jump gives a per-sample N gap of order N^2. The flow contracted toward the mean by 0.5 is
+    NOT broken for this row: Theorem 1 holds for any differentiable f with its own Jacobian, and the contraction
+    scales the gap and the limit alike by 0.25, so its relative difference is the flow's own."""
+    from gclib.experiments import references
+
+    import torch
+
+    class Jump(torch.nn.Module):
+        sigma_min, sigma_max = 0.002, 80.0
+
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+
+        def forward(self, y, t):
+            return self.base(y, t) + 0.5 * (y[:, 1:] > 0).to(y.dtype) * torch.tensor([0.0, 1.0], dtype=y.dtype)
+
+    flow = references.GaussianMixtureFlow.smooth(n_steps=32)
+    jump = _mixture_rows(Jump(flow), N=160)
+    assert jump[0]["rel_lo"] > 0.1 and _limit_row(jump)["subjects"]["ideal"] == "refuted"
+    plain = _mixture_rows(flow, N=160, n=512)
+    shrunk = _mixture_rows(references.Shrunk(flow, torch.zeros(2), 0.5), N=160, n=512)
+    for k in ("scaled_gap", "limit"):
+        assert shrunk[0][k] == pytest.approx(0.25 * plain[0][k], rel=1e-9)
+    assert shrunk[0]["rel"] == pytest.approx(plain[0]["rel"], rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("model_few, with_mixture", [(False, True), (True, True), (True, False), (False, False)])
+def test_limit_row_names_the_models_control_na_when_the_model_cannot_be_judged(model_few, with_mixture):
+    """The wrong teacher v = 0 on the model judged shares that model's limit: when the limit rests on fewer than
+    LIMIT_ESS_MIN effective draws (the exact flow of a finite set judged as the model) that control is n/a, named so
+    in the row, and not left as an unrejected control; the mixture's own control still gates the row."""
+    from gclib.experiments.ct_cd_claims import WRONG, WRONG_MIXTURE
+    mix = [dict(_limits().iloc[1].to_dict(), model="mixture", rel=0.0, rel_lo=-0.01, rel_hi=0.01),
+           dict(_limits().iloc[2].to_dict(), model="mixture wrong teacher", rel=-0.33, rel_lo=-0.35, rel_hi=-0.31)]
+    row = _limit_row(mix if with_mixture else [], {"n": 2560, "limit_stderr": 0.7} if model_few else None)
+    expect = ({} if model_few else {WRONG: "refuted"}) | ({WRONG_MIXTURE: "refuted"} if with_mixture else {})
+    assert row["controls"] == expect and row["unrejected"] == [], row["measured"]
+    assert ("wrong teacher (v = 0) on trained: n/a" in row["measured"]) == model_few
+    assert row["subjects"]["trained"] == ("inconclusive" if model_few else "holds")
+    assert row["verdict"] == ("holds" if expect and not model_few else "inconclusive")

@@ -127,6 +127,38 @@ def _lim_power(k: str, r, tol: float, level: float) -> str:
 
 
 
+MIXTURE_SUBJECT = "exact flow of the continuous mixture (references.SMOOTH_MIXTURE)"
+FINITE_NA = ("n/a, not judged: the exact flow of a finite set is not differentiable (it jumps at the boundaries "
+             "between the points' basins), so E[N gap] grows like N and Theorem 1's limit is infinite for it (tests/"
+             "test_metrics_gap.py's quadrature)")
+MIXTURE_WHY = ("the ideal of this row was changed to the exact flow of a continuous density after the finite set's "
+               "exact flow came out inconclusive (issue 30): Theorem 1 assumes a differentiable consistency function")
+WRONG, WRONG_MIXTURE = "wrong teacher (v = 0)", "wrong teacher (v = 0) on the mixture's flow"
+
+
+def limit_subjects(L: pd.DataFrame, label: str, rel_tol: float) -> tuple[dict, dict, str]:
+    """The limit row's subjects, controls and n/a text from the limits table ``L`` (indexed by model): the model
+    judged and the ideal, the exact flow of the continuous mixture ("mixture") when the table has one, else the
+    table's "ideal"; the controls, each a wrong teacher v = 0 sharing its subject's limit: on the mixture's flow,
+    and on the model judged only when that model's limit can be judged (at least LIMIT_ESS_MIN effective draws).
+    Otherwise the model's control is n/a, named in the text, not left unrejected: it shares the limit that cannot
+    be judged (the exact flow of a finite set judged as the model), so nothing it says bears on the row."""
+    ideal = "mixture" if "mixture" in L.index else "ideal"
+    subjects = {k: L.loc[src] for k, src in ((label, label), ("ideal", ideal)) if src in L.index}
+    ctl, na = {}, ""
+    if "wrong teacher" in L.index:
+        wt = L.loc["wrong teacher"]
+        if label in subjects and _few_draws(subjects[label]):
+            na = (f"{WRONG} on {label}: n/a (it shares {label}'s limit, which rests on "
+                  f"{limit_ess(wt.n, wt.limit, wt.limit_stderr):.3g} effective draws: the row cannot judge it)")
+        else:
+            ctl[WRONG] = (_limit(wt, rel_tol), _lim_txt(wt))
+    if "mixture wrong teacher" in L.index:
+        mw = L.loc["mixture wrong teacher"]
+        ctl[WRONG_MIXTURE] = (_limit(mw, rel_tol), _lim_txt(mw))
+    return subjects, ctl, na
+
+
 def _grad_txt(g: pd.DataFrame, case: str) -> str:
     d = g[g.case == case]
     return ", ".join(f"N={int(r.N)}, n={int(r.n)}: along the CD gradient (G_CT - G_CD)/G_CD {r.proj:+.2%} +- "
@@ -231,14 +263,25 @@ def gap_claims(limits: pd.DataFrame, grads: pd.DataFrame, det: pd.DataFrame, rel
         pw = "; ".join(f"{k} {_positive_power(r)}" for k, r in subjects.items())
         out.append(judged_row(f"The CT/CD gap stays positive as N grows ({st})", PAPER["positive"], parts, ctl,
                               require=require, power=pw))
-        parts = {k: (_limit(r, rel_tol), _lim_txt(r)) for k, r in subjects.items()}
-        ctl = {} if wt is None else {"wrong teacher (v = 0)": (_limit(wt, rel_tol), _lim_txt(wt))}
-        pw = "; ".join(_lim_power(k, r, rel_tol, level) for k, r in subjects.items())
+        lim_subjects, ctl, na = limit_subjects(L, label, rel_tol)
+        parts = {k: (_limit(r, rel_tol), _lim_txt(r)) for k, r in lim_subjects.items()}
+        if "ideal" in parts and "mixture" in L.index:
+            m = L.loc["mixture"]
+            ess = limit_ess(m.n, m.limit, m.limit_stderr)
+            parts["ideal"] = (parts["ideal"][0], f"{MIXTURE_SUBJECT}: {parts['ideal'][1]}; relative difference "
+                              f"{m.rel:+.2e}, the limit on {ess:.3g} effective draws")
+        if "ideal" in L.index and "mixture" in L.index:
+            parts["exact flow of the data set"] = ("inconclusive", FINITE_NA)
+        pw = "; ".join(_lim_power(k, r, rel_tol, level) for k, r in lim_subjects.items())
         note = ("paired estimator (the per-sample Taylor identity, true for any teacher; not judged): "
-                + ", ".join(f"{k} {r.limit_paired:.3g}" for k, r in subjects.items()))
-        if any(_few_draws(r) for r in [*subjects.values(), *([wt] if wt is not None else [])]):
+                + ", ".join(f"{k} {r.limit_paired:.3g}" for k, r in lim_subjects.items()))
+        if na:
+            note += f"; {na}"
+        if any(_few_draws(r) for r in [*lim_subjects.values(), *([wt] if wt is not None else [])]):
             note += (f"; an interval is used only when the limit rests on at least {LIMIT_ESS_MIN} effective draws "
                      f"(Kish; rule added after the exact flow's inconclusive result, issue 30)")
+        if "mixture" in L.index:
+            note += "; " + MIXTURE_WHY
         out.append(judged_row(f"N (L_CT - L_CD) converges to Theorem 1's limit C T^(alpha-1) R with R from the true "
                               f"velocity (plain estimator; within {rel_tol:.0%}, 90% interval) ({st})", PAPER["limit"],
                               parts, ctl, require=require, power=pw, note=note))

@@ -67,6 +67,8 @@ SPEC = register_spec(Spec("ct_cd_gap", (
     Param("rel_tol", 0.1, "equivalence tolerance of the limit row", rule=between(0.0, 1.0)),
     Param("ideal_Ns", [2560], "N for the exact flow (slow: a flow map per point)", rule=levels()),
     Param("ideal_n", 128, "samples of the exact flow's gap", rule=positive_int),
+    Param("mixture_n", 2048, "draws of the limit row's ideal, the exact flow of a continuous mixture (cheap, 2-D)",
+          rule=positive_int),
     Param("ideal_steps", 32, "Heun steps of the exact flow map (its error against 2x as many is printed)",
           rule=positive_int),
     Param("grad_Ns", [2560], "Theorem 1 (ii): N for the gradients (the whole gradient, reverse mode)",
@@ -166,12 +168,15 @@ def summarise_gap(r, setting: str, model: str, level: float = 0.9) -> dict:
 
 def gap_curves(models: dict, data, settings, T: float = 1.0, Ns=(10, 40, 160, 640, 2560, 10240), n: int = 8192,
                n_limit: int | None = None, ideal_Ns=(10240,), ideal_n: int = 512, seed: int = 0, level: float = 0.9,
-               out=None, label: str = "trained", teacher=None):
+               out=None, label: str = "trained", teacher=None, mixture=None, mixture_n: int = 2048):
     """The CT/CD gap of each model for each distance in ``settings`` (all distances from one set of network
     evaluations): "trained" on ``Ns``, the smaller N on n samples and the largest N and the limit on
     n_limit >= n (default n: the equivalence test's power is set there); "ideal" (the exact flow) on ``ideal_Ns``
-    with ideal_n samples (the flow map is slow); the control "wrong teacher" (the trained model with CD's teacher
-    v = 0) at the largest N on the trained model's n_limit draws, judged against the trained model's limit.
+    with ideal_n samples (the flow map is slow; no limit: its flow jumps at the basins' boundaries, so Theorem 1's
+    limit is infinite for it); the control "wrong teacher" (the trained model with CD's teacher v = 0) at the
+    largest N on the trained model's n_limit draws, judged against the trained model's limit. ``mixture``: the
+    limit row's ideal, the exact flow of a continuous density (``references.GaussianMixtureFlow``), as "mixture" on
+    ``ideal_Ns`` with its limit on mixture_n draws of that density, and its control "mixture wrong teacher" (v = 0).
     ``label``: the key of the model judged in ``models`` (its rows are named so); ``teacher``: its CD teacher
     (default the exact velocity; the limit always uses the true velocity).
     Returns (table, limits, results): table, the scaled gap per (model, setting, N); limits, one ``summarise_gap``
@@ -183,7 +188,13 @@ def gap_curves(models: dict, data, settings, T: float = 1.0, Ns=(10, 40, 160, 64
                   limit=False)
     runs["wrong teacher"] = {k: _with_limit(r, runs[label][k]) for k, r in wrong.items()}
     if "ideal" in models:
-        runs["ideal"] = _gaps(models["ideal"], data, settings, T, ideal_Ns, ideal_n, seed)
+        runs["ideal"] = _gaps(models["ideal"], data, settings, T, ideal_Ns, ideal_n, seed, limit=False)
+    if mixture is not None:
+        kw = dict(velocity=mixture.velocity, sampler=mixture.sample)
+        runs["mixture"] = _gaps(mixture, mixture.means, settings, T, ideal_Ns, mixture_n, seed, **kw)
+        bad = _gaps(mixture, mixture.means, settings, T, ideal_Ns[-1:], mixture_n, seed,
+                    teacher=references.zero_velocity, limit=False, **kw)
+        runs["mixture wrong teacher"] = {k: _with_limit(r, runs["mixture"][k]) for k, r in bad.items()}
     tables, rows, results = [], [], {}
     for s in settings:
         for label, rs in runs.items():
@@ -219,7 +230,7 @@ def plot_gap(table: pd.DataFrame, limits: pd.DataFrame, out) -> None:
             lim = limits[(limits.setting == st) & (limits.model == label)].iloc[0]
             ax.errorbar(d.N, d.scaled_gap, yerr=d.scaled_gap_stderr, fmt="o-", ms=4, color=color,
                         label=f"{label}: N gap")
-            if label != "wrong teacher":
+            if label != "wrong teacher" and np.isfinite(lim.limit):
                 ax.axhspan(lim.limit - lim.limit_stderr, lim.limit + lim.limit_stderr, color=color, alpha=0.15,
                            label=f"{label}: limit (plain, ±1 s.e.)")
         ax.set(xscale="log", yscale="symlog", xlabel="N (steps on [sigma_min, T])", title=st)
@@ -303,7 +314,8 @@ def summary(limits: pd.DataFrame, claims: list[dict], info: dict) -> str:
     per model and distance, the model's name, and the verdicts of the rows and of their controls."""
     return report.summary({
         **{f"N_gap[{r.setting}, {r.model}]": float(r.scaled_gap) for r in limits.itertuples()},
-        **{f"limit[{r.setting}, {r.model}]": float(r.limit) for r in limits.itertuples() if r.model != "wrong teacher"},
+        **{f"limit[{r.setting}, {r.model}]": float(r.limit) for r in limits.itertuples()
+           if "wrong teacher" not in r.model and np.isfinite(r.limit)},
         "model": info["name"].split(":")[0],
         "verdicts": [c["verdict"] for c in claims],
         "control_verdicts": [c.get("control_verdict") for c in claims],

@@ -115,7 +115,7 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
               c: float | None = None, weight: str | Callable = "inverse_step", sigma_min: float | None = None,
               velocity: Callable | None = None, batch_size: int = 4096, generator: torch.Generator | None = None,
               seed: int = 0, teacher: Callable | None = None, n_curve: int | None = None,
-              limit: bool = True) -> GapResult:
+              limit: bool = True, sampler: Callable | None = None) -> GapResult:
     """L_CT, L_CD and the scaled gap for N equally spaced steps on [sigma_min, T], and its predicted limit.
 
     model: f(x, sigma) acting row-wise (its mode is set to eval and restored); data: the finite point set
@@ -123,7 +123,8 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     distance: "l2" (||a - b||^2, alpha = 2, C = 1) or "pseudo_huber" (sqrt(||a - b||^2 + c^2) - c, alpha = 2,
     C = 1 / (2 c); c defaults to 0.00054 sqrt(d)). weight: "inverse_step" (lambda_i = 1/h, iCT) or a function
     lambda(t) of a float64 tensor of lower levels t_i (Theorem 1's fixed weights).
-    n samples (x uniform on data, z ~ N(0, I), u ~ U[0, 1)) shared by every N; computed on the model's device
+    n samples (x uniform on data, or ``sampler(n, generator)``'s draws of a continuous density, whose velocity= then
+    must be given; z ~ N(0, I), u ~ U[0, 1)) shared by every N; computed on the model's device
     and dtype in chunks of ``batch_size``. Returns a ``GapResult`` (see there and the module docstring).
     teacher(x, sigma): the velocity that makes CD's lower point (default: the same as the limit's velocity); a
     wrong teacher (e.g. v = 0) changes L_CD but not the predicted limit, which always uses the true velocity.
@@ -137,13 +138,14 @@ def ct_cd_gap(model, data, T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096, distanc
     """
     return ct_cd_gaps(model, data, [(distance, c)], T=T, Ns=Ns, n=n, weight=weight, sigma_min=sigma_min,
                       velocity=velocity, batch_size=batch_size, generator=generator, seed=seed, teacher=teacher,
-                      n_curve=n_curve, limit=limit)[0]
+                      n_curve=n_curve, limit=limit, sampler=sampler)[0]
 
 
 def ct_cd_gaps(model, data, distances=(("l2", None),), T: float = 1.0, Ns=DEFAULT_NS, n: int = 4096,
                weight: str | Callable = "inverse_step", sigma_min: float | None = None, velocity: Callable | None = None,
                batch_size: int = 4096, generator: torch.Generator | None = None, seed: int = 0,
-               teacher: Callable | None = None, n_curve: int | None = None, limit: bool = True) -> list[GapResult]:
+               teacher: Callable | None = None, n_curve: int | None = None, limit: bool = True,
+               sampler: Callable | None = None) -> list[GapResult]:
     """``ct_cd_gap`` for each (distance, c) of ``distances`` from ONE set of network evaluations (the draws, the
     model's outputs and the limit's Jacobian-vector products do not depend on the distance): a list of
     ``GapResult``, one per distance, each equal to ``ct_cd_gap`` with that distance alone."""
@@ -164,12 +166,14 @@ def ct_cd_gaps(model, data, distances=(("l2", None),), T: float = 1.0, Ns=DEFAUL
     n_curve = n if n_curve is None else int(n_curve)
     if not 1 <= n_curve <= n:
         raise ValueError(f"n_curve={n_curve} must be in [1, n = {n}]")
+    if sampler is not None and velocity is None:
+        raise ValueError("sampler needs velocity= (the density's; the data points' exact velocity is not its)")
     inverse_step = weight == "inverse_step"
     p = 1 if inverse_step else 2
 
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, pts.shape[0], (n,), generator=g)
-    x_all = pts[idx.to(pts.device)].to(torch.float64).cpu()
+    x_all = (sampler(n, g) if sampler is not None else pts[torch.randint(0, pts.shape[0], (n,), generator=g).to(
+        pts.device)]).to(torch.float64).cpu()
     z_all = torch.randn(x_all.shape, generator=g, dtype=torch.float64)
     u_all = torch.rand(n, generator=g, dtype=torch.float64)
     device, dtype = model_device_dtype(model, x_all)
