@@ -212,3 +212,14 @@ def test_ideal_gap_tail_tiny(tmp_path):
     assert all(q["verdict"] in ("holds", "inconclusive", "refuted") for q in row["per_N"])
     for j in res["jump"]:
         assert 0.9 < j["f_eps"] < 1.0 and j["quotient"] > 0.4 / j["eps"]
+
+
+def test_mixture_limit_pilot_tiny(tmp_path):
+    """benchmarks/mixture_limit_pilot.py on 256 draws: each distance reported; the smooth mixture's N gap is at its
+    limit with many effective draws, the v = 0 teacher far below it."""
+    import mixture_limit_pilot
+    res = mixture_limit_pilot.main(["--stds", "0.25", "--n", "256", "--N", "160", "--out", str(tmp_path / "m.json")])
+    assert json.loads((tmp_path / "m.json").read_text())["benchmark"] == "mixture_limit_pilot"
+    assert [r["setting"] for r in res["rows"]] == ["squared L2", "pseudo-Huber, paper c = 0.0043"]
+    r = res["rows"][0]
+    assert abs(r["rel"]) < 0.01 and r["limit_ess"] > 20 and r["wrong_rel_hi"] < -0.1
