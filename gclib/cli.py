@@ -120,11 +120,9 @@ def main(argv=None) -> int:
 def _with_plugins(handler, args) -> int:
     """The command, after the user's plugin modules are imported (``gclib.plugins``: $GCLIB_PLUGINS and the entry
     points of gclib.plugins), so that the couplings, losses, metrics and data sets they register are known."""
-    from . import machine
     from .plugins import load_plugins
     load_plugins()
-    with machine.cpu_threads():   # gclib's CPU thread count (GCLIB_THREADS, OMP_NUM_THREADS honoured)
-        return handler(args)
+    return handler(args)
 
 
 def _check_run_cache(write: bool) -> None:

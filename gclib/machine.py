@@ -11,15 +11,18 @@ it first): OpenMP threads that sleep when they wait (``OMP_WAIT_POLICY=PASSIVE``
 because a thread that spins on a busy machine takes the core from the thread it waits for. A setting the user made
 (any ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``) is left as it is.
 
-``gclib_threads()`` is the number of torch threads gclib's own CPU work runs on (``train`` while it trains on the CPU,
-restored afterwards; the notebooks' processes from their ``setup``): the user's choice where there is one
-(``GCLIB_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or a ``torch.set_num_threads`` call), otherwise half the
-usable CPUs, at least one (``default_threads``). Threads that work in lock-step wait at every parallel region for the
-slowest of them; beside other busy processes one of them is always descheduled, and a 2-thread run on 2 cores beside
-2 busy processes took 2.5-7x its idle time against 1.5x for one thread, which on those 2 cores is as fast idle
+``gclib_threads()`` is the number of torch threads gclib's training runs on on the CPU (``train`` and
+``train_stack``, the caller's count put back afterwards): the user's choice where there is one (``GCLIB_THREADS``,
+``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or a ``torch.set_num_threads`` call), otherwise half the usable CPUs, at least
+one (``default_threads``). A training step is many small operations, and threads that work in lock-step wait at every
+one for the slowest of them: beside other busy processes one of them is always descheduled, and a 2-thread run on 2
+cores beside 2 busy processes took 2.3-4.4x its idle time against 1.5x for one thread, which was as fast idle
 (benchmarks/thread_share.py, results/bench/README.md). Half the CPUs leaves room for as many other busy processes and
-is the physical core count on 2-way SMT machines (what torch itself picks there). The thread count is part of what a
-run's last bits depend on (more threads sum in another order), so it is never chosen from the momentary load.
+is the physical core count on 2-way SMT machines (what torch itself picks there). Everything else (evaluation,
+sampling, the notebooks' large batched measurements) keeps torch's count: one thread for everything made
+ct_cd_gap's notebook 677 s on an idle 2-core machine (how its long operations share a busy one is not measured). The
+thread count is part of what a run's last bits depend on (more threads sum in another order), so it is never chosen
+from the momentary load.
 """
 from __future__ import annotations
 
@@ -166,16 +169,6 @@ def gclib_threads(environ=None) -> int | None:
     if now != at_import or at_import != usable_cpus():
         return None
     return default_threads()
-
-
-def share_threads(environ=None) -> int:
-    """Put this process on ``gclib_threads()`` torch threads (a notebook's or the CLI's own process); returns the
-    count it runs on now."""
-    import torch
-    n = gclib_threads(environ)
-    if n is not None and n != torch.get_num_threads():
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
 
 
 @contextlib.contextmanager

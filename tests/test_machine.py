@@ -153,22 +153,19 @@ import json, sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
 from gclib.train import train
-from gclib.experiments import toy_flows
 seen = {{"start": torch.get_num_threads()}}
 cfg = tiny_config(__import__("pathlib").Path({tmp!r}), eval_every=10)
 train(cfg, eval_fns=[lambda step, model: seen.setdefault("training", torch.get_num_threads()) and {{}}])
 seen["after_train"] = torch.get_num_threads()
-toy_flows.setup({{}})   # a notebook's process: its setup puts the whole process on gclib's count
-seen["notebook"] = torch.get_num_threads()
 print(json.dumps(seen))
 """
 
 
-def test_train_and_the_notebooks_run_on_gclibs_count(tmp_path):
+def test_train_runs_on_gclibs_count_and_puts_the_callers_back(tmp_path):
     out = _in_fresh_python(TRAIN_PROBE.format(tests=str(ROOT / "tests"), tmp=str(tmp_path)))
     seen = json.loads(out.splitlines()[-1])
     n, default = machine.usable_cpus(), machine.default_threads()
-    assert seen == {"start": n, "training": default, "after_train": n, "notebook": default}
+    assert seen == {"start": n, "training": default, "after_train": n}
     # the user's count wins in both
     out = _in_fresh_python(TRAIN_PROBE.format(tests=str(ROOT / "tests"), tmp=str(tmp_path / "b")), GCLIB_THREADS="2")
-    assert json.loads(out.splitlines()[-1]) == {"start": n, "training": 2, "after_train": n, "notebook": 2}
+    assert json.loads(out.splitlines()[-1]) == {"start": n, "training": 2, "after_train": n}

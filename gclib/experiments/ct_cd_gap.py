@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import machine, report
+from .. import report
 from ..losses import pseudo_huber_c
 from ..metrics.gap import ct_cd_gaps
 from . import common, references
@@ -105,7 +105,6 @@ def setup(params, spec: Spec = SPEC):
                          f"({cfg.sigma_min}, {cfg.sigma_max}]")
     levels(lo=cfg.sigma_min, hi=cfg.sigma_max)("proxy_ts", p.proxy_ts)
     dev = common.resolve_device(p.device)
-    machine.share_threads()   # this notebook's process on gclib's CPU thread count (gclib.machine)
     return cfg, dev, report.results_dir("ct_cd_gap", p.variant)
 
 

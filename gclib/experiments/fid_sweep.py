@@ -15,7 +15,6 @@ from typing import Sequence
 
 import pandas as pd
 
-from .. import machine
 from ..checks import check_choice, check_flow, check_mu
 from ..data import get_dataset
 from ..evaluation import CURVE_NAMES, LABELS
@@ -264,7 +263,6 @@ def setup(params, spec: Spec = SPEC) -> "Sweep":
     naming the parameter, before any work) and build its ``Sweep``."""
     v = spec.values(params)
     sw = make_sweep(**{k: v[k] for k in spec.sweep_keys}, spec=spec)
-    machine.share_threads()   # this notebook's process on gclib's CPU thread count (gclib.machine)
     return _staged(sw, v["variant"])   # reanalyse read the committed results before this
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import machine, report
+from .. import report
 from ..exact import velocity
 from ..coupling_paths import coupled_endpoints, exact_generator, path_alignment
 from . import common, references
@@ -91,7 +91,6 @@ def setup(params, spec: Spec = SPEC):
                               **spec.with_config(v, p.train_overrides, "train_overrides"))
     if not p.t_pred <= cfg.sigma_max:
         raise ValueError(f"toy_flows: t_pred={p.t_pred!r} is not valid; it must be at most sigma_max={cfg.sigma_max}")
-    machine.share_threads()   # this notebook's process on gclib's CPU thread count (gclib.machine)
     return cfg, report.results_dir("toy_flows", p.variant)
 
 

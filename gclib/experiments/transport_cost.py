@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import machine, report
+from .. import report
 from ..checks import check_flow, check_mu
 from ..metrics._util import as_rows64, draw_data, eval_mode, model_device_dtype
 from ..metrics.transport import exact_ot_cost, minibatch_ot_cost
@@ -105,7 +105,6 @@ def setup(params, spec: Spec = SPEC):
     if len(p.ts) < p.n_near:
         bad("n_near", f"ts has only {len(p.ts)} levels")
     dev = common.resolve_device(p.device)
-    machine.share_threads()   # this notebook's process on gclib's CPU thread count (gclib.machine)
     return cfg, dev, report.results_dir("transport_cost", p.variant)
 
 
