@@ -164,8 +164,8 @@ def thread_share_section(out_dir: Path) -> str:
     processes and takes long), or '' when there is none."""
     for p, res in _json_files(out_dir, "thread_share.json"):
         return "\n".join([
-            "How much slower a training run gets beside busy processes, per thread setting. gclib's default runs its "
-            "own CPU work on half the usable CPUs, at least one (`gclib.machine.gclib_threads`; `GCLIB_THREADS`, "
+            "How much slower a training run gets beside busy processes, per thread setting. gclib trains on "
+            "the CPU on half the usable CPUs, at least one (`gclib.machine.gclib_threads`; `GCLIB_THREADS`, "
             "`OMP_NUM_THREADS` and `torch.set_num_threads` win) and sets OpenMP's waiting to passive "
             "(`OMP_WAIT_POLICY=PASSIVE` at `import gclib`, unless the user set it, `GOMP_SPINCOUNT` or `KMP_BLOCKTIME`): "
             "threads that work in lock-step wait at every parallel region for the one the other work has descheduled. "

@@ -20,7 +20,8 @@ cores beside 2 busy processes took 2.3-4.4x its idle time against 1.5x for one t
 (benchmarks/thread_share.py, results/bench/README.md). Half the CPUs leaves room for as many other busy processes and
 is the physical core count on 2-way SMT machines (what torch itself picks there). Everything else (evaluation,
 sampling, the notebooks' large batched measurements) keeps torch's count: one thread for everything made
-ct_cd_gap's notebook 677 s on an idle 2-core machine (how its long operations share a busy one is not measured). The
+ct_cd_gap's notebook 677 s instead of 423 s on an idle 2-core machine (how its long operations share a busy one is
+not measured). The
 thread count is part of what a run's last bits depend on (more threads sum in another order), so it is never chosen
 from the momentary load.
 """
