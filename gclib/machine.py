@@ -148,7 +148,7 @@ def default_threads(cpus: int | None = None) -> int:
 
 
 def gclib_threads(environ=None) -> int | None:
-    """The torch thread count gclib's CPU work should run on, or None where the user chose one that torch already
+    """The torch thread count gclib's CPU training should run on, or None where the user chose one that torch already
     follows (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, or a ``torch.set_num_threads`` call: torch's count is not what
     it was at ``import gclib``, or was not its plain default, one per usable CPU, then). ``GCLIB_THREADS`` (a positive
     integer) is gclib's own; a bad value is one ValueError naming it. Otherwise ``default_threads()``."""

@@ -93,9 +93,14 @@ def limit_ess(n: int, limit: float, limit_stderr: float) -> float:
     return n / (1.0 + (n - 1) * (se / m) ** 2)
 
 
+def _ess(r) -> float:
+    """``limit_ess`` of one row of the limits table."""
+    return limit_ess(r.n, r.limit, r.limit_stderr)
+
+
 def _few_draws(r) -> bool:
     """Whether the limit rests on fewer than LIMIT_ESS_MIN effective draws (False where the columns are missing)."""
-    ess = limit_ess(r.n, r.limit, r.limit_stderr)
+    ess = _ess(r)
     return bool(np.isfinite(ess) and ess < LIMIT_ESS_MIN)
 
 
@@ -111,7 +116,7 @@ def _lim_txt(r) -> str:
     txt = (f"N={r.N_max}, n={r.n}: N gap {r.scaled_gap:.3g}, limit {r.limit:.3g} +- {r.limit_stderr:.2g}, "
            f"(N gap - limit)/limit {r.rel:+.1%} [{r.rel_lo:+.1%}, {r.rel_hi:+.1%}]")
     if _few_draws(r):
-        txt += (f"; the limit rests on {limit_ess(r.n, r.limit, r.limit_stderr):.3g} effective draws of {r.n} "
+        txt += (f"; the limit rests on {_ess(r):.3g} effective draws of {r.n} "
                 f"(Kish), fewer than {LIMIT_ESS_MIN}: the interval is not used")
     return txt
 
@@ -119,12 +124,10 @@ def _lim_txt(r) -> str:
 def _lim_power(k: str, r, tol: float, level: float) -> str:
     """The limit row's power text for subject ``k``: none where the limit rests on few effective draws."""
     if _few_draws(r):
-        ess = limit_ess(r.n, r.limit, r.limit_stderr)
-        return (f"{k}: none for the {tol:.0%} test at n = {r.n} (the limit's {ess:.3g} effective draws; its spread is "
-                f"set by rare draws, so more draws of the same kind do not buy power)")
+        return (f"{k}: none for the {tol:.0%} test at n = {r.n} (the limit's {_ess(r):.3g} effective draws; its "
+                f"spread is set by rare draws, so more draws of the same kind do not buy power)")
     return (f"{k}: {limit_power(r.rel_sd, r.n, tol, level):.0%} for the {tol:.0%} test at n = {r.n} (from the "
             f"per-sample spread)")
-
 
 
 MIXTURE_SUBJECT = "exact flow of the continuous mixture (references.SMOOTH_MIXTURE)"
@@ -150,7 +153,7 @@ def limit_subjects(L: pd.DataFrame, label: str, rel_tol: float) -> tuple[dict, d
         wt = L.loc["wrong teacher"]
         if label in subjects and _few_draws(subjects[label]):
             na = (f"{WRONG} on {label}: n/a (it shares {label}'s limit, which rests on "
-                  f"{limit_ess(wt.n, wt.limit, wt.limit_stderr):.3g} effective draws: the row cannot judge it)")
+                  f"{_ess(wt):.3g} effective draws: the row cannot judge it)")
         else:
             ctl[WRONG] = (_limit(wt, rel_tol), _lim_txt(wt))
     if "mixture wrong teacher" in L.index:
@@ -267,9 +270,8 @@ def gap_claims(limits: pd.DataFrame, grads: pd.DataFrame, det: pd.DataFrame, rel
         parts = {k: (_limit(r, rel_tol), _lim_txt(r)) for k, r in lim_subjects.items()}
         if "ideal" in parts and "mixture" in L.index:
             m = L.loc["mixture"]
-            ess = limit_ess(m.n, m.limit, m.limit_stderr)
             parts["ideal"] = (parts["ideal"][0], f"{MIXTURE_SUBJECT}: {parts['ideal'][1]}; relative difference "
-                              f"{m.rel:+.2e}, the limit on {ess:.3g} effective draws")
+                              f"{m.rel:+.2e}, the limit on {_ess(m):.3g} effective draws")
         if "ideal" in L.index and "mixture" in L.index:
             parts["exact flow of the data set"] = ("inconclusive", FINITE_NA)
         pw = "; ".join(_lim_power(k, r, rel_tol, level) for k, r in lim_subjects.items())
