@@ -52,6 +52,29 @@ def test_the_replication_is_cpu_longs_runs_at_fresh_seeds_with_its_own_power_est
         assert f"{paired_power(abs(d.mean()), d.std(), 30):.2f}" == power and power in pre["power"]
 
 
+def test_the_replications_committed_result_is_all_90_runs_at_its_own_seeds():
+    """results/fid_curves/cpu_long_replication: every run of seeds 10-39 trained to the end and evaluated once, a
+    seed's three runs on one kind of device, and both primary rows judged on 30 paired seeds with a family-wise
+    verdict (their recomputation from these CSVs is tests/test_inference.py's)."""
+    import pandas as pd
+    out = ROOT / "results" / "fid_curves" / "cpu_long_replication"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["seeds"] == list(range(10, 40)) and m["steps"] == 4000
+    fe = pd.read_csv(out / "final_eval.csv")
+    assert sorted(fe.seed.unique()) == list(range(10, 40)) and len(fe) == 90 and not fe.fd_digits.isna().any()
+    assert fe.groupby("label").size().to_dict() == {"GC mu=0.5": 30, "IC": 30, "OT": 30}
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 90 and (runs.groupby("seed").device.nunique() == 1).all()
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves.groupby(["label", "seed"]).step.max().eq(4000).all() and len(curves.groupby(["label", "seed"])) == 90
+    primary = [c for c in m["claims"] if c["role"] == "primary"]
+    assert [(c["a"], c["b"], c["endpoint"]) for c in primary] == [("GC mu=0.5", "IC", "final"),
+                                                                  ("GC mu=0.5", "OT", "final")]
+    assert all(c["n"] == 30 and c["verdict_holm"] in ("holds", "refuted", "inconclusive") for c in primary)
+    for label, v in m["final"].items():
+        assert v["seeds"] == 30 and v["mean"] == pytest.approx(fe[fe.label == label].fd_digits.mean(), rel=1e-12)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_script_refuses_without_cuda_in_one_line(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=120,

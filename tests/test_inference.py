@@ -113,7 +113,7 @@ def test_a_steps_to_reach_endpoint_needs_a_censoring_rule():
                    preregistration=pre)
 
 
-@pytest.mark.parametrize("variant", ["cpu_long", "cpu_long_2x", "cpu_long_mu"])
+@pytest.mark.parametrize("variant", ["cpu_long_replication", "cpu_long", "cpu_long_2x", "cpu_long_mu"])
 def test_committed_rows_recompute_from_the_committed_csvs(variant):
     """metrics.json's claims (with their family-wise verdicts) are what the code computes from curves.csv and
     final_eval.csv; the params files state the censoring rule wherever a steps_to_reach endpoint is."""
@@ -157,6 +157,9 @@ def test_reanalyse_starts_from_the_committed_results(tmp_path, monkeypatch):
         fid_curves._read_committed(sw)
 
 
+DIGITS_PROFILES = ("cpu_long_replication", "cpu_long", "cpu_long_2x", "cpu_long_mu")   # pre-registered, with results
+
+
 def test_forest_plot_and_central_table_show_every_committed_row(tmp_path):
     """Every paired row with an interval of the pre-registered digits profiles is a row of the forest plot, with the
     numbers of its claim; the table lists each primary row with both verdicts and says which seeds were seen."""
@@ -164,8 +167,8 @@ def test_forest_plot_and_central_table_show_every_committed_row(tmp_path):
     from gclib.experiments.forest import central_table, forest_plot, forest_rows, timing_table
     rows = forest_rows(ROOT)
     profiles = {r["profile"] for r in rows}
-    assert {"cpu_long", "cpu_long_2x", "cpu_long_mu"} <= profiles
-    for variant in ("cpu_long", "cpu_long_2x", "cpu_long_mu"):
+    assert set(DIGITS_PROFILES) <= profiles
+    for variant in DIGITS_PROFILES:
         claims = json.loads((ROOT / "results" / "fid_curves" / variant / "metrics.json").read_text())["claims"]
         with_interval = [c for c in claims if c.get("diff")]
         mine = [r for r in rows if r["profile"] == variant]
@@ -177,7 +180,7 @@ def test_forest_plot_and_central_table_show_every_committed_row(tmp_path):
     assert png.stat().st_size > 10_000 and (tmp_path / "forest.pdf").is_file()
     assert forest_plot([], tmp_path / "none.png") is None
     table = "\n".join(central_table(ROOT))
-    n_primary = sum(c.get("role") == "primary" for v in ("cpu_long", "cpu_long_2x", "cpu_long_mu")
+    n_primary = sum(c.get("role") == "primary" for v in DIGITS_PROFILES
                     for c in json.loads((ROOT / "results" / "fid_curves" / v / "metrics.json").read_text())["claims"])
     assert table.count("| **holds** |") + table.count("| **inconclusive** |") + table.count("| **refuted** |") == n_primary
     assert "Seeds 0-2" in table and "Seeds 0-1" in table
