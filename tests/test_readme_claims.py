@@ -43,25 +43,30 @@ def _agrees(printed: str, value: float) -> bool:
         value != 0 and math.isclose(_value(printed), float(f"{value:.3g}"), rel_tol=1e-9))
 
 
-def committed_rows(root: Path = ROOT) -> list[dict]:
+def committed_metrics(root: Path = ROOT) -> dict[str, dict]:
+    """Each committed fid_curves profile's metrics.json, by profile name."""
+    return {f.parent.name: json.loads(f.read_text())
+            for f in sorted((root / "results" / "fid_curves").glob("*/metrics.json"))}
+
+
+def committed_rows(metrics: dict[str, dict]) -> list[dict]:
     """Every claim row of the committed fid_curves profiles, each with the (mean, lo, hi) triples it states."""
     rows = []
-    for f in sorted((root / "results" / "fid_curves").glob("*/metrics.json")):
-        for c in json.loads(f.read_text()).get("claims", []):
+    for profile, data in metrics.items():
+        for c in data.get("claims", []):
             own = {c.get("verdict"), c.get("verdict_holm")}
             triples = [(c["diff"]["mean"], c["diff"]["lo"], c["diff"]["hi"], own)] if c.get("diff") else []
             for m in INTERVAL.finditer(measured := c.get("measured", "")):
                 # a difference under another scoring carries the verdict its text gives it
-                v = VERDICT.search(re.split(r"[;]", measured[m.end():], maxsplit=1)[0])
+                v = VERDICT.search(measured[m.end():].split(";", 1)[0])
                 triples.append((*(_value(x) for x in m.groups()), {v.group(1)} if v else own))
-            rows.append({**c, "profile": f.parent.name, "triples": triples})
+            rows.append({**c, "profile": profile, "triples": triples})
     return rows
 
 
-def committed_finals(root: Path = ROOT) -> list[dict]:
+def committed_finals(metrics: dict[str, dict]) -> list[dict]:
     """Each committed fid_curves profile's mean final value per flow label."""
-    return [{k: v["mean"] for k, v in json.loads(f.read_text()).get("final", {}).items()}
-            for f in sorted((root / "results" / "fid_curves").glob("*/metrics.json"))]
+    return [{k: v["mean"] for k, v in data.get("final", {}).items()} for data in metrics.values()]
 
 
 def unmatched_finals(section: str, finals: list[dict]) -> list[str]:
@@ -102,15 +107,17 @@ def unmatched(section: str, rows: list[dict]) -> list[str]:
 
 def test_every_interval_verdict_and_p_value_of_the_central_question_stands_in_a_row():
     section = central_section((ROOT / "README.md").read_text())
-    rows = committed_rows()
+    metrics = committed_metrics()
+    rows = committed_rows(metrics)
     assert len(INTERVAL.findall(section)) >= 10 and len(P_VALUE.findall(section)) >= 2 and rows
     assert unmatched(section, rows) == []
-    assert len(ENDS_AT.findall(section)) >= 2 and unmatched_finals(section, committed_finals()) == []
+    assert len(ENDS_AT.findall(section)) >= 2 and unmatched_finals(section, committed_finals(metrics)) == []
 
 
 def test_the_check_fails_on_a_number_or_verdict_the_rows_do_not_hold():
     section = central_section((ROOT / "README.md").read_text())
-    rows = committed_rows()
+    metrics = committed_metrics()
+    rows = committed_rows(metrics)
     m = INTERVAL.search(section)
     mean, lo, hi = m.groups()
     # a changed bound
@@ -124,7 +131,7 @@ def test_the_check_fails_on_a_number_or_verdict_the_rows_do_not_hold():
     # a profile's final value that is not its own
     m = ENDS_AT.search(section)
     wrong = section.replace(m.group(0), m.group(0).replace(f"IC's {m.group(2)}", f"IC's {_value(m.group(2)) + 1}"))
-    assert len(unmatched_finals(wrong, committed_finals())) == 1
+    assert len(unmatched_finals(wrong, committed_finals(metrics))) == 1
     # results that changed under the text: a row's interval moved
     moved = [{**r, "triples": [(t[0] + 1, t[1] + 1, t[2] + 1, t[3]) for t in r["triples"]]} for r in rows]
     assert len(unmatched(section, moved)) >= len(INTERVAL.findall(section)) - 1
